@@ -1,0 +1,531 @@
+"""The one TOML configuration file, validated into frozen typed objects.
+
+Loaded once at start, frozen, passed down; stages never read the environment.
+Unknown keys and bad values are rejected with the dotted key path and the
+reason, all problems at once. Relative paths are resolved against the folder
+that holds the config file, so a config means the same whatever the caller's
+working directory is. ``config/redactd.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from redactd.errors import ConfigError, ConfigErrors
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+def _bounds(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"lo": lo, "hi": hi}
+
+
+def _f(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A field with a default and numeric bounds (inclusive)."""
+    if isinstance(default, (list, dict, tuple)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata=_bounds(lo, hi))
+    return field(default=default, metadata=_bounds(lo, hi))
+
+
+MaskMethod = Literal["mosaic", "blur", "pixelate", "solid"]
+MaskShape = Literal["box", "ellipse"]
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """How one class is masked.
+
+    ``mosaic`` (default) pixelates to ``blocks`` cells across the box and then
+    blurs the cells: nothing of the original detail survives the pixelation,
+    and the blur hides the block edges a deblocking attack would use.
+    ``blur`` is a gaussian blur whose kernel is ``blur_strength`` times the
+    box size (size-relative, so big faces are blurred as hard as small ones).
+    """
+
+    method: MaskMethod = "mosaic"
+    shape: MaskShape = "ellipse"
+    padding: float = _f(0.15, 0.0, 2.0)
+    blocks: int = _f(6, 2, 64)
+    blur_strength: float = _f(0.5, 0.05, 2.0)
+    color: tuple[int, ...] = _f((0, 0, 0))
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """Multi-scale detection so small faces in large frames are not lost.
+
+    A full-frame pass runs at most ``max_side`` pixels on the longest side.
+    When the frame is larger than that (or ``upscale`` > 1), the frame is also
+    cut into overlapping tiles of ``tile_size`` model pixels, each covering
+    ``tile_size / upscale`` source pixels, and detections are merged by NMS.
+    """
+
+    enabled: bool = True
+    max_side: int = _f(1280, 128, 8192)
+    tile_size: int = _f(640, 128, 4096)
+    overlap: float = _f(0.2, 0.0, 0.5)
+    upscale: float = _f(1.0, 0.25, 4.0)
+    min_tiling_side: int = _f(1400, 0, 100000)
+
+
+@dataclass(frozen=True)
+class ClassConfig:
+    """Detection and masking of one object class within a profile."""
+
+    enabled: bool = True
+    detectors: tuple[str, ...] = ()
+    threshold: float = _f(0.3, 0.0, 1.0)
+    nms_iou: float = _f(0.3, 0.0, 1.0)
+    tiling: TilingConfig = _f(TilingConfig())
+    mask: MaskConfig = _f(MaskConfig())
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What the output file keeps of the input besides pixels."""
+
+    strip_metadata: bool = True
+    keep_icc: bool = True
+    jpeg_quality: int = _f(92, 50, 100)
+    webp_quality: int = _f(90, 50, 100)
+    file_mode: int = _f(0o640, 0, 0o777)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Video encode and stream policy."""
+
+    keep_audio: bool = True
+    crf: int = _f(20, 0, 51)
+    preset: str = "veryfast"
+    detect_every: int = _f(1, 1, 30)
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Tracker parameters for video (frames)."""
+
+    enabled: bool = True
+    max_age: int = _f(12, 0, 300)
+    lookback: int = _f(6, 0, 120)
+    hold: int = _f(6, 0, 300)
+    iou_threshold: float = _f(0.2, 0.0, 1.0)
+    low_threshold: float = _f(0.1, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of processing choices; watches and CLI runs pick one."""
+
+    face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.3))
+    plate: ClassConfig = _f(
+        ClassConfig(enabled=False, detectors=(), threshold=0.5, mask=MaskConfig(method="solid"))
+    )
+    output: OutputConfig = _f(OutputConfig())
+    video: VideoConfig = _f(VideoConfig())
+    track: TrackConfig = _f(TrackConfig())
+
+
+WatchMode = Literal["auto", "inotify", "poll"]
+
+DEFAULT_IGNORE: tuple[str, ...] = (
+    ".*",
+    "*.part",
+    "*.partial",
+    "*.tmp",
+    "*.temp",
+    "*.crdownload",
+    "*.download",
+    "~$*",
+    "*~",
+    "Thumbs.db",
+    "desktop.ini",
+    "@eaDir",
+    "#recycle",
+    "$RECYCLE.BIN",
+    "System Volume Information",
+    "lost+found",
+    "*.reason.json",
+)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """One watched inbound folder and where its results go."""
+
+    inbound: Path
+    outbound: Path
+    quarantine: Path
+    profile: str = "default"
+    recursive: bool = True
+    mode: WatchMode = "auto"
+    ignore: tuple[str, ...] = ()
+    poll_interval: float = _f(2.0, 0.1, 3600.0)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The daemon's own behaviour."""
+
+    work_dir: Path = Path("../var/work")
+    workers: int = _f(1, 1, 64)
+    settle_seconds: float = _f(2.0, 0.0, 3600.0)
+    rescan_seconds: float = _f(300.0, 1.0, 86400.0)
+    max_attempts: int = _f(5, 1, 1000)
+    retry_base_seconds: float = _f(2.0, 0.01, 3600.0)
+    retry_max_seconds: float = _f(300.0, 0.1, 86400.0)
+    stop_timeout_seconds: float = _f(30.0, 1.0, 3600.0)
+    job_timeout_seconds: float = _f(3600.0, 1.0, 7 * 86400.0)
+    min_free_bytes: int = _f(256 * 1024 * 1024, 0)
+    metrics_file: Path | None = None
+    status_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """OpenVINO runtime choices."""
+
+    device: str = "CPU"
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
+    num_threads: int = _f(0, 0, 1024)
+    cache_dir: Path | None = Path("../var/cache/openvino")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Where verified model files live."""
+
+    dir: Path = Path("../models")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Limits that stop decompression bombs and runaway jobs."""
+
+    max_pixels: int = _f(120_000_000, 1)
+    max_file_bytes: int = _f(8 * 1024**3, 1)
+    max_video_seconds: float = _f(6 * 3600.0, 1.0)
+    max_frames: int = _f(2_000_000, 1)
+    max_pages: int = _f(500, 1)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """structlog output."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    service: ServiceConfig = _f(ServiceConfig())
+    runtime: RuntimeConfig = _f(RuntimeConfig())
+    models: ModelsConfig = _f(ModelsConfig())
+    limits: LimitsConfig = _f(LimitsConfig())
+    logging: LoggingConfig = _f(LoggingConfig())
+    profiles: dict[str, Profile] = _f({})
+    watch: tuple[WatchConfig, ...] = ()
+    source: Path | None = None
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise ConfigError("profile", f"no profile named {name!r}") from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, key: str, reason: str) -> None:
+        self.errors.append(ConfigError(key, reason))
+
+
+_MISSING = object()
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if tp is Path:
+        return "a path string"
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any], base: Path, c: _Collector) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None or value == "":
+            return None
+        return _convert(value, args[0], key, meta, base, c)
+    if origin is Literal:
+        if value not in get_args(tp):
+            c.add(key, f"must be {_describe(tp)}, got {value!r}")
+            return _MISSING
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            c.add(key, f"must be true or false, got {value!r}")
+            return _MISSING
+        return value
+    if tp in (int, float):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if tp is float:
+            ok = ok or isinstance(value, float)
+        if not ok:
+            c.add(key, f"must be {_describe(tp)}, got {value!r}")
+            return _MISSING
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if lo is not None and value < lo:
+            c.add(key, f"must be >= {lo}, got {value!r}")
+            return _MISSING
+        if hi is not None and value > hi:
+            c.add(key, f"must be <= {hi}, got {value!r}")
+            return _MISSING
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            c.add(key, f"must be a string, got {value!r}")
+            return _MISSING
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            c.add(key, f"must be a non-empty path string, got {value!r}")
+            return _MISSING
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+    if origin is tuple:
+        if not isinstance(value, list):
+            c.add(key, f"must be a list, got {value!r}")
+            return _MISSING
+        (item_tp, *_rest) = get_args(tp)
+        items = [_convert(v, item_tp, f"{key}[{i}]", {}, base, c) for i, v in enumerate(value)]
+        return tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            c.add(key, f"must be a table, got {value!r}")
+            return _MISSING
+        _k_tp, v_tp = get_args(tp)
+        return {k: _convert(v, v_tp, f"{key}.{k}", {}, base, c) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            c.add(key, f"must be a table, got {value!r}")
+            return _MISSING
+        return _build(tp, value, key, base, c, default=None)
+    raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, base: Path, c: _Collector, default: Any) -> Any:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    for k in data:
+        if k not in fields:
+            c.add(f"{prefix}.{k}" if prefix else k, "unknown key")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            sub_default = getattr(default, name) if default is not None else None
+            tp = hints[name]
+            if dataclasses.is_dataclass(tp) and isinstance(data[name], dict):
+                # nested tables inherit from the built-in default of this field
+                base_default = sub_default if sub_default is not None else _field_default(f)
+                kwargs[name] = _build(tp, data[name], key, base, c, base_default)  # type: ignore[arg-type]
+            else:
+                kwargs[name] = _convert(data[name], tp, key, dict(f.metadata), base, c)
+        elif default is not None:
+            kwargs[name] = getattr(default, name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            c.add(key, "is required")
+            kwargs[name] = _MISSING
+    if any(v is _MISSING for v in kwargs.values()):
+        return _MISSING
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - guarded by the checks above
+        c.add(prefix, str(e))
+        return _MISSING
+
+
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _check_profile(name: str, p: Profile, c: _Collector) -> None:
+    # Detector names are checked against the registry by
+    # ``redactd.detect.registry.check_profiles`` (config imports nothing above it).
+    for cls_name in ("face", "plate"):
+        cc: ClassConfig = getattr(p, cls_name)
+        key = f"profiles.{name}.{cls_name}"
+        if cc.enabled and not cc.detectors:
+            c.add(f"{key}.detectors", "at least one detector is needed when the class is enabled")
+        if len(cc.mask.color) != 3 or any(not 0 <= v <= 255 for v in cc.mask.color):
+            c.add(f"{key}.mask.color", "must be three integers 0..255 (B, G, R)")
+    if p.video.preset not in _X264_PRESETS:
+        c.add(f"profiles.{name}.video.preset", f"must be one of {', '.join(_X264_PRESETS)}")
+
+
+_X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """True when ``a`` is ``b`` or lies below it."""
+    try:
+        a.relative_to(b)
+        return True
+    except ValueError:
+        return False
+
+
+def check_folders(cfg: Config) -> list[ConfigError]:
+    """Inbound, outbound, quarantine and work folders must not overlap.
+
+    An outbound inside an inbound would feed results back in as inputs; a work
+    area inside an inbound would be watched; two watches sharing an outbound
+    could overwrite each other's results.
+    """
+    errors: list[ConfigError] = []
+    work = cfg.service.work_dir.resolve()
+    roles: list[tuple[str, Path]] = [("service.work_dir", work)]
+    for i, w in enumerate(cfg.watch):
+        for role in ("inbound", "outbound", "quarantine"):
+            roles.append((f"watch[{i}].{role}", getattr(w, role).resolve()))
+    for i, (ka, pa) in enumerate(roles):
+        for kb, pb in roles[i + 1 :]:
+            if _inside(pa, pb) or _inside(pb, pa):
+                errors.append(ConfigError(kb, f"overlaps {ka}; the folders must be separate"))
+    return errors
+
+
+def _resolve(obj: Any, base: Path, name: str) -> Any:
+    """Resolve a built-in relative default path against the config's folder."""
+    value = getattr(obj, name)
+    if isinstance(value, Path) and not value.is_absolute():
+        return dataclasses.replace(obj, **{name: (base / value).resolve()})
+    return obj
+
+
+def parse(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; raise ``ConfigErrors`` listing every problem."""
+    c = _Collector()
+    raw_profiles = data.get("profiles", {})
+    rest = {k: v for k, v in data.items() if k not in ("profiles", "watch")}
+    cfg = _build(Config, rest, "", base, c, default=None)
+
+    profiles: dict[str, Profile] = {}
+    if not isinstance(raw_profiles, dict):
+        c.add("profiles", "must be a table of named profiles")
+    else:
+        for name, body in raw_profiles.items():
+            if not isinstance(body, dict):
+                c.add(f"profiles.{name}", "must be a table")
+                continue
+            p = _build(Profile, body, f"profiles.{name}", base, c, default=Profile())
+            if p is not _MISSING:
+                _check_profile(name, p, c)
+                profiles[name] = p
+    profiles.setdefault("default", Profile())
+
+    watches: list[WatchConfig] = []
+    raw_watch = data.get("watch", [])
+    if not isinstance(raw_watch, list):
+        c.add("watch", "must be an array of tables ([[watch]])")
+        raw_watch = []
+    for i, body in enumerate(raw_watch):
+        key = f"watch[{i}]"
+        if not isinstance(body, dict):
+            c.add(key, "must be a table")
+            continue
+        w = _build(WatchConfig, body, key, base, c, default=None)
+        if w is _MISSING:
+            continue
+        if w.profile not in profiles:
+            c.add(f"{key}.profile", f"no profile named {w.profile!r}")
+        watches.append(w)
+
+    if c.errors or cfg is _MISSING:
+        raise ConfigErrors(c.errors)
+    result: Config = dataclasses.replace(
+        cfg,
+        service=_resolve(cfg.service, base, "work_dir"),
+        runtime=_resolve(cfg.runtime, base, "cache_dir"),
+        models=_resolve(cfg.models, base, "dir"),
+        profiles=profiles,
+        watch=tuple(watches),
+        source=source,
+    )
+    overlap = check_folders(result)
+    if overlap:
+        raise ConfigErrors(overlap)
+    return result
+
+
+def load(path: Path) -> Config:
+    """Read, parse and validate a config file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError("", f"cannot read the config file: {e.strerror}") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError("", "the config file is not UTF-8") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"invalid TOML: {e}") from e
+    return parse(data, path.resolve().parent, source=path.resolve())
+
+
+def default_config(base: Path | None = None) -> Config:
+    """The built-in defaults (no watches), paths relative to ``base`` or the cwd."""
+    return parse({}, (base or Path.cwd()).resolve())
+
+
+def world_writable(path: Path) -> bool:
+    """True when anyone may change the config (a privilege-escalation path)."""
+    return bool(path.stat().st_mode & 0o002)

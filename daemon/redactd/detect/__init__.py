@@ -1,0 +1,1 @@
+"""Detectors: the OpenVINO runtime, model adapters and their registry."""

@@ -1,0 +1,96 @@
+"""The error hierarchy every stage raises into.
+
+Three kinds, because the service treats them differently:
+
+* ``ConfigError`` -- the operator's configuration is wrong. The process exits 78
+  (EX_CONFIG) so systemd's ``RestartPreventExitStatus=78`` stops a restart loop.
+* ``TransientError`` -- may clear by itself (disk full, permission flapping,
+  device busy, file still being written). The job is retried with back-off and
+  never quarantined at once.
+* ``PermanentInputError`` -- this input can never be processed (corrupt,
+  unsupported, over a limit, detector failure on it). The original goes to
+  quarantine with a reason file.
+
+Messages MUST NOT contain file names, paths or metadata values of an input:
+they end up in logs and reason files. Name the limit, key or reason instead.
+"""
+
+from __future__ import annotations
+
+EX_CONFIG = 78
+
+
+class RedactdError(Exception):
+    """Base of every error redactd raises on purpose."""
+
+
+class ConfigError(RedactdError):
+    """Invalid configuration; ``key`` is the dotted key path that is wrong."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}" if key else reason)
+        self.key = key
+        self.reason = reason
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems found in one pass (all are reported)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("", "; ".join(str(e) for e in errors))
+
+
+class ModelError(RedactdError):
+    """A model is missing, fails verification or does not match its recipe.
+
+    The daemon refuses to start on it (exit 78): running with an unverified
+    or wrong detector could silently miss faces.
+    """
+
+
+class TransientError(RedactdError):
+    """A condition that may clear: retry later with back-off."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class PermanentInputError(RedactdError):
+    """This input cannot be processed; quarantine it.
+
+    ``reason`` is a stable machine-readable code (see ``REASONS``), ``stage``
+    where it failed, ``detail`` a short text without personal data.
+    """
+
+    def __init__(self, reason: str, detail: str = "", stage: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.stage = stage
+
+
+#: Stable reason codes written to ``<name>.reason.json`` and logs.
+REASONS: dict[str, str] = {
+    "empty_file": "the file has zero bytes",
+    "unsupported_type": "the content is not an image or video type redactd handles",
+    "corrupt": "the content could not be decoded completely",
+    "truncated": "the file ends before its content does",
+    "too_many_pixels": "the image or frame is larger than limits.max_pixels",
+    "too_large": "the file is larger than limits.max_file_bytes",
+    "too_long": "the video is longer than limits.max_video_seconds",
+    "not_regular_file": "not a regular file (symlink, directory, device, FIFO or socket)",
+    "unreadable": "the file cannot be read (permissions)",
+    "detector_failed": "a detector failed on this input; no output is produced (fail closed)",
+    "encode_failed": "the masked result could not be encoded",
+    "unprocessed_frames": "some video frames could not be decoded and checked",
+    "bad_name": "the file name cannot be represented safely in the outbound folder",
+    "bad_sidecar": "the instruction sidecar is invalid",
+    "sidecar_timeout": "the instruction sidecar's partner file never arrived",
+    "too_many_attempts": "the job failed transiently more often than service.max_attempts",
+    "internal_error": "an unexpected error; the job is kept for inspection",
+}
