@@ -127,7 +127,12 @@ class Profile:
 
     face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.3))
     plate: ClassConfig = _f(
-        ClassConfig(enabled=False, detectors=(), threshold=0.5, mask=MaskConfig(method="solid"))
+        ClassConfig(
+            enabled=False,
+            detectors=(),
+            threshold=0.5,
+            mask=MaskConfig(method="solid", shape="box"),
+        )
     )
     output: OutputConfig = _f(OutputConfig())
     video: VideoConfig = _f(VideoConfig())
@@ -175,7 +180,7 @@ class WatchConfig:
 class ServiceConfig:
     """The daemon's own behaviour."""
 
-    work_dir: Path = Path("../var/work")
+    work_dir: Path = Path("var/work")
     workers: int = _f(1, 1, 64)
     settle_seconds: float = _f(2.0, 0.0, 3600.0)
     rescan_seconds: float = _f(300.0, 1.0, 86400.0)
@@ -197,14 +202,14 @@ class RuntimeConfig:
     performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
     num_threads: int = _f(0, 0, 1024)
-    cache_dir: Path | None = Path("../var/cache/openvino")
+    cache_dir: Path | None = Path("var/cache/openvino")
 
 
 @dataclass(frozen=True)
 class ModelsConfig:
     """Where verified model files live."""
 
-    dir: Path = Path("../models")
+    dir: Path = Path("models")
 
 
 @dataclass(frozen=True)

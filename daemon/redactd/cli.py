@@ -1,0 +1,328 @@
+"""The ``redactd`` command line.
+
+Sub-commands: ``run`` (the daemon), ``process`` (the same pipeline once),
+``detect`` (detections as JSON), ``check-config``, ``models list|fetch|verify``.
+
+Logs (JSON on stdout) never carry file names or paths. Human messages go to
+stderr and name inputs only by a job id, unless the operator asks for names
+with ``--show-names`` on their own terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from redactd import __version__, log
+from redactd.config import DEFAULT_IGNORE, Config, default_config, load, world_writable
+from redactd.errors import (
+    EX_CONFIG,
+    REASONS,
+    ConfigError,
+    ConfigErrors,
+    ModelError,
+    PermanentInputError,
+    TransientError,
+)
+
+EX_OK = 0
+EX_DATAERR = 65  # some inputs could not be processed
+EX_SOFTWARE = 70
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/redactd/redactd.toml"),)
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    env = os.environ.get("REDACTD_CONFIG")
+    if env:
+        return Path(env)
+    for p in DEFAULT_CONFIG_PATHS:
+        if p.is_file():
+            return p
+    return None
+
+
+def _load_config(arg: str | None) -> Config:
+    path = _config_path(arg)
+    cfg = load(path) if path is not None else default_config()
+    log.configure(cfg.logging.level, cfg.logging.format)
+    return cfg
+
+
+def _print_config_error(e: ConfigError) -> None:
+    errors = e.errors if isinstance(e, ConfigErrors) else [e]
+    for one in errors:
+        _err(f"config error: {one}")
+
+
+# --------------------------------------------------------------------------- check-config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from redactd.detect import registry
+
+    path = _config_path(args.config)
+    try:
+        cfg = load(path) if path is not None else default_config()
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    problems = registry.check_profiles(cfg)
+    if path is not None and world_writable(path):
+        problems.append(ConfigError("", "the config file is world-writable; refuse to use it"))
+    if problems:
+        for p in problems:
+            _err(f"config error: {p}")
+        return EX_CONFIG
+    _err(f"config OK: {len(cfg.watch)} watched folder(s), {len(cfg.profiles)} profile(s)")
+    return EX_OK
+
+
+# --------------------------------------------------------------------------- process
+
+
+def _ignored(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pat) for pat in DEFAULT_IGNORE)
+
+
+def _inputs(paths: Sequence[str]) -> Iterator[tuple[Path, Path]]:
+    """(source, relative output path) for every input file; folders recursively.
+
+    Symlinks met inside folders are yielded too so that they get their
+    specific refusal instead of silently vanishing; they are never followed.
+    """
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir() and not p.is_symlink():
+            for root, dirs, files in os.walk(p, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not _ignored(d))
+                for f in sorted(files):
+                    if _ignored(f):
+                        continue
+                    src = Path(root) / f
+                    yield src, src.relative_to(p)
+        else:
+            yield p, Path(p.name)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from redactd import fsutil
+    from redactd.pipeline import Pipeline
+
+    try:
+        cfg = _load_config(args.config)
+        prof = cfg.profile(args.profile)
+        pipeline = Pipeline.load(cfg, [args.profile])
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    logger = log.get()
+    outdir = Path(args.output)
+    outdir.mkdir(parents=True, exist_ok=True)
+    ok = failed = 0
+    try:
+        for src, rel in _inputs(args.inputs):
+            job = log.new_job_id()
+            t0 = time.perf_counter()
+            final = outdir / rel
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = fsutil.tmp_name(final)
+                result = pipeline.process(src, tmp, args.profile)
+                fsutil.publish(tmp, final, prof.output.file_mode)
+            except (PermanentInputError, TransientError) as e:
+                failed += 1
+                reason = e.reason
+                logger.warning("job.failed", job=job, reason=reason, stage=getattr(e, "stage", ""))
+                where = f" ({src})" if args.show_names else ""
+                _err(f"error job={job}{where}: {reason}: {REASONS.get(reason, e.detail)}")
+                continue
+            except OSError as e:
+                failed += 1
+                logger.warning("job.failed", job=job, reason="io_error", errno=e.errno)
+                where = f" ({src})" if args.show_names else ""
+                _err(f"error job={job}{where}: io_error: {log.scrub(e.strerror or '')}")
+                continue
+            ok += 1
+            t = result.timings
+            logger.info(
+                "job.done",
+                job=job,
+                kind=result.kind,
+                media_type=result.media_type,
+                faces=result.counts.get("face", 0),
+                plates=result.counts.get("plate", 0),
+                frames=result.frames,
+                width=result.width,
+                height=result.height,
+                input_bytes=result.input_bytes,
+                output_bytes=result.output_bytes,
+                decode_ms=round(t.decode_ms, 1),
+                detect_ms=round(t.detect_ms, 1),
+                mask_ms=round(t.mask_ms, 1),
+                encode_ms=round(t.encode_ms, 1),
+                total_ms=round((time.perf_counter() - t0) * 1000.0, 1),
+            )
+    finally:
+        pipeline.close()
+    _err(f"processed {ok} file(s), {failed} failed")
+    return EX_OK if failed == 0 else EX_DATAERR
+
+
+# --------------------------------------------------------------------------- detect
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from redactd.pipeline import Pipeline
+
+    try:
+        cfg = _load_config(args.config)
+        pipeline = Pipeline.load(cfg, [args.profile])
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    try:
+        dets = pipeline.detect_file(Path(args.image), args.profile)
+    except PermanentInputError as e:
+        _err(f"error: {e.reason}: {REASONS.get(e.reason, '')}")
+        return EX_DATAERR
+    finally:
+        pipeline.close()
+    out = [
+        {
+            "cls": d.cls,
+            "box": [round(d.box.x1, 1), round(d.box.y1, 1), round(d.box.x2, 1), round(d.box.y2, 1)],
+            "score": round(d.score, 4),
+            "detector": d.detector,
+        }
+        for d in dets
+    ]
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for o in out:
+            print(f"{o['cls']}\t{o['score']:.3f}\t{o['box']}\t{o['detector']}")
+    return EX_OK
+
+
+# --------------------------------------------------------------------------- models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from redactd.models import fetch as fetch_mod
+    from redactd.models import manifest as manifest_mod
+
+    try:
+        cfg = _load_config(args.config)
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    store = Path(args.store) if args.store else cfg.models.dir
+    try:
+        man = manifest_mod.load()
+        if args.action == "list":
+            for st in fetch_mod.status(man, store):
+                print(st.line() if hasattr(st, "line") else st)
+            return EX_OK
+        names = list(args.names) or (list(man.models) if args.all else list(fetch_mod.DEFAULT_MODELS))
+        if args.action == "fetch":
+            store.mkdir(parents=True, exist_ok=True)
+            mirror = Path(args.from_dir) if args.from_dir else None
+            for res in fetch_mod.fetch(man, names, store, mirror=mirror):
+                print(res.line() if hasattr(res, "line") else res)
+            return EX_OK
+        bad = 0
+        for v in fetch_mod.verify(man, names, store):
+            print(v.line() if hasattr(v, "line") else v)
+            bad += 0 if getattr(v, "ok", False) else 1
+        return EX_OK if bad == 0 else EX_CONFIG
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from redactd.service import daemon
+
+    path = _config_path(args.config)
+    if path is None:
+        _err("config error: no config file; give --config or set REDACTD_CONFIG")
+        return EX_CONFIG
+    return daemon.run(path)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="redactd", description="Anonymize faces and licence plates.")
+    p.add_argument("--version", action="version", version=f"redactd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", help="config file (default: $REDACTD_CONFIG, /etc/redactd/redactd.toml)")
+        return sp
+
+    sp = with_config(sub.add_parser("run", help="run the daemon on the configured watched folders"))
+    sp.set_defaults(func=cmd_run)
+
+    sp = with_config(sub.add_parser("process", help="anonymize files or folders once"))
+    sp.add_argument("inputs", nargs="+", metavar="INPUT")
+    sp.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    sp.add_argument("--profile", default="default")
+    sp.add_argument(
+        "--show-names", action="store_true", help="name failed inputs on stderr (never in logs)"
+    )
+    sp.set_defaults(func=cmd_process)
+
+    sp = with_config(sub.add_parser("detect", help="print detections of one image"))
+    sp.add_argument("image")
+    sp.add_argument("--profile", default="default")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_detect)
+
+    sp = with_config(sub.add_parser("check-config", help="validate the config (exit 0 or 78)"))
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = with_config(sub.add_parser("models", help="list, fetch or verify detector models"))
+    sp.add_argument("action", choices=["list", "fetch", "verify"])
+    sp.add_argument("names", nargs="*", help="model names (default: the default models)")
+    sp.add_argument("--all", action="store_true", help="every model in the manifest")
+    sp.add_argument("--from", dest="from_dir", metavar="DIR", help="local mirror directory")
+    sp.add_argument("--store", metavar="DIR", help="model store (default: models.dir of the config)")
+    sp.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

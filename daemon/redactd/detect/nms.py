@@ -1,0 +1,67 @@
+"""Greedy non-maximum suppression over detections (vectorised with numpy).
+
+Boxes are ``[x1, y1, x2, y2]`` rows. A box is suppressed when its IoU with a
+higher-scoring kept box is *greater than* ``iou``; ties in score keep the
+earlier box (stable order), so the result does not depend on sort noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from redactd.types import Detection
+
+
+def boxes_array(dets: Sequence[Detection]) -> np.ndarray:
+    """``(n, 4)`` float64 array of ``[x1, y1, x2, y2]``."""
+    if not dets:
+        return np.zeros((0, 4), dtype=np.float64)
+    return np.array([(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in dets], dtype=np.float64)
+
+
+def area(boxes: np.ndarray) -> np.ndarray:
+    """Areas of ``(n, 4)`` boxes (0 for degenerate boxes)."""
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def intersection(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection areas of one ``(4,)`` box with each of ``(n, 4)`` boxes."""
+    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    return np.clip(iw, 0, None) * np.clip(ih, 0, None)
+
+
+def iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``(4,)`` box with each of ``(n, 4)`` boxes."""
+    inter = intersection(box, boxes)
+    a = float(area(box[None, :])[0])
+    union = a + area(boxes) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def nms_indices(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of the boxes greedy NMS keeps, highest score first."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    # stable sort on -score: equal scores keep input order
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        if rest.size == 0:
+            break
+        order = rest[iou_one(boxes[i], boxes[rest]) <= iou]
+    return np.array(keep, dtype=np.int64)
+
+
+def nms(dets: Sequence[Detection], iou: float) -> list[Detection]:
+    """Greedy NMS over detections of one class; returns the kept ones, best first."""
+    if len(dets) <= 1:
+        return list(dets)
+    keep = nms_indices(boxes_array(dets), np.array([d.score for d in dets]), iou)
+    return [dets[i] for i in keep]

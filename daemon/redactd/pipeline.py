@@ -1,0 +1,179 @@
+"""The processing order for one input: the only place that knows the stage list.
+
+``sniff -> probe limits -> decode -> detect -> mask -> encode`` for images;
+videos are routed to the video stage once it is installed. The steps live in
+their stage modules (``media``, ``detect``, ``mask``); this module holds the
+order, the fail-closed rules between them and the counts and timings.
+
+It knows nothing of folders, queues or systemd: the service (and the CLI)
+hand it a claimed source file and a not-yet-existing destination path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from redactd.config import Config, Profile
+from redactd.detect import registry
+from redactd.errors import ModelError, PermanentInputError, RedactdError
+from redactd.mask import MaskRegion, apply_masks
+from redactd.media import image as image_io
+from redactd.media.sniff import MediaType, sniff
+from redactd.types import CLASSES, Detection, JobResult, StageTimings
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Detections found in one frame and the regions that were masked."""
+
+    detections: tuple[Detection, ...]
+    regions: tuple[MaskRegion, ...]
+
+
+def mask_plan(detections: Iterable[Detection], profile: Profile) -> tuple[MaskRegion, ...]:
+    """Turn detections into mask regions with each class's mask settings."""
+    return tuple(
+        MaskRegion(box=d.box, mask=getattr(profile, d.cls).mask) for d in detections
+    )
+
+
+def count_by_class(detections: Iterable[Detection]) -> dict[str, int]:
+    counts = dict.fromkeys(CLASSES, 0)
+    for d in detections:
+        counts[d.cls] = counts.get(d.cls, 0) + 1
+    return counts
+
+
+class Pipeline:
+    """Anonymizes single files with loaded detectors. One job at a time per instance
+    is safe; the service serialises calls (detectors are not re-entrant)."""
+
+    def __init__(self, cfg: Config, detectors: registry.Detectors) -> None:
+        self.cfg = cfg
+        self.detectors = detectors
+
+    @classmethod
+    def load(cls, cfg: Config, profiles: Iterable[str] | None = None) -> Pipeline:
+        """Load every detector the given profiles (default: all watched ones) use.
+
+        Raises ``ModelError`` when a model is missing or fails verification.
+        """
+        if profiles is None:
+            names = {w.profile for w in cfg.watch} or {"default"}
+        else:
+            names = set(profiles)
+        for n in names:
+            cfg.profile(n)  # ConfigError for an unknown profile name
+        return cls(cfg, registry.load(cfg, sorted(names)))
+
+    def describe(self) -> list[registry.ModelInfo]:
+        return self.detectors.describe()
+
+    def close(self) -> None:
+        self.detectors.close()
+
+    # ------------------------------------------------------------------ stages
+
+    def detect_frame(self, bgr: np.ndarray, profile: Profile, floor: float | None = None) -> list[Detection]:
+        """Run every enabled detector of the profile; any failure is fail-closed."""
+        try:
+            return self.detectors.find(bgr, profile, floor)
+        except (RedactdError, MemoryError):
+            raise
+        except Exception as e:
+            # Inference failed on this input: never deliver it unmasked.
+            raise PermanentInputError("detector_failed", type(e).__name__, stage="detect") from e
+
+    def mask_frame(self, bgr: np.ndarray, detections: list[Detection], profile: Profile) -> FrameResult:
+        regions = mask_plan(detections, profile)
+        apply_masks(bgr, regions)
+        return FrameResult(tuple(detections), regions)
+
+    # ------------------------------------------------------------------ entry points
+
+    def process(self, src: Path, dst: Path, profile: str) -> JobResult:
+        """Anonymize ``src`` into the new file ``dst`` (same format).
+
+        ``dst`` MUST NOT exist; it is created exclusively, written and fsynced.
+        On any error ``dst`` is removed and the error propagates:
+        ``PermanentInputError`` (quarantine), ``TransientError`` (retry),
+        ``ModelError`` (stop the service).
+        """
+        prof = self.cfg.profile(profile)
+        try:
+            media = sniff(src)
+            if media.kind == "image":
+                return self._process_image(src, dst, prof, media)
+            return self._process_video(src, dst, prof, media)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                dst.unlink()
+            raise
+
+    def _process_image(self, src: Path, dst: Path, prof: Profile, media: MediaType) -> JobResult:
+        limits = self.cfg.limits
+        t0 = time.perf_counter()
+        width, height, _pages = image_io.probe(src, limits)
+        decoded = image_io.decode(src, limits)
+        decode_ms = _ms(t0)
+
+        detect_ms = mask_ms = 0.0
+        all_dets: list[Detection] = []
+        out_pages: list[np.ndarray] = []
+        for page in decoded.pages:
+            t1 = time.perf_counter()
+            dets = self.detect_frame(page.bgr, prof)
+            detect_ms += _ms(t1)
+            t2 = time.perf_counter()
+            canvas = np.array(page.bgr, copy=True)  # decoded pages stay read-only
+            self.mask_frame(canvas, dets, prof)
+            mask_ms += _ms(t2)
+            all_dets.extend(dets)
+            out_pages.append(canvas)
+
+        t3 = time.perf_counter()
+        out_bytes = image_io.encode(decoded, out_pages, dst, prof.output)
+        encode_ms = _ms(t3)
+        return JobResult(
+            kind="image",
+            media_type=media.format,
+            counts=count_by_class(all_dets),
+            frames=len(out_pages),
+            width=width,
+            height=height,
+            input_bytes=src.stat().st_size,
+            output_bytes=out_bytes,
+            timings=StageTimings(
+                decode_ms=decode_ms, detect_ms=detect_ms, mask_ms=mask_ms, encode_ms=encode_ms
+            ),
+        )
+
+    def _process_video(self, src: Path, dst: Path, prof: Profile, media: MediaType) -> JobResult:
+        # The video stage lands with the video issue; until then a video is a
+        # clear, specific refusal rather than a crash or a silent pass-through.
+        raise PermanentInputError(
+            "unsupported_type", f"video ({media.format}) processing is not available yet", "sniff"
+        )
+
+    def detect_file(self, src: Path, profile: str) -> list[Detection]:
+        """Detections on the first page of an image (for ``redactd detect``)."""
+        prof = self.cfg.profile(profile)
+        media = sniff(src)
+        if media.kind != "image":
+            raise PermanentInputError("unsupported_type", "detect takes images", "sniff")
+        image_io.probe(src, self.cfg.limits)
+        decoded = image_io.decode(src, self.cfg.limits)
+        return self.detect_frame(decoded.pages[0].bgr, prof)
+
+
+__all__ = ["FrameResult", "ModelError", "Pipeline", "count_by_class", "mask_plan"]

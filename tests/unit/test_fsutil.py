@@ -1,0 +1,58 @@
+"""Durable delivery never overwrites and leaves no temporaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redactd import fsutil
+
+
+def _tmp_with(final: Path, data: bytes) -> Path:
+    tmp = fsutil.tmp_name(final)
+    tmp.write_bytes(data)
+    return tmp
+
+
+def test_publish_moves_the_temporary_into_place(tmp_path: Path) -> None:
+    final = tmp_path / "a.jpg"
+    tmp = _tmp_with(final, b"new")
+    assert tmp.name.startswith(fsutil.TMP_PREFIX) and tmp.suffix == ".jpg"
+    used = fsutil.publish(tmp, final, 0o640)
+    assert used == final
+    assert final.read_bytes() == b"new"
+    assert (final.stat().st_mode & 0o777) == 0o640
+    assert not tmp.exists()
+
+
+def test_publish_never_overwrites_an_existing_file(tmp_path: Path) -> None:
+    final = tmp_path / "a.jpg"
+    final.write_bytes(b"old")
+    used = fsutil.publish(_tmp_with(final, b"new"), final)
+    assert final.read_bytes() == b"old"
+    assert used == tmp_path / "a (1).jpg"
+    assert used.read_bytes() == b"new"
+    used2 = fsutil.publish(_tmp_with(final, b"newer"), final)
+    assert used2 == tmp_path / "a (2).jpg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a (1).jpg", "a (2).jpg", "a.jpg"]
+
+
+def test_publish_does_not_replace_a_dangling_symlink(tmp_path: Path) -> None:
+    final = tmp_path / "a.png"
+    final.symlink_to(tmp_path / "nowhere")
+    used = fsutil.publish(_tmp_with(final, b"x"), final)
+    assert used != final
+    assert final.is_symlink()
+
+
+def test_copy_durable_refuses_to_replace(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    src.write_bytes(b"1" * 3_000_000)
+    dst = tmp_path / "d"
+    fsutil.copy_durable(src, dst)
+    assert dst.read_bytes() == src.read_bytes()
+    try:
+        fsutil.copy_durable(src, dst)
+    except FileExistsError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("copy_durable replaced an existing file")
