@@ -62,10 +62,12 @@ class MaskConfig:
 class TilingConfig:
     """Multi-scale detection so small faces in large frames are not lost.
 
-    A full-frame pass runs at most ``max_side`` pixels on the longest side.
-    When the frame is larger than that (or ``upscale`` > 1), the frame is also
-    cut into overlapping tiles of ``tile_size`` model pixels, each covering
-    ``tile_size / upscale`` source pixels, and detections are merged by NMS.
+    A full-frame pass runs at most ``max_side`` pixels on the longest side
+    (never upscaled). A tile pass cuts the frame into overlapping tiles of
+    ``tile_size`` model pixels, each covering ``tile_size / upscale`` source
+    pixels; it runs when it sees the frame at least ``min_gain`` times finer
+    than the full pass (``upscale >= min_gain * full-pass scale``). Detections
+    of all passes are merged by NMS (see ``redactd.detect.multiscale``).
     """
 
     enabled: bool = True
@@ -73,7 +75,7 @@ class TilingConfig:
     tile_size: int = _f(640, 128, 4096)
     overlap: float = _f(0.2, 0.0, 0.5)
     upscale: float = _f(1.0, 0.25, 4.0)
-    min_tiling_side: int = _f(1400, 0, 100000)
+    min_gain: float = _f(1.25, 1.0, 16.0)
 
 
 @dataclass(frozen=True)

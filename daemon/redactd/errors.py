@@ -81,6 +81,7 @@ REASONS: dict[str, str] = {
     "corrupt": "the content could not be decoded completely",
     "truncated": "the file ends before its content does",
     "too_many_pixels": "the image or frame is larger than limits.max_pixels",
+    "too_many_pages": "the image has more pages or frames than limits.max_pages",
     "too_large": "the file is larger than limits.max_file_bytes",
     "too_long": "the video is longer than limits.max_video_seconds",
     "not_regular_file": "not a regular file (symlink, directory, device, FIFO or socket)",
@@ -92,5 +93,6 @@ REASONS: dict[str, str] = {
     "bad_sidecar": "the instruction sidecar is invalid",
     "sidecar_timeout": "the instruction sidecar's partner file never arrived",
     "too_many_attempts": "the job failed transiently more often than service.max_attempts",
+    "job_timeout": "processing took longer than service.job_timeout_seconds",
     "internal_error": "an unexpected error; the job is kept for inspection",
 }

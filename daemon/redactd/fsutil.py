@@ -56,7 +56,9 @@ def link_noreplace(src: Path, dst: Path) -> None:
     the new name is durable.
     """
     try:
-        os.link(src, dst)
+        # follow_symlinks=False: a symlink being quarantined is linked itself,
+        # never the file it points to.
+        os.link(src, dst, follow_symlinks=False)
     except OSError as e:
         if e.errno == errno.EEXIST:
             raise FileExistsError(errno.EEXIST, "target exists") from e

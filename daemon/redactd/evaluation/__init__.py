@@ -1,0 +1,1 @@
+"""Measuring detection quality on labelled image sets (``labels.jsonl``)."""

@@ -1,0 +1,104 @@
+"""systemd's notify protocol: READY, WATCHDOG, STATUS, STOPPING.
+
+Without ``NOTIFY_SOCKET`` (not started by systemd with ``Type=notify``) every
+call is a no-op. The ``systemd`` Python bindings are used when installed;
+otherwise the protocol is a single datagram on an AF_UNIX socket, whose
+address may be abstract (a leading ``@`` stands for a NUL byte).
+
+The watchdog interval is half of ``WATCHDOG_USEC`` (as sd_watchdog_enabled
+advises), and only when ``WATCHDOG_PID`` is unset or names this process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+
+from redactd import log
+
+
+def _bindings() -> Callable[[str], object] | None:
+    try:
+        from systemd import daemon as sd_daemon  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    fn: Callable[[str], object] = sd_daemon.notify
+    return fn
+
+
+class Notifier:
+    """Sends state lines to systemd; silent when not under systemd.
+
+    ``env`` defaults to ``os.environ`` (read once, here, at start: stages
+    never read the environment).
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None, use_bindings: bool = True) -> None:
+        env = os.environ if env is None else env
+        self.address = env.get("NOTIFY_SOCKET", "")
+        self.watchdog_interval: float | None = None
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_interval = int(usec) / 1e6 / 2.0
+        self._send_fn = _bindings() if (use_bindings and self.address) else None
+        self._sock: socket.socket | None = None
+        self._failed = False
+        self._last_status = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def send(self, *lines: str) -> bool:
+        """Send ``KEY=value`` lines in one message. False when not sent."""
+        if not self.address:
+            return False
+        msg = "\n".join(lines)
+        try:
+            if self._send_fn is not None:
+                self._send_fn(msg)
+                return True
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            addr = self.address
+            if addr.startswith("@"):
+                addr = "\0" + addr[1:]
+            self._sock.sendto(msg.encode("utf-8"), addr)
+            return True
+        except OSError as e:
+            if not self._failed:  # say it once, not every watchdog tick
+                self._failed = True
+                log.get("redactd.notify").warning(
+                    "service.notify_failed", errno=e.errno or 0, error=type(e).__name__
+                )
+            return False
+
+    def ready(self, status: str = "") -> bool:
+        lines = ["READY=1"]
+        if status:
+            lines.append(f"STATUS={status}")
+            self._last_status = status
+        return self.send(*lines)
+
+    def status(self, text: str) -> bool:
+        """Send STATUS= only when it changed."""
+        if text == self._last_status:
+            return False
+        self._last_status = text
+        return self.send(f"STATUS={text}")
+
+    def watchdog(self) -> bool:
+        return self.send("WATCHDOG=1")
+
+    def stopping(self, status: str = "") -> bool:
+        lines = ["STOPPING=1"]
+        if status:
+            lines.append(f"STATUS={status}")
+        return self.send(*lines)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,789 @@
+"""The service's private work area: claim, deliver, quarantine, recover.
+
+Every move here is ordered so that a crash (``kill -9``, power loss) at any
+instant leaves each input in exactly one place, and recovery can tell which:
+
+* **claim**: a small manifest is written first (state ``claiming``), then the
+  inbound file is renamed into ``work_dir/<job>/`` (atomic; the rename is the
+  lock between two instances watching one folder: the loser gets ENOENT).
+  When the work area is on another filesystem (EXDEV) the file is first
+  renamed to ``.redactd-claim-<job>`` beside itself (the lock), copied and
+  fsynced into the work area, then that claim name is removed.
+* **deliver**: the pipeline writes a temporary name in the outbound folder
+  (recorded in the manifest before it exists). The manifest records the
+  temporary's inode and the final name about to be used, then the temporary
+  is hard-linked to that name (``fsutil.link_noreplace``: never replaces) and
+  unlinked. Only then is the original in the work area removed. Recovery
+  recognises a finished placement by the recorded name carrying the recorded
+  inode, so a result is never published twice.
+* **quarantine**: the original is placed the same way in the quarantine
+  folder (hard link on the same filesystem, else a durable copy), then a
+  ``<name>.reason.json`` is placed beside it. The reason file holds a reason
+  code, stage, attempts, time, version and the opaque job id: no names.
+* **recover**: at start every job directory is examined; unfinished jobs are
+  returned for another run, recorded temporaries that never became results
+  are removed.
+
+The manifest (``job.json``, mode 0600, in a 0700 directory) is private state,
+not a log: it holds the relative path of the input so that the result can be
+put in the same sub-folder. Names are kept as Python strings with
+``surrogateescape`` (JSON ``\\udcXX`` escapes), so non-UTF-8 names survive.
+
+Long names: outbound and quarantine keep the input's name. A numbered
+variant (``name (1).jpg``) or ``<name>.reason.json`` that would exceed the
+folder's NAME_MAX is shortened at a UTF-8 boundary and given ``~`` plus 12
+hex digits of the SHA-256 of the full name, so it stays unique and can be
+matched by whoever holds the original name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from redactd import __version__, fsutil, log
+from redactd.errors import REASONS, PermanentInputError, TransientError
+from redactd.service.watch import CLAIM_PREFIX, errname
+
+MANIFEST = "job.json"
+SRC = "src"
+LOCK = ".lock"
+#: Temporaries older than this that no job of ours recorded are removed at
+#: start. Younger ones may belong to a second instance sharing the folder.
+STRAY_MIN_AGE_SECONDS = 600.0
+_MAX_SUFFIX_BYTES = 16
+_DIR_MODE = 0o750
+
+JobState = Literal["claiming", "claimed", "delivering", "quarantining"]
+
+
+class SpoolBusy(Exception):
+    """Another process holds the work area."""
+
+
+class NotMovable(Exception):
+    """A special file that cannot be moved into the work area (other filesystem)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a job's input came from and where its results go."""
+
+    inbound: Path
+    outbound: Path
+    quarantine: Path
+    profile: str
+    file_mode: int = 0o640
+
+
+@dataclass
+class Job:
+    """One claimed input and its persisted progress.
+
+    Mutable on purpose: it *is* the state machine that ``job.json`` mirrors;
+    only the spool changes it, and it never crosses into the pipeline.
+    """
+
+    id: str
+    dir: Path
+    target: Target
+    rel: tuple[str, ...]
+    state: JobState = "claiming"
+    attempts: int = 0
+    size: int = 0
+    claimed_at: float = 0.0
+    claim: str | None = None  # cross-filesystem claim name in inbound
+    out_tmp: str | None = None
+    q_tmp: str | None = None
+    r_tmp: str | None = None
+    places: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reason: dict[str, Any] | None = None
+    timed_out: bool = False
+    # The supervisor may mark a hung job timed out while its worker holds it.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def src(self) -> Path:
+        return self.dir / SRC
+
+    @property
+    def name(self) -> str:
+        return self.rel[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "id": self.id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "size": self.size,
+            "claimed_at": self.claimed_at,
+            "target": {
+                "inbound": str(self.target.inbound),
+                "outbound": str(self.target.outbound),
+                "quarantine": str(self.target.quarantine),
+                "profile": self.target.profile,
+                "file_mode": self.target.file_mode,
+            },
+            "rel": list(self.rel),
+            "claim": self.claim,
+            "out_tmp": self.out_tmp,
+            "q_tmp": self.q_tmp,
+            "r_tmp": self.r_tmp,
+            "places": self.places,
+            "reason": self.reason,
+            "timed_out": self.timed_out,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], job_dir: Path) -> Job:
+        t = d["target"]
+        rel = tuple(str(p) for p in d["rel"])
+        if not rel or any(p in ("", ".", "..") or "/" in p or "\0" in p for p in rel):
+            raise ValueError("invalid relative path in manifest")
+        return cls(
+            id=str(d["id"]),
+            dir=job_dir,
+            target=Target(
+                Path(t["inbound"]),
+                Path(t["outbound"]),
+                Path(t["quarantine"]),
+                str(t["profile"]),
+                int(t.get("file_mode", 0o640)),
+            ),
+            rel=rel,
+            state=d["state"],
+            attempts=int(d.get("attempts", 0)),
+            size=int(d.get("size", 0)),
+            claimed_at=float(d.get("claimed_at", 0.0)),
+            claim=d.get("claim"),
+            out_tmp=d.get("out_tmp"),
+            q_tmp=d.get("q_tmp"),
+            r_tmp=d.get("r_tmp"),
+            places=dict(d.get("places") or {}),
+            reason=d.get("reason"),
+            timed_out=bool(d.get("timed_out", False)),
+        )
+
+
+# --------------------------------------------------------------------------- names
+
+
+def name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def _blen(s: str) -> int:
+    return len(os.fsencode(s))
+
+
+def truncate_name(s: str, max_bytes: int) -> str:
+    """``s`` cut to at most ``max_bytes`` encoded bytes, never inside a UTF-8 sequence."""
+    b = os.fsencode(s)
+    if len(b) <= max_bytes:
+        return s
+    cut = max(0, max_bytes)
+    while cut > 0 and (b[cut] & 0xC0) == 0x80:  # continuation byte: back off
+        cut -= 1
+    return os.fsdecode(b[:cut])
+
+
+def _name_hash(s: str) -> str:
+    return hashlib.sha256(os.fsencode(s)).hexdigest()[:12]
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    """(stem, suffix) where the suffix is kept only when short (a real extension)."""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name, ""
+    suffix = name[dot:]
+    if _blen(suffix) > _MAX_SUFFIX_BYTES:
+        return name, ""
+    return name[:dot], suffix
+
+
+def numbered(name: str, i: int, limit: int = 255) -> str:
+    """``name`` for i == 0, else ``stem (i).ext``, shortened to fit ``limit`` bytes."""
+    if i == 0:
+        return name
+    stem, suffix = split_suffix(name)
+    tail = f" ({i}){suffix}"
+    cand = stem + tail
+    if _blen(cand) <= limit:
+        return cand
+    mark = "~" + _name_hash(name)
+    return truncate_name(stem, limit - _blen(tail) - _blen(mark)) + mark + tail
+
+
+def reason_name(qname: str, limit: int = 255) -> str:
+    """``<qname>.reason.json``, or a shortened ``<prefix>~<hash>.reason.json``."""
+    ext = ".reason.json"
+    cand = qname + ext
+    if _blen(cand) <= limit:
+        return cand
+    mark = "~" + _name_hash(qname)
+    return truncate_name(qname, limit - _blen(ext) - _blen(mark)) + mark + ext
+
+
+def tmp_for(folder: Path, name: str) -> Path:
+    """A fresh temporary beside ``folder/name`` that keeps a short suffix."""
+    _stem, suffix = split_suffix(name)
+    return fsutil.tmp_name(folder / ("x" + suffix))
+
+
+# --------------------------------------------------------------------------- small I/O helpers
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes available to an unprivileged writer in ``folder``'s filesystem."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def _lexists(p: Path) -> bool:
+    try:
+        os.lstat(p)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _unlink_quiet(p: Path | str | None) -> None:
+    if p is None:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        Path(p).unlink()
+
+
+def ensure_dirs(base: Path, parts: tuple[str, ...]) -> Path:
+    """``base/parts...`` as real directories (created 0750 when missing).
+
+    A component that exists as anything but a directory (a file, a symlink
+    someone planted) makes the name unusable: ``bad_name``.
+    """
+    cur = base
+    for part in parts:
+        cur = cur / part
+        with contextlib.suppress(FileExistsError):
+            cur.mkdir(_DIR_MODE)
+        st = os.lstat(cur)
+        if not stat.S_ISDIR(st.st_mode):
+            raise PermanentInputError("bad_name", "a folder of the relative path is not a folder")
+    return cur
+
+
+def _copy_nofollow(src: Path, dst: Path) -> None:
+    """Durable exclusive copy of a regular file, refusing anything else."""
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd_in).st_mode):
+            raise PermanentInputError("not_regular_file", stage="claim")
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                b = os.read(fd_in, 1 << 20)
+                if not b:
+                    break
+                view = memoryview(b)
+                while view:
+                    n = os.write(fd_out, view)
+                    view = view[n:]
+            os.fsync(fd_out)
+        except BaseException:
+            os.close(fd_out)
+            _unlink_quiet(dst)
+            raise
+        os.close(fd_out)
+    finally:
+        os.close(fd_in)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- the spool
+
+
+class Spool:
+    """The work area ``work_dir`` (mode 0700), one sub-folder per claimed job.
+
+    Thread-safe for different jobs (each job touches only its own folder and
+    its own, uniquely named temporaries); one job is handled by one thread.
+    """
+
+    def __init__(self, work_dir: Path) -> None:
+        self.dir = work_dir
+        self._lock_fd: int | None = None
+        self._log = log.get("redactd.spool")
+        work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(work_dir)
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "service.work_dir is not a folder")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            work_dir.chmod(0o700)  # unmasked originals live here
+
+    # -- exclusive use ------------------------------------------------------
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the work area; ``SpoolBusy`` if taken.
+
+        Two processes recovering each other's jobs would process files twice.
+        """
+        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            raise SpoolBusy("service.work_dir is used by another redactd process") from e
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def dev(self) -> int:
+        return self.dir.stat().st_dev
+
+    # -- manifest -----------------------------------------------------------
+
+    def save(self, job: Job) -> None:
+        """Write ``job.json`` atomically and durably (tmp, fsync, rename, fsync dir)."""
+        with job.lock:
+            data = json.dumps(job.to_json(), ensure_ascii=True, separators=(",", ":")).encode()
+            tmp = job.dir / (MANIFEST + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            tmp.rename(job.dir / MANIFEST)
+            fsutil.fsync_dir(job.dir)
+
+    def _load(self, job_dir: Path) -> Job:
+        with open(job_dir / MANIFEST, "rb") as f:
+            return Job.from_json(json.loads(f.read()), job_dir)
+
+    def _drop(self, job: Job) -> None:
+        shutil.rmtree(job.dir, ignore_errors=True)
+
+    # -- claim ----------------------------------------------------------------
+
+    def claim(self, path: Path, rel: tuple[str, ...], target: Target, regular: bool) -> Job | None:
+        """Take ``path`` into the work area. None when it is gone (another
+        instance took it, or it was removed). ``NotMovable`` for a special
+        file on another filesystem; ``OSError`` for anything else (the file
+        then stays where it was)."""
+        job_id = log.new_job_id()
+        job_dir = self.dir / job_id
+        job_dir.mkdir(0o700)
+        job = Job(id=job_id, dir=job_dir, target=target, rel=rel, claimed_at=time.time())
+        try:
+            self.save(job)
+            fsutil.fsync_dir(self.dir)
+            path.rename(job.src)
+        except FileNotFoundError:
+            self._drop(job)
+            return None
+        except OSError as e:
+            if e.errno != errno.EXDEV or not regular:
+                self._drop(job)  # the rename failed: the input is untouched
+                if e.errno == errno.EXDEV:
+                    raise NotMovable() from e
+                raise
+            return self._claim_by_copy(job, path)
+        except BaseException:
+            if not _lexists(job.src):
+                self._drop(job)
+            raise
+        with contextlib.suppress(OSError):
+            fsutil.fsync_dir(path.parent)
+        fsutil.fsync_dir(job_dir)
+        job.size = os.lstat(job.src).st_size
+        job.state = "claimed"
+        return job
+
+    def _claim_by_copy(self, job: Job, path: Path) -> Job | None:
+        claim = path.with_name(CLAIM_PREFIX + job.id)
+        job.claim = str(claim)
+        self.save(job)
+        try:
+            path.rename(claim)  # the lock: atomic within the inbound folder
+        except FileNotFoundError:
+            self._drop(job)
+            return None
+        fsutil.fsync_dir(path.parent)
+        try:
+            self._copy_claim(job)
+        except FileNotFoundError:
+            self._drop(job)
+            return None
+        except BaseException:
+            # Put the original back under its name (never over a newer file),
+            # so a failed copy leaves inbound as it was.
+            try:
+                fsutil.link_noreplace(claim, path)
+                self._drop(job)
+            except OSError:
+                # Left as a half-claimed job; recovery at the next start
+                # finishes the copy (the claim name is recorded).
+                self._log.error("job.claim_parked", job=job.id)
+            raise
+        return job
+
+    def _copy_claim(self, job: Job) -> None:
+        assert job.claim is not None
+        claim = Path(job.claim)
+        partial = job.dir / (SRC + ".partial")
+        _unlink_quiet(partial)
+        _copy_nofollow(claim, partial)
+        partial.rename(job.src)
+        fsutil.fsync_dir(job.dir)
+        job.size = os.lstat(job.src).st_size
+        job.state = "claimed"
+        self.save(job)
+        _unlink_quiet(claim)
+        with contextlib.suppress(OSError):
+            fsutil.fsync_dir(claim.parent)
+        job.claim = None
+
+    # -- processing -------------------------------------------------------------
+
+    def preflight(self, job: Job, max_bytes: int) -> os.stat_result:
+        """Check the claimed source without following or blocking on it.
+
+        Raises ``PermanentInputError`` (not_regular_file, empty_file,
+        too_large) or ``TransientError`` (unreadable: permissions may change).
+        """
+        # lstat first: opening a device can have side effects (a tape rewinds).
+        if not stat.S_ISREG(os.lstat(job.src).st_mode):
+            raise PermanentInputError("not_regular_file", stage="preflight")
+        try:
+            fd = os.open(job.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENXIO, errno.EOPNOTSUPP, errno.ENODEV):
+                raise PermanentInputError("not_regular_file", stage="preflight") from e
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise TransientError("unreadable", "permission denied") from e
+            raise
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PermanentInputError("not_regular_file", stage="preflight")
+        if st.st_size == 0:
+            raise PermanentInputError("empty_file", stage="preflight")
+        if st.st_size > max_bytes:
+            raise PermanentInputError("too_large", "over limits.max_file_bytes", stage="preflight")
+        return st
+
+    def out_dir(self, job: Job) -> Path:
+        return ensure_dirs(job.target.outbound, job.rel[:-1])
+
+    def begin_attempt(self, job: Job) -> Path:
+        """Count an attempt and choose the outbound temporary the pipeline writes.
+
+        The attempt is counted before the work, so a file that crashes the
+        process every time still ends in quarantine after ``max_attempts``.
+        """
+        folder = self.out_dir(job)
+        tmp = tmp_for(folder, job.name)
+        job.attempts += 1
+        job.out_tmp = str(tmp)
+        job.state = "claimed"
+        self.save(job)
+        return tmp
+
+    def discard_output(self, job: Job) -> None:
+        """Remove the temporary of a failed attempt (the pipeline usually did).
+
+        A result already published under its final name stays (it is durable
+        and complete); only an unpublished temporary goes.
+        """
+        rec = job.places.get("out")
+        if rec is not None:
+            if self._placed(rec) is not None:
+                return
+            job.places.pop("out")
+        _unlink_quiet(job.out_tmp)
+        job.out_tmp = None
+
+    def undo_attempt(self, job: Job) -> None:
+        """Do not count the last attempt (it was stopped by a full disk, not the input)."""
+        job.attempts = max(0, job.attempts - 1)
+        self.discard_output(job)
+        self.save(job)
+
+    def deliver(self, job: Job) -> Path:
+        """Publish the finished temporary under the input's name, then remove the
+        original. Returns the final path (callers MUST NOT log it)."""
+        if "out" not in job.places:
+            assert job.out_tmp is not None
+            Path(job.out_tmp).chmod(job.target.file_mode)
+            job.state = "delivering"
+        final = self._place(job, "out", Path(job.out_tmp or ""), self.out_dir(job), job.name)
+        self._finish(job)
+        return final
+
+    # -- placement (shared by deliver and quarantine) -----------------------------
+
+    def _placed(self, rec: dict[str, Any]) -> Path | None:
+        cand = rec.get("cand")
+        if not cand:
+            return None
+        try:
+            st = os.lstat(cand)
+        except FileNotFoundError:
+            return None
+        if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+            return Path(cand)
+        return None
+
+    def _drop_staged(self, rec: dict[str, Any]) -> None:
+        staged = Path(rec["staged"])
+        try:
+            st = os.lstat(staged)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+            staged.unlink()
+            with contextlib.suppress(OSError):
+                fsutil.fsync_dir(staged.parent)
+
+    def _place(self, job: Job, key: str, staged: Path, folder: Path, name: str) -> Path:
+        """Give ``staged`` (same filesystem as ``folder``) a free name in
+        ``folder`` without ever replacing a file, exactly once across crashes."""
+        rec = job.places.get(key)
+        if rec is None:
+            st = os.lstat(staged)
+            rec = {"staged": str(staged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            job.places[key] = rec
+        done = self._placed(rec)
+        if done is not None:
+            self._drop_staged(rec)
+            return done
+        if not _lexists(Path(rec["staged"])):
+            raise FileNotFoundError(errno.ENOENT, "staged file vanished")
+        limit = name_max(folder)
+        i = 0
+        while True:
+            cand = folder / numbered(name, i, limit)
+            i += 1
+            if _lexists(cand):
+                continue
+            rec["cand"] = str(cand)
+            self.save(job)  # the name is recorded before it can exist
+            try:
+                fsutil.link_noreplace(Path(rec["staged"]), cand)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
+                    raise PermanentInputError(
+                        "bad_name", f"the target folder refuses the name ({errname(e)})", "deliver"
+                    ) from e
+                raise
+            return cand
+
+    def _finish(self, job: Job) -> None:
+        _unlink_quiet(job.src)
+        _unlink_quiet(job.claim)
+        shutil.rmtree(job.dir, ignore_errors=True)
+
+    # -- quarantine ---------------------------------------------------------------
+
+    def start_quarantine(
+        self, job: Job, reason: str, stage: str, detail: str = "", last_error: str = ""
+    ) -> None:
+        """Record the decision; :meth:`quarantine` carries it out (resumable)."""
+        if reason not in REASONS:
+            reason = "internal_error"
+        self.discard_output(job)
+        job.state = "quarantining"
+        job.reason = {
+            "reason": reason,
+            "description": REASONS[reason],
+            "stage": stage,
+            "detail": log.scrub(detail)[:200],
+            "last_error": last_error,
+        }
+        self.save(job)
+
+    def quarantine(self, job: Job) -> Path:
+        """Move the original into quarantine (keeping its sub-folder) with a
+        reason file. Returns the quarantined path (MUST NOT be logged)."""
+        assert job.reason is not None
+        qdir = ensure_dirs(job.target.quarantine, job.rel[:-1])
+        rec = job.places.get("orig")
+        final = self._placed(rec) if rec is not None else None
+        if final is not None:
+            self._drop_staged(rec or {})
+        elif rec is not None and _lexists(Path(rec["staged"])):
+            final = self._place(job, "orig", Path(rec["staged"]), qdir, job.name)
+        else:
+            job.places.pop("orig", None)
+            if not _lexists(job.src):
+                raise FileNotFoundError(errno.ENOENT, "the claimed original is missing")
+            if os.lstat(job.src).st_dev == qdir.stat().st_dev:
+                staged = job.src
+            else:
+                tmp = tmp_for(qdir, job.name)
+                _unlink_quiet(job.q_tmp)
+                job.q_tmp = str(tmp)
+                self.save(job)
+                _copy_nofollow(job.src, tmp)
+                staged = tmp
+            final = self._place(job, "orig", staged, qdir, job.name)
+        _unlink_quiet(job.src)
+        self._write_reason(job, qdir, final)
+        self._finish(job)
+        return final
+
+    def _write_reason(self, job: Job, qdir: Path, final: Path) -> None:
+        rec = job.places.get("reason")
+        if rec is not None and self._placed(rec) is not None:
+            self._drop_staged(rec)
+            return
+        if rec is None or not _lexists(Path(rec["staged"])):
+            job.places.pop("reason", None)
+            _unlink_quiet(job.r_tmp)
+            tmp = fsutil.tmp_name(qdir / "x.json")
+            job.r_tmp = str(tmp)
+            self.save(job)
+            assert job.reason is not None
+            body = {
+                "reason": job.reason["reason"],
+                "description": job.reason["description"],
+                "stage": job.reason["stage"],
+                "detail": job.reason.get("detail", ""),
+                "last_error": job.reason.get("last_error", ""),
+                "attempts": job.attempts,
+                "time": _now_iso(),
+                "job": job.id,
+                "redactd_version": __version__,
+            }
+            data = (json.dumps(body, indent=2) + "\n").encode()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._place(
+            job, "reason", Path(job.r_tmp or ""), qdir, reason_name(final.name, name_max(qdir))
+        )
+
+    # -- recovery -------------------------------------------------------------------
+
+    def recover(self) -> list[Job]:
+        """Examine every job folder left by an earlier run.
+
+        Returns the jobs to run again (state ``claimed``, ``delivering`` or
+        ``quarantining``); removes recorded temporaries that never became a
+        result and job folders whose claim never happened.
+        """
+        jobs: list[Job] = []
+        for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            job_dir = Path(entry.path)
+            try:
+                job = self._load(job_dir)
+            except FileNotFoundError:
+                # A crash between mkdir and the first manifest: nothing claimed yet.
+                if not any(p.name in (SRC, SRC + ".partial") for p in job_dir.iterdir()):
+                    self._drop_job_dir(job_dir)
+                else:
+                    self._log.error("job.orphaned", job=entry.name, problem="no manifest")
+                continue
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                self._log.error("job.orphaned", job=entry.name, problem=type(e).__name__)
+                continue
+            _unlink_quiet(job_dir / (MANIFEST + ".tmp"))
+            try:
+                keep = self._recover_one(job)
+            except OSError as e:
+                self._log.error("job.recover_failed", job=job.id, errno=errname(e))
+                keep = True  # left in the work area; tried again as a normal job
+            if keep:
+                jobs.append(job)
+        return jobs
+
+    def _drop_job_dir(self, job_dir: Path) -> None:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _recover_one(self, job: Job) -> bool:
+        if job.state == "claiming":
+            if _lexists(job.src):
+                job.state = "claimed"
+                _unlink_quiet(job.claim)
+                job.claim = None
+                _unlink_quiet(job.dir / (SRC + ".partial"))
+                job.size = os.lstat(job.src).st_size
+            elif job.claim is not None and _lexists(Path(job.claim)):
+                self._copy_claim(job)
+            else:
+                self._drop(job)  # the rename never happened: the input is still in inbound
+                return False
+        else:
+            _unlink_quiet(job.claim)
+            job.claim = None
+        if job.state == "delivering":
+            rec = job.places.get("out")
+            if rec is None or (self._placed(rec) is None and not _lexists(Path(rec["staged"]))):
+                job.state = "claimed"  # nothing to publish: run it again
+        if job.state == "claimed":
+            # An attempt was cut short: its temporary is a partial output.
+            _unlink_quiet(job.out_tmp)
+            job.out_tmp = None
+            job.places.pop("out", None)
+        if job.state in ("claimed", "quarantining") and job.q_tmp and "orig" not in job.places:
+            _unlink_quiet(job.q_tmp)
+            job.q_tmp = None
+        self.save(job)
+        return True
+
+    def sweep_strays(self, folders: list[Path], now: float | None = None) -> int:
+        """Remove old ``.redactd-tmp-*`` files that no job recorded (recursively).
+
+        Recorded temporaries are handled exactly by :meth:`recover`; these are
+        leftovers of lost work areas. Young ones are spared: a second instance
+        sharing the folder may be writing them.
+        """
+        now = time.time() if now is None else now
+        removed = 0
+        for top in folders:
+            for root, dirs, files in os.walk(top, followlinks=False):
+                dirs[:] = [d for d in dirs if not d.startswith(fsutil.TMP_PREFIX)]
+                for f in files:
+                    if not f.startswith(fsutil.TMP_PREFIX):
+                        continue
+                    p = Path(root) / f
+                    try:
+                        st = os.lstat(p)
+                        if now - st.st_mtime >= STRAY_MIN_AGE_SECONDS:
+                            Path(p).unlink()
+                            removed += 1
+                    except OSError:
+                        continue
+        return removed

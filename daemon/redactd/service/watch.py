@@ -1,0 +1,577 @@
+"""Finding files in inbound folders that are complete and ready to claim.
+
+Events from watchdog are only *hints* that something changed at a path: every
+decision is taken on our own ``lstat`` of that path (never following links),
+so a lost, merged or reordered event can delay a file but never make us take
+a half-written one. A full scan at start and every ``service.rescan_seconds``
+catches what events missed (inotify queue overflow, writes made by another
+host on a network share).
+
+A file is ready when the pure :class:`StabilityTracker` says so: its size,
+mtime and inode stayed the same for ``settle_seconds`` with no event in that
+time, and (inotify only) it was closed after its last write. Ready files are
+handed out once: they stay in an in-flight set until the worker releases them.
+
+Paths and names never reach a log line here; only watch indexes, counts and
+errno names do.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import heapq
+import os
+import stat
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserverVFS
+
+from redactd import log
+from redactd.config import DEFAULT_IGNORE, WatchConfig
+from redactd.fsutil import TMP_PREFIX
+
+#: Prefix of the name a cross-filesystem claim gives the inbound file while it
+#: is copied into the work area (see ``spool``); always ignored.
+CLAIM_PREFIX = ".redactd-claim-"
+
+#: Filesystem types on which inotify does not see writes made by other hosts.
+NETWORK_FS: frozenset[str] = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "sshfs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "afs",
+        "davfs",
+        "virtiofs",
+    }
+)
+
+#: How long a file that was opened for writing (inotify saw a write but no
+#: close) is held back at most, in case the close event was lost.
+OPEN_GRACE_SECONDS = 600.0
+
+ResolvedMode = Literal["inotify", "poll"]
+
+
+def errname(e: OSError) -> str:
+    """The symbolic errno of an OSError (``ENOSPC``), safe to log: no path."""
+    return errno.errorcode.get(e.errno or 0, "unknown")
+
+
+# --------------------------------------------------------------------------- filesystem type
+
+
+def _unescape_mount(field: str) -> str:
+    r"""Undo the octal escapes of /proc/self/mountinfo (``\040`` = space ...)."""
+    out: list[str] = []
+    i = 0
+    while i < len(field):
+        c = field[i]
+        if c == "\\" and len(field[i + 1 : i + 4]) == 3 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[tuple[str, str]]:
+    """(mount point, filesystem type) for every line of a mountinfo file."""
+    mounts: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split(" ")
+        rest = right.split(" ")
+        if len(fields) < 5 or not rest:
+            continue
+        mounts.append((_unescape_mount(fields[4]), rest[0]))
+    return mounts
+
+
+def fs_type(path: Path, mountinfo: str | None = None) -> str:
+    """The filesystem type holding ``path`` (longest matching mount point)."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+                mountinfo = f.read()
+        except OSError:
+            return ""
+    target = os.path.realpath(path)
+    best, best_type = "", ""
+    for mnt, typ in parse_mountinfo(mountinfo):
+        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best):  # later lines win ties: they mount over
+            best, best_type = mnt, typ
+    return best_type
+
+
+def is_network_fs(typ: str) -> bool:
+    return typ in NETWORK_FS or typ.startswith("fuse.") or typ == "fuse"
+
+
+def resolve_mode(w: WatchConfig, mountinfo: str | None = None) -> ResolvedMode:
+    """``inotify`` or ``poll`` for a watch; ``auto`` polls on network filesystems."""
+    if w.mode == "poll":
+        return "poll"
+    if w.mode == "inotify":
+        return "inotify"
+    return "poll" if is_network_fs(fs_type(w.inbound, mountinfo)) else "inotify"
+
+
+# --------------------------------------------------------------------------- names
+
+
+def is_ignored(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    """True when any path component matches an ignore glob or is ours."""
+    for part in parts:
+        if part.startswith((TMP_PREFIX, CLAIM_PREFIX)):
+            return True
+        for pat in patterns:
+            if fnmatch.fnmatchcase(part, pat):
+                return True
+    return False
+
+
+def relative_parts(root: Path, path: Path, recursive: bool) -> tuple[str, ...] | None:
+    """Validated components of ``path`` below ``root``, or None when outside.
+
+    Every component is a plain name (no ``..``, ``.``, empty or ``/``), so an
+    output path built from them can never leave the target folder.
+    """
+    rp, pp = root.parts, path.parts
+    if len(pp) <= len(rp) or pp[: len(rp)] != rp:
+        return None
+    rel = tuple(pp[len(rp) :])
+    if not recursive and len(rel) != 1:
+        return None
+    for part in rel:
+        if part in ("", ".", "..") or "/" in part or "\0" in part:
+            return None
+    return rel
+
+
+# --------------------------------------------------------------------------- stability
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What we compare between two looks at a file."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileState:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+#: What an event says about a file: opened, closed, written to, or anything
+#: else (created, moved in, attributes).
+EventKind = Literal["open", "close", "write", "other"]
+
+
+@dataclass
+class _Entry:
+    state: FileState | None = None
+    changed_at: float = 0.0
+    last_event: float = float("-inf")
+    opens: int = 0
+    next_check: float = 0.0
+
+
+class StabilityTracker:
+    """Decides when a file is complete. Pure: no I/O, the caller passes ``now``.
+
+    A file is *ready* when two observations at least ``settle_seconds`` apart
+    saw the same :class:`FileState`, no event arrived in the last
+    ``settle_seconds``, and no one is known to hold it open. Opens are counted
+    from inotify's open/close events (a write implies an open we may have
+    missed); because events can be lost, an open that saw no event for
+    ``open_grace_seconds`` no longer holds the file back. Polling gives no
+    open/close events, so there only size, mtime and inode count. With
+    ``settle_seconds == 0`` the first quiet observation is enough.
+    """
+
+    def __init__(self, settle_seconds: float, open_grace_seconds: float = OPEN_GRACE_SECONDS):
+        self.settle = max(0.0, settle_seconds)
+        self.open_grace = max(self.settle, open_grace_seconds)
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def _schedule(self, key: str, e: _Entry, at: float) -> None:
+        e.next_check = at
+        heapq.heappush(self._heap, (at, key))
+
+    def event(self, key: str, now: float, kind: EventKind = "other") -> None:
+        """Something happened at ``key`` (see :data:`EventKind`)."""
+        e = self._entries.get(key)
+        if e is None:
+            e = self._entries[key] = _Entry(changed_at=now)
+        e.last_event = now
+        if kind == "open":
+            e.opens += 1
+        elif kind == "close":
+            e.opens = max(0, e.opens - 1)
+        elif kind == "write" and e.opens == 0:
+            e.opens = 1  # opened before we watched, or the open event was lost
+        # First sighting: look at once; otherwise wait for quiet.
+        self._schedule(key, e, now + self.settle if e.state is not None else now)
+
+    def observe(self, key: str, state: FileState, now: float) -> bool:
+        """Record a fresh look at ``key``; True when it is ready now.
+
+        A ready key stays tracked until :meth:`forget` (the caller hands it out
+        and forgets it).
+        """
+        e = self._entries.get(key)
+        if e is None:
+            e = self._entries[key] = _Entry(changed_at=now)
+        if e.state != state:
+            first = e.state is None
+            e.state = state
+            e.changed_at = now
+            if not (first and self.settle == 0.0):
+                self._schedule(key, e, now + self.settle)
+                return False
+        quiet_since = max(e.changed_at, e.last_event)
+        if e.opens > 0 and now - e.last_event < self.open_grace:
+            self._schedule(key, e, e.last_event + self.open_grace)
+            return False
+        if now - quiet_since < self.settle:
+            self._schedule(key, e, quiet_since + self.settle)
+            return False
+        return True
+
+    def due(self, now: float) -> list[str]:
+        """Keys that should be looked at (``lstat``) now."""
+        out: list[str] = []
+        seen: set[str] = set()
+        while self._heap and self._heap[0][0] <= now:
+            at, key = heapq.heappop(self._heap)
+            e = self._entries.get(key)
+            if e is None or e.next_check != at or key in seen:
+                continue  # stale heap entry: rescheduled or forgotten since
+            seen.add(key)
+            out.append(key)
+        return out
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)  # heap entries go stale and are skipped
+
+
+# --------------------------------------------------------------------------- the watcher
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A complete inbound entry handed to a worker (paths only, no content)."""
+
+    watch: int
+    path: Path
+    rel: tuple[str, ...]
+    regular: bool
+    size: int
+    dev: int
+    ino: int
+
+    @property
+    def key(self) -> str:
+        return str(self.path)
+
+
+class _Hints(FileSystemEventHandler):
+    """Collects watchdog events into a thread-safe deque; nothing else."""
+
+    def __init__(self) -> None:
+        # (path, kind, is_dir)
+        self.events: deque[tuple[str, EventKind, bool]] = deque()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        add = self.events.append
+        if isinstance(event, DirMovedEvent):
+            add((os.fsdecode(event.dest_path), "other", True))
+        elif isinstance(event, DirCreatedEvent):
+            add((os.fsdecode(event.src_path), "other", True))
+        elif isinstance(event, FileMovedEvent):
+            add((os.fsdecode(event.dest_path), "other", False))
+        elif isinstance(event, FileOpenedEvent):
+            add((os.fsdecode(event.src_path), "open", False))
+        elif isinstance(event, (FileClosedEvent, FileClosedNoWriteEvent)):
+            add((os.fsdecode(event.src_path), "close", False))
+        elif isinstance(event, FileModifiedEvent):
+            add((os.fsdecode(event.src_path), "write", False))
+        elif isinstance(event, (FileCreatedEvent, FileDeletedEvent)):
+            add((os.fsdecode(event.src_path), "other", False))
+
+
+class FolderWatcher:
+    """One ``[[watch]]`` entry: observer, scans, stability and in-flight set.
+
+    Thread model: watchdog's thread only appends to a deque; :meth:`tick` is
+    called from the supervisor's main loop; :meth:`release` may be called
+    from worker threads.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        cfg: WatchConfig,
+        settle_seconds: float,
+        rescan_seconds: float,
+        mountinfo: str | None = None,
+    ) -> None:
+        self.index = index
+        self.cfg = cfg
+        self.root = cfg.inbound
+        self.patterns = tuple(DEFAULT_IGNORE) + tuple(cfg.ignore)
+        self.mode: ResolvedMode = resolve_mode(cfg, mountinfo)
+        self.rescan_seconds = rescan_seconds
+        self.tracker = StabilityTracker(settle_seconds)
+        self._hints = _Hints()
+        self._observer: BaseObserver | None = None
+        self._inflight: set[str] = set()
+        self._refused: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+        self._next_rescan = 0.0
+        self._dir_scans: deque[Path] = deque()
+        self._log = log.get("redactd.watch")
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the observer (falls back to polling when inotify limits are hit)."""
+        self._observer = self._make_observer(self.mode)
+        try:
+            self._observer.start()
+        except OSError as e:
+            if self.mode != "inotify" or e.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            # watchdog turns inotify's ENOSPC/EMFILE into "limit reached": say
+            # which sysctl to raise and keep serving by polling.
+            self._log.warning(
+                "watch.inotify_limit",
+                watch=self.index,
+                errno=errname(e),
+                advice="raise fs.inotify.max_user_watches / max_user_instances; polling meanwhile",
+            )
+            self.mode = "poll"
+            self._observer = self._make_observer("poll")
+            self._observer.start()
+        self._log.info(
+            "watch.started", watch=self.index, mode=self.mode, recursive=self.cfg.recursive
+        )
+
+    def _make_observer(self, mode: ResolvedMode) -> BaseObserver:
+        obs: BaseObserver
+        if mode == "poll":
+            # lstat, so the snapshot never follows a symlink out of inbound.
+            obs = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.cfg.poll_interval)
+        else:
+            from watchdog.observers.inotify import InotifyObserver
+
+            obs = InotifyObserver()
+        obs.daemon = True
+        obs.schedule(
+            self._hints, str(self.root), recursive=self.cfg.recursive, follow_symlink=False
+        )
+        return obs
+
+    def stop(self) -> None:
+        obs, self._observer = self._observer, None
+        if obs is not None:
+            obs.stop()
+            obs.join(timeout=10)
+
+    # -- hand-out bookkeeping ---------------------------------------------
+
+    def release(self, key: str, refused: tuple[int, int] | None = None) -> None:
+        """A worker is done with a candidate. ``refused`` = (dev, ino) of an
+        entry left in place on purpose (not to be handed out again)."""
+        with self._lock:
+            self._inflight.discard(key)
+            if refused is not None:
+                self._refused[key] = refused
+
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def pending(self) -> int:
+        """Files seen and waiting to settle."""
+        return len(self.tracker)
+
+    def force_rescan(self) -> None:
+        self._next_rescan = 0.0
+
+    # -- the periodic step ------------------------------------------------
+
+    def tick(self, now: float) -> list[Candidate]:
+        """Drain events, rescan when due, return the entries that became ready."""
+        self._drain(now)
+        if now >= self._next_rescan:
+            self._next_rescan = now + self.rescan_seconds
+            self._dir_scans.clear()
+            self._scan(self.root, now)
+            self._revive_observer()
+        while self._dir_scans:
+            self._scan(self._dir_scans.popleft(), now)
+        ready: list[Candidate] = []
+        for key in self.tracker.due(now):
+            cand = self._look(key, now)
+            if cand is not None:
+                ready.append(cand)
+        return ready
+
+    def _revive_observer(self) -> None:
+        # watchdog stops watching when the folder vanished (an unmounted
+        # share); once a rescan can read it again, watch it again.
+        if self._observer is not None and not self._observer.is_alive():
+            self._log.warning("watch.observer_restarted", watch=self.index)
+            self._observer = None
+            try:
+                self.start()
+            except OSError as e:
+                self._log.warning("watch.observer_failed", watch=self.index, errno=errname(e))
+
+    def _drain(self, now: float) -> None:
+        events = self._hints.events
+        while events:
+            path_s, kind, is_dir = events.popleft()
+            path = Path(path_s)
+            rel = relative_parts(self.root, path, recursive=True)
+            if rel is None or is_ignored(rel, self.patterns):
+                continue
+            if is_dir:
+                if self.cfg.recursive:
+                    self._dir_scans.append(path)  # a moved-in tree brings no file events
+                continue
+            if not self.cfg.recursive and len(rel) != 1:
+                continue
+            key = str(path)
+            with self._lock:
+                if key in self._inflight:
+                    continue
+            self.tracker.event(key, now, kind)
+
+    def _scan(self, top: Path, now: float) -> None:
+        stack = [top]
+        errors = 0
+        while stack:
+            d = stack.pop()
+            try:
+                it = os.scandir(d)
+            except OSError as e:
+                errors += 1
+                if d == self.root:
+                    self._log.warning("watch.scan_failed", watch=self.index, errno=errname(e))
+                continue
+            with it:
+                for entry in it:
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    path = Path(entry.path)
+                    rel = relative_parts(self.root, path, recursive=True)
+                    if rel is None or is_ignored(rel, self.patterns):
+                        continue
+                    if is_dir:
+                        if self.cfg.recursive:
+                            stack.append(path)
+                        continue
+                    if not self.cfg.recursive and len(rel) != 1:
+                        continue
+                    key = entry.path
+                    if key in self.tracker:
+                        continue
+                    with self._lock:
+                        if key in self._inflight:
+                            continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if self._is_refused(key, st):
+                        continue
+                    self.tracker.event(key, now)
+        if errors > 1:
+            self._log.warning("watch.scan_errors", watch=self.index, folders=errors)
+
+    def _is_refused(self, key: str, st: os.stat_result) -> bool:
+        with self._lock:
+            ref = self._refused.get(key)
+            if ref is None:
+                return False
+            if ref == (st.st_dev, st.st_ino):
+                return True
+            del self._refused[key]  # something new under the old name
+            return False
+
+    def _look(self, key: str, now: float) -> Candidate | None:
+        path = Path(key)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            self.tracker.forget(key)
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            self.tracker.forget(key)
+            return None
+        if self._is_refused(key, st):
+            self.tracker.forget(key)
+            return None
+        if not self.tracker.observe(key, FileState.of(st), now):
+            return None
+        rel = relative_parts(self.root, path, self.cfg.recursive)
+        self.tracker.forget(key)
+        if rel is None:
+            return None
+        with self._lock:
+            if key in self._inflight:
+                return None
+            self._inflight.add(key)
+        return Candidate(
+            watch=self.index,
+            path=path,
+            rel=rel,
+            regular=stat.S_ISREG(st.st_mode),
+            size=st.st_size,
+            dev=st.st_dev,
+            ino=st.st_ino,
+        )

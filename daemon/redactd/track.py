@@ -1,0 +1,419 @@
+"""Multi-object tracking that only ever ADDS masks to a video.
+
+One tracker per object class (faces never continue plate tracks). Each track
+carries a constant-velocity Kalman filter on its box centre and size
+(``cx, cy, w, h`` and their velocities, in the style of SORT/ByteTrack) and
+is associated to detections by IoU against its predicted box.
+
+What the tracker adds to the raw detections of a frame (it never removes or
+hides one: a raw detection at or above the class threshold is always in the
+output, tracked or not):
+
+* **bridging**: a track that misses detections keeps a mask at its predicted
+  box, grown by the filter's position and size uncertainty, for
+  ``max(max_age, hold)`` frames after its last hit (``max_age`` bounds how
+  long it can still be re-associated);
+* **second association** (ByteTrack): a detection below the class threshold
+  but at or above ``low_threshold`` is accepted when it continues a confirmed
+  track, so a face turning away stays masked;
+* **look-back**: when a track is born, boxes for the ``lookback`` frames
+  before it are emitted as ``Backfill`` (first the birth box, grown with the
+  distance in frames; once the track has a velocity, its extrapolation
+  backwards). The caller holds a look-ahead buffer of frames and adds them to
+  the frames it still holds;
+* **detect-every-k**: frames without detector output (``detections=None``)
+  get the predicted, grown boxes of every live track.
+
+Coordinates are frame pixels; returned boxes are clipped to the frame.
+The tracker is pure computation (numpy) and holds no frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from redactd.config import TrackConfig
+from redactd.types import Box, Detection, ObjectClass
+
+#: IoU a low-score detection needs with a confirmed track's predicted box
+#: (ByteTrack uses 0.5 for its second association: low-score boxes are
+#: noisier, so they must sit where the track is expected).
+LOW_IOU = 0.4
+
+#: Hits after which a track counts as confirmed (may take low-score detections).
+CONFIRM_HITS = 2
+
+#: Standard deviations the mask box of a predicted (not detected) frame grows by.
+GROW_SIGMAS = 2.0
+
+#: Largest growth of a predicted box, per side, relative to its size.
+MAX_GROWTH = 1.0
+
+#: Relative growth per frame of distance for look-back boxes made from the
+#: birth box alone (no velocity known yet), and its cap.
+LOOKBACK_GROWTH = 0.06
+LOOKBACK_MAX_GROWTH = 0.6
+
+#: Process and measurement noise relative to box size (ByteTrack's weights).
+_STD_POS = 1.0 / 20.0
+_STD_VEL = 1.0 / 160.0
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """A box to add to an EARLIER frame (``frame`` < the frame just stepped)."""
+
+    frame: int
+    detection: Detection
+
+
+@dataclass(frozen=True)
+class TrackStep:
+    """The tracker's answer for one frame.
+
+    ``current``: every box to mask on the stepped frame (raw detections at or
+    above threshold, accepted low-score detections, predicted boxes).
+    ``backfill``: boxes for earlier frames (look-back).
+    """
+
+    frame: int
+    current: tuple[Detection, ...]
+    backfill: tuple[Backfill, ...] = ()
+
+
+class KalmanBox:
+    """Constant-velocity Kalman filter on ``[cx, cy, w, h, vcx, vcy, vw, vh]``.
+
+    Noise scales with the box size (a big near face moves more pixels per
+    frame than a small far one).
+    """
+
+    _F = np.eye(8)
+    _F[:4, 4:] = np.eye(4)
+    _H = np.eye(4, 8)
+
+    def __init__(self, box: Box) -> None:
+        cx, cy = box.center
+        w, h = max(box.width, 1.0), max(box.height, 1.0)
+        self.mean = np.array([cx, cy, w, h, 0.0, 0.0, 0.0, 0.0])
+        s = np.array([w, h, w, h])
+        std = np.concatenate([2.0 * _STD_POS * s, 10.0 * _STD_VEL * s])
+        self.cov = np.diag(std**2)
+
+    def _scale(self) -> np.ndarray:
+        w, h = max(self.mean[2], 1.0), max(self.mean[3], 1.0)
+        return np.array([w, h, w, h])
+
+    def predict(self) -> None:
+        s = self._scale()
+        q = np.diag(np.concatenate([_STD_POS * s, _STD_VEL * s]) ** 2)
+        self.mean = self._F @ self.mean
+        self.cov = self._F @ self.cov @ self._F.T + q
+
+    def update(self, box: Box) -> None:
+        cx, cy = box.center
+        z = np.array([cx, cy, max(box.width, 1.0), max(box.height, 1.0)])
+        r = np.diag((_STD_POS * self._scale()) ** 2)
+        s = self._H @ self.cov @ self._H.T + r
+        k = np.linalg.solve(s, self._H @ self.cov).T  # cov H^T S^-1 (S symmetric)
+        self.mean = self.mean + k @ (z - self._H @ self.mean)
+        self.cov = (np.eye(8) - k @ self._H) @ self.cov
+
+    def box(self, sigmas: float = 0.0, min_size: tuple[float, float] = (1.0, 1.0)) -> Box:
+        """The mean box, each side grown by ``sigmas`` standard deviations of
+        the centre plus half a standard deviation of the size (capped)."""
+        cx, cy, w, h = self.mean[:4]
+        w, h = max(w, min_size[0]), max(h, min_size[1])
+        gx = gy = 0.0
+        if sigmas > 0:
+            var = np.diag(self.cov)
+            gx = sigmas * (np.sqrt(var[0]) + 0.5 * np.sqrt(var[2]))
+            gy = sigmas * (np.sqrt(var[1]) + 0.5 * np.sqrt(var[3]))
+            gx, gy = min(gx, MAX_GROWTH * w), min(gy, MAX_GROWTH * h)
+        return Box(cx - w / 2 - gx, cy - h / 2 - gy, cx + w / 2 + gx, cy + h / 2 + gy)
+
+    @property
+    def velocity(self) -> tuple[float, float, float, float]:
+        vx, vy, vw, vh = self.mean[4:]
+        return float(vx), float(vy), float(vw), float(vh)
+
+
+@dataclass
+class _Track:
+    """Mutable per-track state (internal to this module)."""
+
+    id: int
+    cls: ObjectClass
+    kf: KalmanBox
+    first_frame: int
+    first_box: Box
+    last_box: Box
+    score: float
+    detector: str
+    hits: int = 1
+    misses: int = 0  # frames since the last hit
+    refined_lookback: bool = False
+
+    @property
+    def confirmed(self) -> bool:
+        return self.hits >= CONFIRM_HITS
+
+
+def _iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    pa = np.array([[x.x1, x.y1, x.x2, x.y2] for x in a])
+    pb = np.array([[x.x1, x.y1, x.x2, x.y2] for x in b])
+    lo = np.maximum(pa[:, None, :2], pb[None, :, :2])
+    hi = np.minimum(pa[:, None, 2:], pb[None, :, 2:])
+    ix, iy = np.clip(hi - lo, 0, None).transpose(2, 0, 1)
+    inter = ix * iy
+    area_a = (pa[:, 2] - pa[:, 0]) * (pa[:, 3] - pa[:, 1])
+    area_b = (pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(union > 0, inter / union, 0.0)
+    return np.asarray(out)
+
+
+def _greedy_match(sim: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs (row, col) by descending similarity, each row and column once."""
+    pairs: list[tuple[int, int]] = []
+    if sim.size == 0:
+        return pairs
+    order = np.argsort(-sim, axis=None)
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    for flat in order:
+        r, c = divmod(int(flat), sim.shape[1])
+        if sim[r, c] < threshold:
+            break
+        if r in used_r or c in used_c:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((r, c))
+    return pairs
+
+
+def _grow(box: Box, rel: float) -> Box:
+    return box.pad(rel)
+
+
+@dataclass
+class ClassTracker:
+    """Tracks of one object class. Use ``MultiTracker`` for a whole frame."""
+
+    cls: ObjectClass
+    cfg: TrackConfig
+    threshold: float
+    width: int
+    height: int
+    lookback: int
+    tracks: list[_Track] = field(default_factory=list)
+    started: int = 0
+    _next_id: int = 1
+
+    @property
+    def lifetime(self) -> int:
+        """Frames a track is masked after its last hit."""
+        return max(self.cfg.max_age, self.cfg.hold)
+
+    def step(
+        self, frame: int, detections: Sequence[Detection] | None
+    ) -> tuple[list[Detection], list[Backfill]]:
+        for t in self.tracks:
+            t.kf.predict()
+        out: list[Detection] = []
+        backfill: list[Backfill] = []
+        if detections is None:
+            for t in self.tracks:
+                t.misses += 1
+        else:
+            high = [d for d in detections if d.score >= self.threshold]
+            low = [d for d in detections if d.score < self.threshold]
+            out.extend(high)  # raw detections are always masked
+            matched_tracks = self._associate(frame, high, low, out, backfill)
+            for t in self.tracks:
+                if t.id not in matched_tracks:
+                    t.misses += 1
+        self.tracks = [t for t in self.tracks if t.misses <= self.lifetime and self._visible(t)]
+        for t in self.tracks:
+            if t.misses > 0:
+                out.append(self._as_detection(t, t.kf.box(GROW_SIGMAS, self._min_size(t))))
+        return [self._clipped(d) for d in out], [
+            Backfill(b.frame, self._clipped(b.detection)) for b in backfill
+        ]
+
+    def _associate(
+        self,
+        frame: int,
+        high: list[Detection],
+        low: list[Detection],
+        out: list[Detection],
+        backfill: list[Backfill],
+    ) -> set[int]:
+        matched: set[int] = set()
+        live = [t for t in self.tracks if t.misses <= self.cfg.max_age]
+        # First association: every live track against the confident detections.
+        sim = self._similarity(live, [d.box for d in high])
+        # An iou_threshold of 0 still needs some overlap to pair at all.
+        pairs = _greedy_match(sim, max(self.cfg.iou_threshold, 1e-9))
+        used_high: set[int] = set()
+        for r, c in pairs:
+            t, d = live[r], high[c]
+            self._hit(t, d)
+            matched.add(t.id)
+            used_high.add(c)
+            if not t.refined_lookback and t.hits >= CONFIRM_HITS:
+                backfill.extend(self._refined_lookback(t, frame))
+        # Second association: confirmed tracks left over against low-score boxes.
+        rest = [t for t in live if t.id not in matched and t.confirmed]
+        if rest and low:
+            sim = self._similarity(rest, [d.box for d in low])
+            for r, c in _greedy_match(sim, max(LOW_IOU, self.cfg.iou_threshold)):
+                t, d = rest[r], low[c]
+                predicted = t.kf.box()
+                self._hit(t, d)
+                matched.add(t.id)
+                out.append(Detection(d.cls, d.box, d.score, d.detector, t.id))
+                out.append(self._as_detection(t, predicted))
+        # New tracks for confident detections nobody claimed.
+        for c, d in enumerate(high):
+            if c in used_high:
+                continue
+            t = self._new_track(frame, d)
+            backfill.extend(self._birth_lookback(t, frame))
+        return matched
+
+    def _similarity(self, tracks: Sequence[_Track], boxes: Sequence[Box]) -> np.ndarray:
+        """IoU of each detection with the track's predicted box, or with that box
+        grown by one sigma when that is higher (uncertain tracks gate wider)."""
+        if not tracks or not boxes:
+            return np.zeros((len(tracks), len(boxes)))
+        plain = _iou_matrix([t.kf.box() for t in tracks], boxes)
+        grown = _iou_matrix([t.kf.box(1.0) for t in tracks], boxes)
+        return np.maximum(plain, grown)
+
+    def _hit(self, t: _Track, d: Detection) -> None:
+        t.kf.update(d.box)
+        t.hits += 1
+        t.misses = 0
+        t.last_box = d.box
+        t.score = d.score
+
+    def _new_track(self, frame: int, d: Detection) -> _Track:
+        t = _Track(
+            id=self._next_id,
+            cls=self.cls,
+            kf=KalmanBox(d.box),
+            first_frame=frame,
+            first_box=d.box,
+            last_box=d.box,
+            score=d.score,
+            detector=d.detector,
+        )
+        self._next_id += 1
+        self.started += 1
+        self.tracks.append(t)
+        return t
+
+    def _birth_lookback(self, t: _Track, frame: int) -> list[Backfill]:
+        """The birth box on the frames before, grown with the distance in frames."""
+        out = []
+        for k in range(1, self.lookback + 1):
+            if frame - k < 0:
+                break
+            rel = min(LOOKBACK_GROWTH * k, LOOKBACK_MAX_GROWTH)
+            out.append(Backfill(frame - k, self._as_detection(t, _grow(t.first_box, rel))))
+        return out
+
+    def _refined_lookback(self, t: _Track, frame: int) -> list[Backfill]:
+        """Once a velocity is known, extrapolate the birth box backwards with it
+        (added to the birth look-back, which stays: masks only add)."""
+        t.refined_lookback = True
+        vx, vy, vw, vh = t.kf.velocity
+        b = t.first_box
+        cx, cy = b.center
+        out = []
+        for k in range(1, self.lookback + 1):
+            f = t.first_frame - k
+            if f < 0 or f < frame - self.lookback:
+                continue  # before the video, or already left the caller's buffer
+            w = max(b.width - vw * k, b.width * 0.5)
+            h = max(b.height - vh * k, b.height * 0.5)
+            x, y = cx - vx * k, cy - vy * k
+            box = Box(x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+            rel = min(LOOKBACK_GROWTH * k * 0.5, LOOKBACK_MAX_GROWTH)
+            out.append(Backfill(f, self._as_detection(t, _grow(box, rel))))
+        return out
+
+    def _min_size(self, t: _Track) -> tuple[float, float]:
+        # A shrinking track must not collapse while coasting.
+        return (t.last_box.width * 0.5, t.last_box.height * 0.5)
+
+    def _visible(self, t: _Track) -> bool:
+        b = t.kf.box().clip(self.width, self.height)
+        return b.width > 0 and b.height > 0
+
+    def _as_detection(self, t: _Track, box: Box) -> Detection:
+        return Detection(self.cls, box, t.score, t.detector, t.id)
+
+    def _clipped(self, d: Detection) -> Detection:
+        box = d.box.clip(self.width, self.height)
+        return Detection(d.cls, box, d.score, d.detector, d.track_id)
+
+
+class MultiTracker:
+    """One ``ClassTracker`` per class; the object a video stage talks to.
+
+    ``thresholds`` maps each tracked class to its operating threshold:
+    detections at or above it are "high" (always masked, may start tracks),
+    below it "low" (masked only when they continue a confirmed track).
+    ``lookback`` is the number of earlier frames the caller can still change
+    (its look-ahead buffer); backfills never reach further back.
+    """
+
+    def __init__(
+        self,
+        cfg: TrackConfig,
+        thresholds: Mapping[ObjectClass, float],
+        width: int,
+        height: int,
+        lookback: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        lb = cfg.lookback if lookback is None else lookback
+        self.trackers = {
+            cls: ClassTracker(cls, cfg, thr, width, height, lb) for cls, thr in thresholds.items()
+        }
+
+    def step(self, frame: int, detections: Sequence[Detection] | None) -> TrackStep:
+        """Advance every class by one frame.
+
+        ``frame`` MUST increase by one per call. ``detections`` are the
+        detector's boxes for this frame at any score down to the low
+        threshold (boxes of a class without a tracker pass through unchanged),
+        or ``None`` when the detector did not run on this frame.
+        """
+        current: list[Detection] = []
+        backfill: list[Backfill] = []
+        for cls, tr in self.trackers.items():
+            dets = None if detections is None else [d for d in detections if d.cls == cls]
+            c, b = tr.step(frame, dets)
+            current.extend(c)
+            backfill.extend(b)
+        if detections is not None:
+            # Classes without a tracker: their raw detections still pass through.
+            current.extend(d for d in detections if d.cls not in self.trackers)
+        return TrackStep(frame, tuple(current), tuple(backfill))
+
+    def started(self) -> dict[str, int]:
+        """Tracks started per class (distinct objects seen, roughly)."""
+        return {cls: tr.started for cls, tr in self.trackers.items()}
+
+
+__all__ = ["Backfill", "ClassTracker", "KalmanBox", "MultiTracker", "TrackStep"]

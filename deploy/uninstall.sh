@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Remove redactd: units, snippets, the virtual environment, the service user's
+# state (models, cache, work area) but NOT the data folders (/srv/redactd:
+# inbound, outbound, quarantine) and not the config in /etc/redactd.
+# Unfinished jobs in the work area hold originals: refuse while there are any
+# (restart the service to finish them), unless --force.
+set -euo pipefail
+PREFIX=/opt/redactd
+FORCE=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) PREFIX="$2"; shift 2 ;;
+    --force) FORCE=1; shift ;;
+    *) echo "uninstall.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "uninstall.sh: run as root" >&2; exit 1; }
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl disable --now redactd.service 2>/dev/null || true
+  for u in $(systemctl list-units --plain --no-legend 'redactd@*' | awk '{print $1}'); do
+    systemctl disable --now "$u" || true
+  done
+fi
+if [ "$FORCE" -ne 1 ] && find /var/lib/redactd -path '*/work/*' -name job.json 2>/dev/null | grep -q .; then
+  echo "uninstall.sh: unfinished jobs in /var/lib/redactd/*/work; restart the service to finish them or use --force" >&2
+  exit 1
+fi
+rm -f /etc/systemd/system/redactd.service /etc/systemd/system/redactd@.service
+rm -f /usr/lib/sysusers.d/redactd.conf /usr/lib/tmpfiles.d/redactd.conf
+rm -rf "$PREFIX"
+rm -rf /var/lib/redactd/models /var/lib/redactd/cache /var/lib/redactd/metrics
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+fi
+echo "uninstall.sh: removed; data folders (/srv/redactd) and /etc/redactd kept"
