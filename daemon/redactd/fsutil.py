@@ -68,11 +68,11 @@ def link_noreplace(src: Path, dst: Path) -> None:
         # name could still be replaced; only redactd writes outbound).
         if dst.exists() or dst.is_symlink():
             raise FileExistsError(errno.EEXIST, "target exists") from e
-        os.rename(src, dst)
+        src.rename(dst)
         fsync_dir(dst.parent)
         return
     fsync_dir(dst.parent)
-    os.unlink(src)
+    src.unlink()
     fsync_dir(dst.parent)
 
 
@@ -94,7 +94,7 @@ def publish(tmp: Path, final: Path, mode: int | None = None) -> Path:
     ``final`` is taken). ``tmp`` must be in the same folder.
     """
     if mode is not None:
-        os.chmod(tmp, mode)
+        tmp.chmod(mode)
     fsync_file(tmp)
     while True:
         target = free_name(final)

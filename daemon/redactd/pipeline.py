@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from redactd import pipeline_video
 from redactd.config import Config, Profile
 from redactd.detect import registry
 from redactd.errors import ModelError, PermanentInputError, RedactdError
@@ -48,7 +49,7 @@ def mask_plan(detections: Iterable[Detection], profile: Profile) -> tuple[MaskRe
 
 
 def count_by_class(detections: Iterable[Detection]) -> dict[str, int]:
-    counts = dict.fromkeys(CLASSES, 0)
+    counts: dict[str, int] = dict.fromkeys(CLASSES, 0)
     for d in detections:
         counts[d.cls] = counts.get(d.cls, 0) + 1
     return counts
@@ -68,10 +69,8 @@ class Pipeline:
 
         Raises ``ModelError`` when a model is missing or fails verification.
         """
-        if profiles is None:
-            names = {w.profile for w in cfg.watch} or {"default"}
-        else:
-            names = set(profiles)
+        names = set(profiles) if profiles is not None else {w.profile for w in cfg.watch}
+        names = names or {"default"}
         for n in names:
             cfg.profile(n)  # ConfigError for an unknown profile name
         return cls(cfg, registry.load(cfg, sorted(names)))
@@ -84,7 +83,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
 
-    def detect_frame(self, bgr: np.ndarray, profile: Profile, floor: float | None = None) -> list[Detection]:
+    def detect_frame(
+        self, bgr: np.ndarray, profile: Profile, floor: float | None = None
+    ) -> list[Detection]:
         """Run every enabled detector of the profile; any failure is fail-closed."""
         try:
             return self.detectors.find(bgr, profile, floor)
@@ -94,27 +95,38 @@ class Pipeline:
             # Inference failed on this input: never deliver it unmasked.
             raise PermanentInputError("detector_failed", type(e).__name__, stage="detect") from e
 
-    def mask_frame(self, bgr: np.ndarray, detections: list[Detection], profile: Profile) -> FrameResult:
+    def mask_frame(
+        self, bgr: np.ndarray, detections: list[Detection], profile: Profile
+    ) -> FrameResult:
         regions = mask_plan(detections, profile)
         apply_masks(bgr, regions)
         return FrameResult(tuple(detections), regions)
 
     # ------------------------------------------------------------------ entry points
 
-    def process(self, src: Path, dst: Path, profile: str) -> JobResult:
+    def process(
+        self,
+        src: Path,
+        dst: Path,
+        profile: str,
+        progress: pipeline_video.ProgressFn | None = None,
+    ) -> JobResult:
         """Anonymize ``src`` into the new file ``dst`` (same format).
 
         ``dst`` MUST NOT exist; it is created exclusively, written and fsynced.
         On any error ``dst`` is removed and the error propagates:
         ``PermanentInputError`` (quarantine), ``TransientError`` (retry),
         ``ModelError`` (stop the service).
+        Videos: ``progress(frames_done, frames_total_or_None)`` is called per
+        frame; the output container may differ from the input's
+        (``pipeline_video.output_suffix`` names the suffix to give ``dst``).
         """
         prof = self.cfg.profile(profile)
         try:
             media = sniff(src)
             if media.kind == "image":
                 return self._process_image(src, dst, prof, media)
-            return self._process_video(src, dst, prof, media)
+            return self._process_video(src, dst, prof, media, progress)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 dst.unlink()
@@ -158,11 +170,23 @@ class Pipeline:
             ),
         )
 
-    def _process_video(self, src: Path, dst: Path, prof: Profile, media: MediaType) -> JobResult:
-        # The video stage lands with the video issue; until then a video is a
-        # clear, specific refusal rather than a crash or a silent pass-through.
-        raise PermanentInputError(
-            "unsupported_type", f"video ({media.format}) processing is not available yet", "sniff"
+    def _process_video(
+        self,
+        src: Path,
+        dst: Path,
+        prof: Profile,
+        media: MediaType,
+        progress: pipeline_video.ProgressFn | None = None,
+    ) -> JobResult:
+        # decode -> detect -> track -> mask -> encode, streaming (pipeline_video).
+        return pipeline_video.process_video(
+            src,
+            dst,
+            media,
+            prof,
+            self.cfg.limits,
+            lambda bgr, floor: self.detect_frame(bgr, prof, floor),
+            progress,
         )
 
     def detect_file(self, src: Path, profile: str) -> list[Detection]:

@@ -155,7 +155,6 @@ class _Track:
     detector: str
     hits: int = 1
     misses: int = 0  # frames since the last hit
-    refined_lookback: bool = False
 
     @property
     def confirmed(self) -> bool:
@@ -265,11 +264,14 @@ class ClassTracker:
         used_high: set[int] = set()
         for r, c in pairs:
             t, d = live[r], high[c]
+            if t.confirmed:
+                # The predicted box too: a detection that is jittery or
+                # off-centre this frame must not uncover part of the face.
+                out.append(self._as_detection(t, t.kf.box()))
             self._hit(t, d)
             matched.add(t.id)
             used_high.add(c)
-            if not t.refined_lookback and t.hits >= CONFIRM_HITS:
-                backfill.extend(self._refined_lookback(t, frame))
+            backfill.extend(self._refined_lookback(t, frame))
         # Second association: confirmed tracks left over against low-score boxes.
         rest = [t for t in live if t.id not in matched and t.confirmed]
         if rest and low:
@@ -279,6 +281,7 @@ class ClassTracker:
                 predicted = t.kf.box()
                 self._hit(t, d)
                 matched.add(t.id)
+                backfill.extend(self._refined_lookback(t, frame))
                 out.append(Detection(d.cls, d.box, d.score, d.detector, t.id))
                 out.append(self._as_detection(t, predicted))
         # New tracks for confident detections nobody claimed.
@@ -332,12 +335,17 @@ class ClassTracker:
         return out
 
     def _refined_lookback(self, t: _Track, frame: int) -> list[Backfill]:
-        """Once a velocity is known, extrapolate the birth box backwards with it
-        (added to the birth look-back, which stays: masks only add)."""
-        t.refined_lookback = True
-        vx, vy, vw, vh = t.kf.velocity
-        b = t.first_box
-        cx, cy = b.center
+        """Once the track has moved, extrapolate its birth box backwards with the
+        mean velocity since birth (added to the birth look-back, which stays:
+        masks only add). Called on every hit while frames before the birth
+        are still in the caller's buffer."""
+        span = frame - t.first_frame
+        if span <= 0:
+            return []
+        b, last = t.first_box, t.last_box
+        (cx0, cy0), (cx1, cy1) = b.center, last.center
+        vx, vy = (cx1 - cx0) / span, (cy1 - cy0) / span
+        vw, vh = (last.width - b.width) / span, (last.height - b.height) / span
         out = []
         for k in range(1, self.lookback + 1):
             f = t.first_frame - k
@@ -345,7 +353,7 @@ class ClassTracker:
                 continue  # before the video, or already left the caller's buffer
             w = max(b.width - vw * k, b.width * 0.5)
             h = max(b.height - vh * k, b.height * 0.5)
-            x, y = cx - vx * k, cy - vy * k
+            x, y = cx0 - vx * k, cy0 - vy * k
             box = Box(x - w / 2, y - h / 2, x + w / 2, y + h / 2)
             rel = min(LOOKBACK_GROWTH * k * 0.5, LOOKBACK_MAX_GROWTH)
             out.append(Backfill(f, self._as_detection(t, _grow(box, rel))))

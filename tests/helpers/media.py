@@ -48,7 +48,9 @@ def read_labels(set_dir: Path) -> list[Labelled]:
     return out
 
 
-def changed_fraction(before: np.ndarray, after: np.ndarray, box: tuple[int, int, int, int], thr: int = 12) -> float:
+def changed_fraction(
+    before: np.ndarray, after: np.ndarray, box: tuple[int, int, int, int], thr: int = 12
+) -> float:
     """Share of the box's pixels whose value changed by more than ``thr`` on any channel."""
     x, y, w, h = box
     a = before[y : y + h, x : x + w].astype(np.int16)
@@ -59,7 +61,9 @@ def changed_fraction(before: np.ndarray, after: np.ndarray, box: tuple[int, int,
     return float((diff > thr).mean())
 
 
-def far_mask(shape: tuple[int, int], boxes: list[tuple[int, int, int, int]], margin: float = 1.0) -> np.ndarray:
+def far_mask(
+    shape: tuple[int, int], boxes: list[tuple[int, int, int, int]], margin: float = 1.0
+) -> np.ndarray:
     """True where a pixel is farther than ``margin`` box sizes from every box."""
     h, w = shape
     m = np.ones((h, w), dtype=bool)

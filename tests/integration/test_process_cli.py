@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.conftest import REPO
@@ -115,7 +114,16 @@ def test_bad_inputs_get_specific_reasons_and_the_run_goes_on(
     (src / "folder.jpg").mkdir()
     out = tmp_path / "out"
     cfg = _config(tmp_path, models_dir)
-    files = ["zero.jpg", "truncated.jpg", "random.jpg", "text.png", "bomb.png", "link.jpg", "folder.jpg", "good.jpg"]
+    files = [
+        "zero.jpg",
+        "truncated.jpg",
+        "random.jpg",
+        "text.png",
+        "bomb.png",
+        "link.jpg",
+        "folder.jpg",
+        "good.jpg",
+    ]
     r = _process(cfg, *[str(src / f) for f in files], "-o", str(out), "--show-names")
     assert r.returncode == 65
     assert "Traceback" not in r.stderr
@@ -138,7 +146,9 @@ def test_bad_inputs_get_specific_reasons_and_the_run_goes_on(
     assert "processed 1 file(s), 7 failed" in r.stderr
 
 
-def test_existing_output_is_never_overwritten(tmp_path: Path, eval_dir: Path, models_dir: Path) -> None:
+def test_existing_output_is_never_overwritten(
+    tmp_path: Path, eval_dir: Path, models_dir: Path
+) -> None:
     good = _pick(eval_dir, 1)[0]
     src = tmp_path / "a.jpg"
     src.write_bytes(good.path.read_bytes())
@@ -157,9 +167,20 @@ def test_detect_json_lists_faces(tmp_path: Path, eval_dir: Path, models_dir: Pat
 
     good = _pick(eval_dir, 1)[0]
     r = subprocess.run(
-        [sys.executable, "-m", "redactd.cli", "detect", "--config", str(_config(tmp_path, models_dir)),
-         str(good.path), "--json"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "redactd.cli",
+            "detect",
+            "--config",
+            str(_config(tmp_path, models_dir)),
+            str(good.path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert r.returncode == 0, r.stderr
     dets = json.loads(r.stdout)

@@ -35,7 +35,9 @@ def test_documented_default_config_is_valid_and_matches_builtin_defaults() -> No
 
 
 def test_unknown_keys_are_rejected_with_their_path() -> None:
-    errs = _errors({"service": {"wrokers": 2}, "profiles": {"p": {"face": {"mask": {"colour": 1}}}}})
+    errs = _errors(
+        {"service": {"wrokers": 2}, "profiles": {"p": {"face": {"mask": {"colour": 1}}}}}
+    )
     assert "service.wrokers: unknown key" in errs
     assert "profiles.p.face.mask.colour: unknown key" in errs
 
@@ -64,7 +66,9 @@ def test_watch_needs_folders_and_a_known_profile() -> None:
     errs = _errors({"watch": [{"inbound": "in", "profile": "missing"}]})
     assert "watch[0].outbound: is required" in errs
     assert "watch[0].quarantine: is required" in errs
-    errs = _errors({"watch": [{"inbound": "i", "outbound": "o", "quarantine": "q", "profile": "x"}]})
+    errs = _errors(
+        {"watch": [{"inbound": "i", "outbound": "o", "quarantine": "q", "profile": "x"}]}
+    )
     assert "watch[0].profile: no profile named 'x'" in errs
 
 

@@ -94,7 +94,7 @@ class CenterFace:
                 score=float(s),
                 detector=self.name,
             )
-            for b, s in zip(boxes, scores)
+            for b, s in zip(boxes, scores, strict=True)
         ]
 
     def close(self) -> None:

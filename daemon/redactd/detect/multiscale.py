@@ -1,17 +1,21 @@
-"""Multi-scale detection: a full-frame pass plus overlapping tiles at a higher scale.
+"""Multi-scale detection: a coarse full-frame pass plus a fine pass, tiled when large.
 
 Detectors lose faces that downscaling makes smaller than their smallest
-anchor (CenterFace: about 8-10 input pixels). A 4K frame squeezed to 1280 px
-shrinks a 12 px face to 4 px. So, per ``TilingConfig``:
+anchor (CenterFace: about 8-10 input pixels): a 4K frame squeezed to 1280 px
+shrinks a 12 px face to 4 px. They also lose some large faces at a fine
+scale. On the shared WIDER subset a coarse pass at 640 px plus a fine pass at
+1.5x finds more faces than any single scale up to 2x, for less compute than
+a single pass at 2x (``benchmarks/face_recall_sweep.py``). So, per ``TilingConfig``:
 
-* the **full pass** sees the whole frame with its longest side at most
-  ``max_side`` (never upscaled): it finds every large face, including faces
+* the **coarse pass** sees the whole frame with its longest side at most
+  ``max_side`` (never upscaled): it finds the large faces, including faces
   larger than a tile;
-* the **tile pass** runs at ``upscale`` model pixels per source pixel on tiles
-  of ``tile_size`` model pixels that overlap by ``overlap``; it runs only when
-  it gains resolution over the full pass (``upscale / full_scale >= min_gain``).
-  All tiles of a frame have one size (the last tile of a row is moved inwards
-  rather than cut short), so the runtime compiles that size once.
+* the **fine pass** sees the frame at ``fine_scale`` (1.5x by default, never
+  below native size unless configured): it finds the small ones. When the
+  scaled frame is larger than ``tile_size`` it is cut into a grid of equal
+  tiles that share ``overlap`` model pixels with their neighbours, so any
+  face up to that size lies whole in some tile; equal tiles mean one
+  compiled shape per frame size.
 
 Merging. Detections of every pass are merged by greedy NMS at the class's
 ``nms_iou``. A detection touching an inner tile border may be a face cut in
@@ -63,37 +67,55 @@ class Tile:
 
 
 def full_scale(width: int, height: int, tiling: TilingConfig) -> float:
-    """Scale of the full-frame pass: longest side at most ``max_side``, never upscaled."""
+    """Scale of the coarse pass: longest side at most ``max_side``, never upscaled."""
     longest = max(width, height)
     return min(1.0, tiling.max_side / longest) if longest > 0 else 1.0
 
 
-def _axis(length: int, tile: int, overlap: float) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``length`` with >= ``overlap``."""
+def fine_scale(width: int, height: int, tiling: TilingConfig) -> float:
+    """Scale of the fine pass: ``upscale``, lowered to fit ``max_fine_pixels``.
+
+    The pixel cap never takes it below native size, so no face is lost to
+    downscaling; ``upscale`` below 1 does (cheaper, for operators who accept
+    missing the smallest faces).
+    """
+    fit = math.sqrt(tiling.max_fine_pixels / max(1, width * height))
+    return max(min(tiling.upscale, fit), min(tiling.upscale, 1.0))
+
+
+def _axis(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of equal tiles of at most ``tile`` px covering ``length``.
+
+    Neighbours share at least ``overlap`` px. The fewest tiles that fit are
+    used and then stretched evenly, so the shared strips stay near ``overlap``
+    instead of leaving one thin tile at the end.
+    """
     if length <= tile:
-        return [0]
-    step = max(1.0, tile * (1.0 - overlap))
-    n = max(2, math.ceil((length - tile) / step) + 1)
-    # spread evenly: the real overlap is at least the requested one
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+        return [(0, length)]
+    overlap = min(overlap, tile // 2)
+    n = math.ceil((length - overlap) / (tile - overlap))
+    size = min(tile, math.ceil((length + (n - 1) * overlap) / n))
+    return [(round(i * (length - size) / (n - 1)), size) for i in range(n)]
 
 
 def plan(width: int, height: int, tiling: TilingConfig) -> list[Tile]:
-    """The passes for a ``width x height`` frame: full frame first, then tiles."""
+    """The passes for a ``width x height`` frame: the coarse pass first, then the fine tiles."""
     s_full = full_scale(width, height, tiling)
     passes = [
         Tile(0, 0, width, height, max(1, round(width * s_full)), max(1, round(height * s_full)))
     ]
-    if not tiling.enabled or tiling.upscale < s_full * tiling.min_gain:
+    s_fine = fine_scale(width, height, tiling)
+    if not tiling.enabled or s_fine < s_full * tiling.min_gain:
         return passes
-    src_tile = max(1, round(tiling.tile_size / tiling.upscale))
-    tw, th = min(src_tile, width), min(src_tile, height)
-    out_w, out_h = max(1, round(tw * tiling.upscale)), max(1, round(th * tiling.upscale))
-    xs = _axis(width, src_tile, tiling.overlap)
-    ys = _axis(height, src_tile, tiling.overlap)
-    for y in ys:
-        for x in xs:
+    # tile size and overlap are model pixels; convert to source pixels at the fine scale
+    src_tile = max(1, math.floor(tiling.tile_size / s_fine))
+    src_overlap = math.ceil(tiling.overlap / s_fine)
+    cols = _axis(width, src_tile, src_overlap)
+    rows = _axis(height, src_tile, src_overlap)
+    for y, th in rows:
+        for x, tw in cols:
             inner = (x > 0, y > 0, x + tw < width, y + th < height)
+            out_w, out_h = max(1, round(tw * s_fine)), max(1, round(th * s_fine))
             passes.append(Tile(x, y, tw, th, out_w, out_h, inner))
     return passes
 

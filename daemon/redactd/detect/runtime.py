@@ -16,14 +16,17 @@ Input sizes. CenterFace and YuNet run at the size of the image they get
 (rounded to a multiple of 32), so a model is used at many sizes: every photo
 has its own, while video frames and tiles repeat one size. A ``"dynamic"``
 network compiles once with ``[1, C, -1, -1]`` and serves any size at once;
-sizes seen ``static_after`` times get their own static compilation (about
-10-20 % faster per inference on the CPU plugin, see
-``benchmarks/runtime_shapes.py``), kept in a small LRU so memory stays bounded.
+sizes seen ``static_after`` times get their own static compilation (10-20 %
+faster per inference on the CPU plugin, see ``benchmarks/runtime_shapes.py``).
+Those live in an LRU bounded by a pixel budget (a compiled model holds its
+activation buffers: hundreds of MB at 2 Mpx) and bypass the on-disk cache
+(one blob of ~7 MB per size would grow the cache without bound when every
+photo has its own size); only the one main compilation per model is cached.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -40,6 +43,8 @@ from redactd.errors import ModelError
 ShapePolicy = Literal["fixed", "dynamic"]
 
 _PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+#: Input shapes whose prepared state a dynamic CPU network keeps (see ``_compile``).
+CPU_SHAPE_CACHE = 32
 
 
 class InferenceError(RuntimeError):
@@ -79,8 +84,13 @@ class ExecutionInfo:
 
 
 def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    first = text[0] if text else ""
+    """The first informative line of an OpenVINO error (they start with source locations).
+
+    These describe the model or the device, never an input image.
+    """
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Exception from ")]
+    first = (useful or lines or [""])[0]
     return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
 
 
@@ -121,13 +131,15 @@ class Runtime:
         name: str,
         policy: ShapePolicy = "fixed",
         static_after: int = 4,
-        lru_size: int = 6,
+        static_budget_px: int = 3_000_000,
     ) -> Network:
         """Read, check and compile the model at ``path``.
 
         The model's input and outputs are checked against ``io`` (names and
         ranks); a mismatch raises ``ModelError``, as does any OpenVINO failure.
-        ``policy="dynamic"`` makes the input's last two dimensions (H, W) free.
+        ``policy="dynamic"`` makes the input's last two dimensions (H, W) free;
+        then sizes used ``static_after`` times (0 = never) get a static
+        compilation while their summed H*W stays within ``static_budget_px``.
         """
         try:
             model = self._core.read_model(str(path))
@@ -143,7 +155,9 @@ class Runtime:
             try:
                 model.reshape({port: ov.PartialShape([1, channels, -1, -1])})
             except Exception as e:
-                raise ModelError(f"model {name!r} cannot take a dynamic input size: {_short(e)}") from e
+                raise ModelError(
+                    f"model {name!r} cannot take a dynamic input size: {_short(e)}"
+                ) from e
         return Network(
             self,
             model,
@@ -152,12 +166,22 @@ class Runtime:
             out_index=out_index,
             policy=policy,
             static_after=static_after,
-            lru_size=lru_size,
+            static_budget_px=static_budget_px,
         )
 
-    def _compile(self, model: ov.Model, name: str) -> ov.CompiledModel:
+    def _compile(
+        self, model: ov.Model, name: str, cache: bool = True, dynamic: bool = False
+    ) -> ov.CompiledModel:
+        props = self.compile_config()
+        if not cache:
+            props["CACHE_DIR"] = ""  # per-call override of the core's cache folder
+        if dynamic and self.device.upper() == "CPU":
+            # The CPU plugin keeps per-shape state of a dynamic model, ~5 MB per
+            # distinct input size, up to 5000 sizes by default: months of photos
+            # in sizes of their own would grow the daemon by gigabytes.
+            props["CPU_RUNTIME_CACHE_CAPACITY"] = CPU_SHAPE_CACHE
         try:
-            return self._core.compile_model(model, self.device, self.compile_config())
+            return self._core.compile_model(model, self.device, props)
         except Exception as e:
             raise ModelError(
                 f"model {name!r} cannot be compiled for device {self.device!r}: {_short(e)}"
@@ -168,7 +192,7 @@ def _make_private_dir(path: Path) -> None:
     """Create the cache folder with mode 0700 (compiled blobs are the service's own state)."""
     if not path.is_dir():
         path.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask
 
 
 def _port_names(port: Any) -> set[str]:
@@ -241,7 +265,7 @@ class Network:
         out_index: list[int],
         policy: ShapePolicy,
         static_after: int,
-        lru_size: int,
+        static_budget_px: int,
     ) -> None:
         self.name = name
         self._runtime = runtime
@@ -250,11 +274,11 @@ class Network:
         self._out = out_index
         self._policy = policy
         self._static_after = static_after
-        self._lru_size = lru_size
+        self._budget = static_budget_px
         self._lock = threading.Lock()
         self._seen: dict[tuple[int, ...], int] = {}
         self._static: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
-        self._main = _Compiled(runtime._compile(model, name))
+        self._main = _Compiled(runtime._compile(model, name, dynamic=policy == "dynamic"))
         self.execution = self._execution_info(self._main.compiled)
         shape = model.inputs[in_index].get_partial_shape()
         self.input_shape: tuple[int, ...] | None = (
@@ -263,16 +287,27 @@ class Network:
 
     def _execution_info(self, compiled: ov.CompiledModel) -> ExecutionInfo:
         device, precision = self._runtime.device, "unknown"
-        try:
+        with contextlib.suppress(Exception):  # not every plugin reports it
             devices = compiled.get_property("EXECUTION_DEVICES")
             device = ",".join(str(d) for d in devices) if devices else device
-        except Exception:  # not every plugin reports it
-            pass
-        try:
-            precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        except Exception:  # AUTO/GPU may not expose it on the compiled model
-            pass
+        # AUTO/GPU may not expose the precision on the compiled model
+        with contextlib.suppress(Exception):
+            hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+            precision = str(hint.get_type_name()) if hasattr(hint, "get_type_name") else str(hint)
         return ExecutionInfo(device=device, precision=precision)
+
+    def metadata(self, *keys: str) -> str | None:
+        """A string stored in the model file's runtime info, ``None`` when absent.
+
+        ONNX metadata sits under ``framework``: e.g. ``metadata("framework",
+        "character")`` is the PP-OCR recogniser's character dictionary.
+        """
+        try:
+            if not self._model.has_rt_info(list(keys)):
+                return None
+            return str(self._model.get_rt_info(list(keys)).astype(str))
+        except Exception:  # an unusual rt_info layout: treat as absent
+            return None
 
     @property
     def static_sizes(self) -> list[tuple[int, ...]]:
@@ -280,7 +315,8 @@ class Network:
         return list(self._static)
 
     def _pick(self, shape: tuple[int, ...]) -> _Compiled:
-        if self._policy == "fixed" or self._static_after <= 0 or self._lru_size <= 0:
+        pixels = shape[-1] * shape[-2]
+        if self._policy == "fixed" or self._static_after <= 0 or pixels > self._budget:
             return self._main
         hit = self._static.get(shape)
         if hit is not None:
@@ -298,11 +334,11 @@ class Network:
         except Exception as e:
             raise InferenceError(f"model {self.name!r}: reshape failed ({type(e).__name__})") from e
         try:
-            compiled = _Compiled(self._runtime._compile(model, self.name))
+            compiled = _Compiled(self._runtime._compile(model, self.name, cache=False))
         except ModelError as e:
             raise InferenceError(f"model {self.name!r}: compile for a new size failed") from e
         self._static[shape] = compiled
-        while len(self._static) > self._lru_size:
+        while sum(s[-1] * s[-2] for s in self._static) > self._budget:
             self._static.popitem(last=False)
         return compiled
 

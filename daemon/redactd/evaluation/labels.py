@@ -83,7 +83,9 @@ def parse_line(line: str, root: Path, lineno: int = 0) -> LabelledImage:
     if not isinstance(raw, dict):
         raise LabelError(f"{where}: must be a JSON object")
     image = raw.get("image")
-    if not isinstance(image, str) or not image or Path(image).is_absolute() or ".." in Path(image).parts:
+    if not isinstance(image, str) or not image:
+        raise LabelError(f"{where}: image must be a relative path inside the set")
+    if Path(image).is_absolute() or ".." in Path(image).parts:
         raise LabelError(f"{where}: image must be a relative path inside the set")
     try:
         width, height = int(raw["width"]), int(raw["height"])

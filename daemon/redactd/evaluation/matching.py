@@ -30,7 +30,7 @@ from redactd.types import Box, Detection, ObjectClass
 MaskShapeName = Literal["box", "ellipse"]
 
 #: Ground-truth boxes shorter than this (pixels) are reported as "small".
-SMALL_HEIGHT = 20.0
+SMALL_HEIGHT = 32.0
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ from redactd.models.manifest import Manifest, ModelSpec
 
 #: Models ``redactd models fetch`` installs when no name is given (``make install``).
 #: The plate default (issue 5) is added here once it is chosen by measurement.
-DEFAULT_MODELS: tuple[str, ...] = ("centerface",)
+DEFAULT_MODELS: tuple[str, ...] = ("centerface", "ppocr_det")
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644

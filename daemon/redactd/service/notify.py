@@ -20,7 +20,7 @@ from redactd import log
 
 def _bindings() -> Callable[[str], object] | None:
     try:
-        from systemd import daemon as sd_daemon  # type: ignore[import-not-found]
+        from systemd import daemon as sd_daemon
     except ImportError:
         return None
     fn: Callable[[str], object] = sd_daemon.notify
@@ -65,8 +65,12 @@ class Notifier:
             addr = self.address
             if addr.startswith("@"):
                 addr = "\0" + addr[1:]
-            self._sock.sendto(msg.encode("utf-8"), addr)
+            # Never block the main loop on a slow reader: a STATUS that does not
+            # fit is dropped (the next one replaces it), as sd_notify does.
+            self._sock.sendto(msg.encode("utf-8"), socket.MSG_DONTWAIT, addr)
             return True
+        except BlockingIOError:
+            return False
         except OSError as e:
             if not self._failed:  # say it once, not every watchdog tick
                 self._failed = True

@@ -104,13 +104,14 @@ class Job:
     attempts: int = 0
     size: int = 0
     claimed_at: float = 0.0
-    claim: str | None = None  # cross-filesystem claim name in inbound
+    claim: str | None = None  # cross-filesystem claim name, in the input's inbound folder
     out_tmp: str | None = None
     q_tmp: str | None = None
     r_tmp: str | None = None
     places: dict[str, dict[str, Any]] = field(default_factory=dict)
     reason: dict[str, Any] | None = None
     timed_out: bool = False
+    q_fails: int = 0  # in memory only: failed quarantine moves in this run
     # The supervisor may mark a hung job timed out while its worker holds it.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -288,9 +289,25 @@ def ensure_dirs(base: Path, parts: tuple[str, ...]) -> Path:
     return cur
 
 
-def _copy_nofollow(src: Path, dst: Path) -> None:
+def open_dir_nofollow(root: Path, parts: tuple[str, ...]) -> int:
+    """A descriptor of ``root/parts...``, refusing any component that is a symlink."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            nfd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _copy_nofollow(src: Path, dst: Path, src_dir_fd: int | None = None) -> None:
     """Durable exclusive copy of a regular file, refusing anything else."""
-    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd_in = os.open(src, flags, dir_fd=src_dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd_in).st_mode):
             raise PermanentInputError("not_regular_file", stage="claim")
@@ -388,11 +405,30 @@ class Spool:
 
     # -- claim ----------------------------------------------------------------
 
-    def claim(self, path: Path, rel: tuple[str, ...], target: Target, regular: bool) -> Job | None:
-        """Take ``path`` into the work area. None when it is gone (another
-        instance took it, or it was removed). ``NotMovable`` for a special
-        file on another filesystem; ``OSError`` for anything else (the file
-        then stays where it was)."""
+    def claim(self, rel: tuple[str, ...], target: Target, regular: bool) -> Job | None:
+        """Take ``target.inbound/rel`` into the work area.
+
+        The inbound sub-folders are walked with ``O_NOFOLLOW`` directory
+        descriptors and the rename is relative to the last one, so a folder
+        swapped for a symlink after the scan cannot make us move a file from
+        outside inbound. Returns None when the file is gone (another instance
+        took it, or it was removed). Raises ``NotMovable`` for a special file
+        on another filesystem, ``OSError`` for anything else (the file then
+        stays where it was).
+        """
+        name = rel[-1]
+        try:
+            dfd = open_dir_nofollow(target.inbound, rel[:-1])
+        except FileNotFoundError:
+            return None
+        try:
+            return self._claim_in(dfd, name, rel, target, regular)
+        finally:
+            os.close(dfd)
+
+    def _claim_in(
+        self, dfd: int, name: str, rel: tuple[str, ...], target: Target, regular: bool
+    ) -> Job | None:
         job_id = log.new_job_id()
         job_dir = self.dir / job_id
         job_dir.mkdir(0o700)
@@ -400,7 +436,7 @@ class Spool:
         try:
             self.save(job)
             fsutil.fsync_dir(self.dir)
-            path.rename(job.src)
+            os.rename(name, job.src, src_dir_fd=dfd)
         except FileNotFoundError:
             self._drop(job)
             return None
@@ -410,38 +446,41 @@ class Spool:
                 if e.errno == errno.EXDEV:
                     raise NotMovable() from e
                 raise
-            return self._claim_by_copy(job, path)
+            return self._claim_by_copy(job, dfd, name)
         except BaseException:
             if not _lexists(job.src):
                 self._drop(job)
             raise
         with contextlib.suppress(OSError):
-            fsutil.fsync_dir(path.parent)
+            os.fsync(dfd)
         fsutil.fsync_dir(job_dir)
         job.size = os.lstat(job.src).st_size
         job.state = "claimed"
         return job
 
-    def _claim_by_copy(self, job: Job, path: Path) -> Job | None:
-        claim = path.with_name(CLAIM_PREFIX + job.id)
-        job.claim = str(claim)
+    def _claim_by_copy(self, job: Job, dfd: int, name: str) -> Job | None:
+        claim = CLAIM_PREFIX + job.id
+        job.claim = claim
         self.save(job)
         try:
-            path.rename(claim)  # the lock: atomic within the inbound folder
+            # The lock: atomic within the inbound folder.
+            os.rename(name, claim, src_dir_fd=dfd, dst_dir_fd=dfd)
         except FileNotFoundError:
             self._drop(job)
             return None
-        fsutil.fsync_dir(path.parent)
+        os.fsync(dfd)
         try:
-            self._copy_claim(job)
+            self._copy_claim(job, dfd)
         except FileNotFoundError:
             self._drop(job)
             return None
-        except BaseException:
+        except Exception:
             # Put the original back under its name (never over a newer file),
             # so a failed copy leaves inbound as it was.
             try:
-                fsutil.link_noreplace(claim, path)
+                os.link(claim, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                os.unlink(claim, dir_fd=dfd)
+                os.fsync(dfd)
                 self._drop(job)
             except OSError:
                 # Left as a half-claimed job; recovery at the next start
@@ -450,21 +489,50 @@ class Spool:
             raise
         return job
 
-    def _copy_claim(self, job: Job) -> None:
+    def _copy_claim(self, job: Job, dfd: int) -> None:
         assert job.claim is not None
-        claim = Path(job.claim)
         partial = job.dir / (SRC + ".partial")
         _unlink_quiet(partial)
-        _copy_nofollow(claim, partial)
+        _copy_nofollow(Path(job.claim), partial, src_dir_fd=dfd)
         partial.rename(job.src)
         fsutil.fsync_dir(job.dir)
         job.size = os.lstat(job.src).st_size
         job.state = "claimed"
         self.save(job)
-        _unlink_quiet(claim)
-        with contextlib.suppress(OSError):
-            fsutil.fsync_dir(claim.parent)
+        self._drop_claim(job, dfd)
+
+    def _drop_claim(self, job: Job, dfd: int | None = None) -> None:
+        """Remove the inbound claim name of a cross-filesystem claim, if any."""
+        if job.claim is None:
+            return
+        own = dfd is None
+        try:
+            if dfd is None:
+                dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(job.claim, dir_fd=dfd)
+            os.fsync(dfd)
+        except OSError:
+            return  # the folder is gone or unsafe: the name is left (a dotfile, ignored)
+        finally:
+            if own and dfd is not None:
+                os.close(dfd)
         job.claim = None
+
+    def _claim_exists(self, job: Job) -> bool:
+        if job.claim is None:
+            return False
+        try:
+            dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
+        except OSError:
+            return False
+        try:
+            os.lstat(job.claim, dir_fd=dfd)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(dfd)
 
     # -- processing -------------------------------------------------------------
 
@@ -513,6 +581,11 @@ class Spool:
         job.state = "claimed"
         self.save(job)
         return tmp
+
+    def count_attempt(self, job: Job) -> None:
+        """Count an attempt that failed before any output was started."""
+        job.attempts += 1
+        self.save(job)
 
     def discard_output(self, job: Job) -> None:
         """Remove the temporary of a failed attempt (the pipeline usually did).
@@ -607,7 +680,7 @@ class Spool:
 
     def _finish(self, job: Job) -> None:
         _unlink_quiet(job.src)
-        _unlink_quiet(job.claim)
+        self._drop_claim(job)
         shutil.rmtree(job.dir, ignore_errors=True)
 
     # -- quarantine ---------------------------------------------------------------
@@ -736,22 +809,29 @@ class Spool:
         if job.state == "claiming":
             if _lexists(job.src):
                 job.state = "claimed"
-                _unlink_quiet(job.claim)
-                job.claim = None
+                self._drop_claim(job)
                 _unlink_quiet(job.dir / (SRC + ".partial"))
                 job.size = os.lstat(job.src).st_size
-            elif job.claim is not None and _lexists(Path(job.claim)):
-                self._copy_claim(job)
+            elif self._claim_exists(job):
+                dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
+                try:
+                    self._copy_claim(job, dfd)
+                finally:
+                    os.close(dfd)
             else:
                 self._drop(job)  # the rename never happened: the input is still in inbound
                 return False
         else:
-            _unlink_quiet(job.claim)
-            job.claim = None
+            self._drop_claim(job)
         if job.state == "delivering":
             rec = job.places.get("out")
             if rec is None or (self._placed(rec) is None and not _lexists(Path(rec["staged"]))):
                 job.state = "claimed"  # nothing to publish: run it again
+        if job.state == "claimed" and not _lexists(job.src):
+            # Someone removed the claimed original from the private work area:
+            # nothing left to run. Kept for inspection, not retried forever.
+            self._log.error("job.orphaned", job=job.id, problem="source missing")
+            return False
         if job.state == "claimed":
             # An attempt was cut short: its temporary is a partial output.
             _unlink_quiet(job.out_tmp)

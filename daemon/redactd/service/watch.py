@@ -18,7 +18,9 @@ errno names do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import fnmatch
 import heapq
 import os
@@ -204,7 +206,8 @@ EventKind = Literal["open", "close", "write", "other"]
 class _Entry:
     state: FileState | None = None
     changed_at: float = 0.0
-    last_event: float = float("-inf")
+    last_change: float = float("-inf")  # last write or other event
+    last_activity: float = float("-inf")  # last open, close or write event
     opens: int = 0
     next_check: float = 0.0
 
@@ -213,13 +216,15 @@ class StabilityTracker:
     """Decides when a file is complete. Pure: no I/O, the caller passes ``now``.
 
     A file is *ready* when two observations at least ``settle_seconds`` apart
-    saw the same :class:`FileState`, no event arrived in the last
-    ``settle_seconds``, and no one is known to hold it open. Opens are counted
-    from inotify's open/close events (a write implies an open we may have
-    missed); because events can be lost, an open that saw no event for
-    ``open_grace_seconds`` no longer holds the file back. Polling gives no
-    open/close events, so there only size, mtime and inode count. With
-    ``settle_seconds == 0`` the first quiet observation is enough.
+    saw the same :class:`FileState`, no write or other change event arrived
+    in the last ``settle_seconds``, and no one is known to hold it open.
+    Opens are counted from inotify's open/close events (a write implies an
+    open we may have missed); because events can be lost or merged, an open
+    with no activity for ``open_grace_seconds`` no longer holds the file
+    back. Opens and closes alone (readers, our own probe) do not restart the
+    quiet period. Polling gives no open/close events, so there only size,
+    mtime and inode count. With ``settle_seconds == 0`` the first quiet
+    observation is enough.
     """
 
     def __init__(self, settle_seconds: float, open_grace_seconds: float = OPEN_GRACE_SECONDS):
@@ -243,7 +248,10 @@ class StabilityTracker:
         e = self._entries.get(key)
         if e is None:
             e = self._entries[key] = _Entry(changed_at=now)
-        e.last_event = now
+        if kind in ("write", "other"):
+            e.last_change = now
+        if kind != "other":
+            e.last_activity = now
         if kind == "open":
             e.opens += 1
         elif kind == "close":
@@ -269,9 +277,9 @@ class StabilityTracker:
             if not (first and self.settle == 0.0):
                 self._schedule(key, e, now + self.settle)
                 return False
-        quiet_since = max(e.changed_at, e.last_event)
-        if e.opens > 0 and now - e.last_event < self.open_grace:
-            self._schedule(key, e, e.last_event + self.open_grace)
+        quiet_since = max(e.changed_at, e.last_change)
+        if e.opens > 0 and now - e.last_activity < self.open_grace:
+            self._schedule(key, e, e.last_activity + self.open_grace)
             return False
         if now - quiet_since < self.settle:
             self._schedule(key, e, quiet_since + self.settle)
@@ -293,6 +301,42 @@ class StabilityTracker:
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)  # heap entries go stale and are skipped
+
+
+# --------------------------------------------------------------------------- open writers
+
+
+def writer_active(path: Path) -> bool | None:
+    """Whether a local process holds ``path`` open for writing.
+
+    Linux refuses a read *lease* (EAGAIN) while anyone has the file open for
+    writing, so taking one and dropping it at once answers the question
+    without reading a byte. None when it cannot tell: not the file's owner
+    and no CAP_LEASE, leases disabled, a network filesystem (a writer on
+    another host is invisible anyway; stability covers it). The descriptor
+    is opened ``O_NOFOLLOW | O_NONBLOCK`` and checked to be a regular file.
+    The daemon ignores SIGIO: a lease break during the microseconds the
+    lease is held must not kill it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as e:
+            return True if e.errno == errno.EAGAIN else None
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
+
+
+_F_SETLEASE: int = getattr(fcntl, "F_SETLEASE", 1024)
 
 
 # --------------------------------------------------------------------------- the watcher
@@ -370,11 +414,23 @@ class FolderWatcher:
         self._lock = threading.Lock()
         self._next_rescan = 0.0
         self._dir_scans: deque[Path] = deque()
+        self._stopped = True
         self._log = log.get("redactd.watch")
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
+        """Start watching. Never raises for the folder itself: when the observer
+        cannot start (folder missing, share down), rescans keep serving and
+        each rescan tries to watch again."""
+        self._stopped = False
+        try:
+            self._start_observer()
+        except OSError as e:
+            self._observer = None
+            self._log.warning("watch.observer_failed", watch=self.index, errno=errname(e))
+
+    def _start_observer(self) -> None:
         """Start the observer (falls back to polling when inotify limits are hit)."""
         self._observer = self._make_observer(self.mode)
         try:
@@ -413,6 +469,7 @@ class FolderWatcher:
         return obs
 
     def stop(self) -> None:
+        self._stopped = True
         obs, self._observer = self._observer, None
         if obs is not None:
             obs.stop()
@@ -461,13 +518,15 @@ class FolderWatcher:
     def _revive_observer(self) -> None:
         # watchdog stops watching when the folder vanished (an unmounted
         # share); once a rescan can read it again, watch it again.
-        if self._observer is not None and not self._observer.is_alive():
-            self._log.warning("watch.observer_restarted", watch=self.index)
+        if self._stopped or (self._observer is not None and self._observer.is_alive()):
+            return
+        self._log.warning("watch.observer_restarted", watch=self.index)
+        self._observer = None
+        try:
+            self._start_observer()
+        except OSError as e:
             self._observer = None
-            try:
-                self.start()
-            except OSError as e:
-                self._log.warning("watch.observer_failed", watch=self.index, errno=errname(e))
+            self._log.warning("watch.observer_failed", watch=self.index, errno=errname(e))
 
     def _drain(self, now: float) -> None:
         events = self._hints.events
@@ -487,6 +546,10 @@ class FolderWatcher:
             with self._lock:
                 if key in self._inflight:
                     continue
+            if self.mode == "poll":
+                # A polled "modified" is an mtime change, not a write by an
+                # opener we could later see close: never count it as an open.
+                kind = "other"
             self.tracker.event(key, now, kind)
 
     def _scan(self, top: Path, now: float) -> None:
@@ -517,7 +580,7 @@ class FolderWatcher:
                         continue
                     if not self.cfg.recursive and len(rel) != 1:
                         continue
-                    key = entry.path
+                    key = str(path)
                     if key in self.tracker:
                         continue
                     with self._lock:
@@ -557,6 +620,11 @@ class FolderWatcher:
             self.tracker.forget(key)
             return None
         if not self.tracker.observe(key, FileState.of(st), now):
+            return None
+        if stat.S_ISREG(st.st_mode) and writer_active(path):
+            # Still open for writing (an open we did not see: it happened
+            # before the folder was watched). Look again after another quiet period.
+            self.tracker.event(key, now)
             return None
         rel = relative_parts(self.root, path, self.cfg.recursive)
         self.tracker.forget(key)

@@ -1,0 +1,247 @@
+"""The explicit table of detectors by name, and the set loaded for one config.
+
+A profile names detectors per class (``profiles.<p>.face.detectors``). Each
+name maps to a ``DetectorInfo``: the class it finds, the manifest model it
+runs and a factory that verifies and compiles that model. Plate detectors
+(and the scripted fakes of the tests) join the table through ``register``.
+
+``load`` compiles every detector the chosen profiles need exactly once (the
+profiles share them); ``Detectors.find`` runs, per enabled class, every
+configured detector over the multi-scale passes of that class, takes the
+union and merges it by NMS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from redactd import log
+from redactd.config import Config, Profile
+from redactd.detect import (
+    centerface,
+    lpd_yunet,
+    multiscale,
+    omz_plate,
+    omz_ssd,
+    ppocr_plate,
+    yunet,
+)
+from redactd.detect.base import Detector
+from redactd.detect.nms import nms
+from redactd.detect.runtime import Runtime
+from redactd.errors import ConfigError, ConfigErrors, ModelError
+from redactd.models import manifest
+from redactd.models.manifest import ModelSpec
+from redactd.types import CLASSES, Detection, ObjectClass
+
+Factory = Callable[[ModelSpec, Runtime, Path], Detector]
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """One registered detector: ``name`` (used in profiles), its class, its manifest model."""
+
+    name: str
+    cls: ObjectClass
+    model: str
+    factory: Factory
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded detector runs on (logged once at start, kept in job records)."""
+
+    detector: str
+    model: str
+    identity: str  # ModelSpec.identity: a hash over the model's file hashes
+    device: str
+    precision: str
+
+
+DETECTORS: dict[str, DetectorInfo] = {}
+
+
+def register(info: DetectorInfo) -> None:
+    """Add (or replace) a detector in the table."""
+    DETECTORS[info.name] = info
+
+
+register(DetectorInfo("centerface", "face", "centerface", centerface.create))
+register(DetectorInfo("yunet", "face", "face_detection_yunet", yunet.create))
+# Open Model Zoo face detectors: detector name = manifest model name; "-int8"
+# is the FP16-INT8 IR of the same network.
+for _omz in (
+    "face-detection-retail-0004",
+    "face-detection-retail-0004-int8",
+    "face-detection-retail-0005",
+    "face-detection-retail-0005-int8",
+    "face-detection-adas-0001",
+    "face-detection-adas-0001-int8",
+    "face-detection-0200",
+    "face-detection-0200-int8",
+    "face-detection-0202",
+    "face-detection-0202-int8",
+    "face-detection-0204",
+    "face-detection-0204-int8",
+    "face-detection-0205",
+):
+    register(DetectorInfo(_omz, "face", _omz, omz_ssd.create))
+# plates: the default (text regions with plate geometry), every text region,
+# and the plate-specific models that come from a URL or a mirror (docs/PLATES.md)
+register(DetectorInfo("ppocr_plate", "plate", "ppocr_det", ppocr_plate.create))
+register(DetectorInfo("ppocr_text", "plate", "ppocr_det", ppocr_plate.create_text))
+register(DetectorInfo("lpd_yunet", "plate", "license_plate_detection_yunet", lpd_yunet.create))
+for _omz in (
+    "vehicle-license-plate-detection-barrier-0106",
+    "vehicle-license-plate-detection-barrier-0106-int8",
+):
+    register(DetectorInfo(_omz, "plate", _omz, omz_plate.create))
+
+
+def check_profiles(cfg: Config) -> list[ConfigError]:
+    """Unknown detector names, or a detector listed under the wrong class."""
+    errors: list[ConfigError] = []
+    for pname, prof in cfg.profiles.items():
+        for cls in CLASSES:
+            cc = getattr(prof, cls)
+            for i, dname in enumerate(cc.detectors):
+                key = f"profiles.{pname}.{cls}.detectors[{i}]"
+                info = DETECTORS.get(dname)
+                if info is None:
+                    known = ", ".join(sorted(n for n, d in DETECTORS.items() if d.cls == cls))
+                    errors.append(
+                        ConfigError(key, f"unknown detector {dname!r}; known: {known or 'none'}")
+                    )
+                elif info.cls != cls:
+                    errors.append(
+                        ConfigError(key, f"detector {dname!r} finds {info.cls}s, not {cls}s")
+                    )
+    return errors
+
+
+def _infer_info(det: Detector) -> tuple[str, str]:
+    network = getattr(det, "network", None)
+    execution = getattr(network, "execution", None)
+    if execution is None:
+        return ("none", "none")
+    return (str(execution.device), str(execution.precision))
+
+
+@dataclass
+class _Loaded:
+    info: DetectorInfo
+    detector: Detector
+    model: ModelInfo
+
+
+@dataclass
+class Detectors:
+    """The detectors loaded for one config; ``find`` is the detection stage.
+
+    Not re-entrant: callers serialise ``find`` (the networks reuse one infer request).
+    """
+
+    loaded: dict[str, _Loaded] = field(default_factory=dict)
+    runtime: Runtime | None = None
+
+    def find(
+        self, image: np.ndarray, profile: Profile, floor: float | None = None
+    ) -> list[Detection]:
+        """All detections of the profile's enabled classes in a BGR uint8 ``HxWx3`` image.
+
+        Every configured detector of a class runs over that class's multi-scale
+        passes; the union is merged by NMS at the class's ``nms_iou``. Returns
+        detections with ``score >= threshold`` of the class, or ``>= floor``
+        when ``floor`` is given. MUST raise (never return ``[]``) when a
+        detector fails, so the caller can fail closed.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("detectors take HxWx3 uint8 BGR images")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError("detectors take non-empty images")
+        out: list[Detection] = []
+        for cls in CLASSES:
+            cc = getattr(profile, cls)
+            if not cc.enabled:
+                continue
+            if not cc.detectors:
+                raise ModelError(f"no detector configured for enabled class {cls!r}")
+            threshold = cc.threshold if floor is None else floor
+            found: list[Detection] = []
+            for dname in cc.detectors:
+                entry = self.loaded.get(dname)
+                if entry is None:
+                    raise ModelError(f"detector {dname!r} was not loaded for this profile")
+                found.extend(
+                    multiscale.detect(entry.detector, image, threshold, cc.tiling, cc.nms_iou)
+                )
+            if len(cc.detectors) > 1:
+                found = nms(found, cc.nms_iou)
+            out.extend(d for d in found if d.score >= threshold)
+        return out
+
+    def describe(self) -> list[ModelInfo]:
+        """One ``ModelInfo`` per loaded detector, in name order."""
+        return [self.loaded[n].model for n in sorted(self.loaded)]
+
+    def close(self) -> None:
+        """Release the compiled models."""
+        for entry in self.loaded.values():
+            close = getattr(entry.detector, "close", None)
+            if callable(close):
+                close()
+        self.loaded.clear()
+
+
+def load(cfg: Config, profile_names: Iterable[str] | None = None) -> Detectors:
+    """Load (verify and compile) every detector the named profiles use, once each.
+
+    ``profile_names`` defaults to every profile of the config. Raises
+    ``ConfigError`` for an unknown profile or detector name, ``ModelError``
+    when a model is missing, fails its sha256 check or cannot be compiled.
+    """
+    names = list(cfg.profiles) if profile_names is None else list(profile_names)
+    wanted: list[str] = []
+    for pname in names:
+        prof = cfg.profile(pname)
+        for cls in CLASSES:
+            cc = getattr(prof, cls)
+            if cc.enabled:
+                wanted.extend(d for d in cc.detectors if d not in wanted)
+    prefixes = tuple(f"profiles.{p}." for p in names)
+    errors = [e for e in check_profiles(cfg) if e.key.startswith(prefixes)]
+    if errors:
+        raise ConfigErrors(errors)
+    result = Detectors()
+    if not wanted:
+        return result
+    models = manifest.load()
+    runtime = Runtime(cfg.runtime)
+    result.runtime = runtime
+    logger = log.get("redactd.detect")
+    try:
+        for dname in wanted:
+            info = DETECTORS[dname]
+            spec = models.get(info.model)
+            det = info.factory(spec, runtime, cfg.models.dir)
+            det.name = dname
+            device, precision = _infer_info(det)
+            model = ModelInfo(dname, spec.name, spec.identity, device, precision)
+            result.loaded[dname] = _Loaded(info, det, model)
+            logger.info(
+                "detector.loaded",
+                detector=dname,
+                model=spec.name,
+                model_identity=spec.identity,
+                device=device,
+                precision=precision,
+                openvino=runtime.version,
+            )
+    except BaseException:
+        result.close()
+        raise
+    return result

@@ -1,0 +1,333 @@
+"""Writing an ``EvalReport``: ``report.json``, ``report.md`` and PNG plots.
+
+Plots (precision-recall curve per set and class, recall by object size)
+need matplotlib, an optional extra (``pip install 'redactd[eval]'``). It is
+imported only here and only when plots are written; without it the report
+says so and everything else is still written.
+
+Reports name the sets (the folder names the user chose), never an image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from redactd.evaluation.attack import (
+    REDETECT_FLOOR,
+    REDETECT_MIN_HEIGHT,
+    REDETECT_THRESHOLD,
+)
+from redactd.evaluation.metrics import ClassMetrics, PRCurve
+from redactd.evaluation.runner import EvalReport, SetReport
+
+JSON_NAME = "report.json"
+MD_NAME = "report.md"
+#: At most this many points of a PR curve go into the JSON (evenly spread over the ranks).
+PR_POINTS = 200
+
+
+def _thin(curve: PRCurve | None) -> dict[str, list[float]] | None:
+    if curve is None:
+        return None
+    n = len(curve.recall)
+    step = max(1, math.ceil(n / PR_POINTS))
+    idx = list(range(0, n, step))
+    if n and idx[-1] != n - 1:
+        idx.append(n - 1)
+    return {
+        "recall": [round(curve.recall[i], 5) for i in idx],
+        "precision": [round(curve.precision[i], 5) for i in idx],
+        "score": [round(curve.scores[i], 5) for i in idx],
+    }
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: floats rounded, NaN/inf as null, tuples as lists."""
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, 6)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _class_json(c: Any) -> dict[str, Any]:
+    m: ClassMetrics = c.metrics
+    box = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "pr_curve"}
+    box["by_size"] = [
+        {"lo": b.lo, "hi": b.hi, "boxes": b.boxes, "found": b.found, "recall": b.recall}
+        for b in m.by_size
+    ]
+    px = dataclasses.asdict(c.pixels)
+    px.update(
+        masked_recall=c.pixels.masked_recall,
+        strict_recall=c.pixels.strict_recall,
+        small_masked_recall=c.pixels.small_masked_recall,
+    )
+    return {
+        "cls": m.cls,
+        "enabled_in_profile": c.enabled,
+        "box": box,
+        "pr_curve": _thin(m.pr_curve),
+        "masked": px,
+    }
+
+
+def to_json(report: EvalReport) -> dict[str, Any]:
+    """The whole report as JSON-ready data."""
+    sets = []
+    for s in report.sets:
+        sets.append(
+            {
+                "name": s.name,
+                "format": s.format,
+                "images": s.images,
+                "total_images": s.total_images,
+                "labels_complete": s.labels_complete,
+                "failed": s.failed,
+                "failed_reasons": s.failed_reasons,
+                "overmask": s.overmask,
+                "latency": dataclasses.asdict(s.latency),
+                "seconds": s.seconds,
+                "classes": [_class_json(c) for c in s.classes],
+                "attack": [dataclasses.asdict(a) for a in s.attack],
+            }
+        )
+    data = {
+        "redactd_version": report.redactd_version,
+        "created_utc": report.created_utc,
+        "profile": report.profile,
+        "limit": report.limit,
+        "attack": report.attack,
+        "hardware": dataclasses.asdict(report.hardware),
+        "settings": report.settings,
+        "sets": sets,
+    }
+    cleaned: dict[str, Any] = _clean(data)
+    return cleaned
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0f}"
+
+
+def _box_table(sets: tuple[SetReport, ...]) -> list[str]:
+    lines = [
+        "| set | class | images | boxes (ignored) | AP50 | AP50:95 | recall@thr "
+        "| precision@thr | FNR | small recall (<32 px) | masked recall | masked ≥90% "
+        "| small masked | over-masking |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in sets:
+        for c in s.classes:
+            m, p = c.metrics, c.pixels
+            note = "" if c.enabled else " (not enabled in profile)"
+            lines.append(
+                f"| {s.name} | {m.cls}{note} | {s.images} | {m.boxes} ({m.ignored_boxes}) "
+                f"| {_f(m.ap50)} | {_f(m.ap50_95)} | {_f(m.recall)} @{m.threshold:g} "
+                f"| {_f(m.precision)} | {_f(m.fnr)} | {_f(m.small_recall)} ({m.small_boxes}) "
+                f"| {_f(p.masked_recall)} | {_f(p.strict_recall)} | {_f(p.small_masked_recall)} "
+                f"| {_f(s.overmask, 4)} |"
+            )
+    return lines
+
+
+def _latency_table(report: EvalReport) -> list[str]:
+    lines = [
+        "| set | images | failed | mean ms | median ms | p95 ms | ms per megapixel "
+        "| detect ms (mean) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in report.sets:
+        la = s.latency
+        failed = f"{s.failed}" + (
+            " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s.failed_reasons.items())) + ")"
+            if s.failed_reasons
+            else ""
+        )
+        lines.append(
+            f"| {s.name} | {s.images} | {failed} | {_ms(la.mean_ms)} | {_ms(la.median_ms)} "
+            f"| {_ms(la.p95_ms)} | {_ms(la.ms_per_megapixel)} | {_ms(la.detect_mean_ms)} |"
+        )
+    return lines
+
+
+def _attack_table(report: EvalReport) -> list[str]:
+    lines = [
+        f"| set | class | mask | anonymized | judged (≥{REDETECT_MIN_HEIGHT:g} px) "
+        f"| found in input | re-detected | after deblur | at floor {REDETECT_FLOOR:g} "
+        "| at floor, deblurred | plates read in input | readable | after deblur "
+        "| readable incl. missed |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in report.sets:
+        for a in s.attack:
+            plates = a.cls == "plate" and a.plates_with_text > 0
+            read = (
+                f"{a.readable_original}/{a.plates_with_text} | {a.readable} | "
+                f"{a.readable_deblurred} | {a.readable_all}"
+                if plates
+                else "– | – | – | –"
+            )
+            lines.append(
+                f"| {s.name} | {a.cls} | {a.method} | {a.anonymized}/{a.boxes} | {a.judged} "
+                f"| {a.found_original} | {a.redetected} | {a.redetected_deblurred} "
+                f"| {a.floor_redetected} | {a.floor_redetected_deblurred} | {read} |"
+            )
+    return lines
+
+
+def to_markdown(report: EvalReport, plots: list[str], plot_note: str | None) -> str:
+    """A human-readable summary (tables per measure, the settings, the hardware)."""
+    hw = report.hardware
+    out = [
+        f"# redactd eval — profile `{report.profile}`",
+        "",
+        f"redactd {report.redactd_version}, {report.created_utc}"
+        + (f", at most {report.limit} images per set" if report.limit else ""),
+        "",
+        f"Hardware: {hw.cpu}, {hw.usable_cpus} usable of {hw.logical_cpus} logical CPUs; "
+        f"{hw.platform}; Python {hw.python}; OpenVINO {hw.openvino}.",
+        "",
+        "Detectors: " + ("; ".join(hw.detectors) if hw.detectors else "none"),
+        "",
+        "## Detection and masking",
+        "",
+        *_box_table(report.sets),
+        "",
+        "AP and precision count only images whose labels are complete (`–` where none "
+        "are); recall and masked recall count every image. Masked recall: share of "
+        "labelled boxes of which at least half the pixels changed (max channel "
+        f"difference > {report.settings.get('change_threshold', 12):g}) in the real output. "
+        "Over-masking: share of changed pixels farther than one box size from every "
+        "labelled box (on sets whose labels are incomplete it includes unlabelled objects).",
+        "",
+        "## Latency (`Pipeline.process` per image)",
+        "",
+        *_latency_table(report),
+        "",
+    ]
+    if report.attack:
+        out += [
+            "## Resistance to reconstruction",
+            "",
+            *_attack_table(report),
+            "",
+            f"Re-detected: anonymized boxes at least {REDETECT_MIN_HEIGHT:g} px tall that the "
+            f"profile's detectors find again with score ≥ {REDETECT_THRESHOLD:g} (IoU ≥ 0.3), "
+            "on the masked output and after deblurring (Wiener σ 1.5 and 3 px + unsharp). "
+            f"'At floor' counts every anonymized box found with score ≥ {REDETECT_FLOOR:g}; "
+            "the `solid` row shows what context alone gives there. Readable: anonymized "
+            "plates the PP-OCR recogniser still reads (exact, or one character off for "
+            "plates of 5+ characters).",
+            "",
+        ]
+    if plots:
+        out += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
+    if plot_note:
+        out += [f"Plots: {plot_note}", ""]
+    return "\n".join(out)
+
+
+def summary(report: EvalReport) -> str:
+    """A few lines for the terminal: per set and class, the headline numbers."""
+    lines = []
+    for s in report.sets:
+        for c in s.classes:
+            m, p = c.metrics, c.pixels
+            lines.append(
+                f"{s.name} {m.cls}: masked recall {_f(p.masked_recall)} of {p.boxes}, "
+                f"recall@{m.threshold:g} {_f(m.recall)}, AP50 {_f(m.ap50)}, "
+                f"median {_ms(s.latency.median_ms)} ms/image"
+            )
+        for a in s.attack:
+            if a.method == "profile":
+                lines.append(
+                    f"{s.name} {a.cls}: re-detected {a.redetected}/{a.judged}, after deblur "
+                    f"{a.redetected_deblurred}; readable plates {a.readable} "
+                    f"(after deblur {a.readable_deblurred})"
+                )
+    return "\n".join(lines)
+
+
+def write_plots(report: EvalReport, out: Path) -> tuple[list[str], str | None]:
+    """PNG plots into ``out``; returns (file names, note). Needs matplotlib (optional)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], "not written: matplotlib is not installed (pip install 'redactd[eval]')"
+    names: list[str] = []
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    drawn = False
+    for s in report.sets:
+        for c in s.classes:
+            curve = c.metrics.pr_curve
+            if curve is None:
+                continue
+            ax.plot(
+                curve.recall,
+                curve.precision,
+                label=f"{s.name} / {c.metrics.cls} (AP50 {_f(c.metrics.ap50)})",
+            )
+            drawn = True
+    if drawn:
+        ax.set_xlabel("recall (IoU 0.5)")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(f"Precision-recall, profile {report.profile}")
+        fig.tight_layout()
+        fig.savefig(out / "pr_curves.png", dpi=110)
+        names.append("pr_curves.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    drawn = False
+    for s in report.sets:
+        for c in s.classes:
+            bins = [b for b in c.metrics.by_size if b.boxes]
+            if not bins:
+                continue
+            labels = [f"{b.lo:g}-{b.hi:g}" if b.hi else f"≥{b.lo:g}" for b in bins]
+            ax.plot(
+                labels,
+                [b.found / b.boxes for b in bins],
+                marker="o",
+                label=f"{s.name} / {c.metrics.cls}",
+            )
+            drawn = True
+    if drawn:
+        ax.set_xlabel("labelled box height (px)")
+        ax.set_ylabel("recall at the operating threshold")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title("Recall by object size")
+        fig.tight_layout()
+        fig.savefig(out / "recall_by_size.png", dpi=110)
+        names.append("recall_by_size.png")
+    plt.close(fig)
+    return names, None
+
+
+def write(report: EvalReport, out: Path, plots: bool = True) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and (optionally) the plots into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    names, note = write_plots(report, out) if plots else ([], "not requested")
+    (out / JSON_NAME).write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
+    (out / MD_NAME).write_text(to_markdown(report, names, note), encoding="utf-8")
+    return [out / JSON_NAME, out / MD_NAME, *(out / n for n in names)]

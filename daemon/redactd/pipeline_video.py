@@ -1,0 +1,431 @@
+"""The video stage order: decode -> detect -> track -> mask -> encode, streaming.
+
+Three threads, joined by small bounded queues, so decoding and encoding
+overlap with detection (PyAV, OpenVINO and OpenCV release the GIL):
+
+* the **reader** decodes frames (``media.video.Transcoder.frames``) and turns
+  the frames the detectors will see into upright BGR;
+* the **caller's thread** runs the detectors and the tracker and holds the
+  look-ahead buffer: a frame leaves it only when ``lookback`` newer frames
+  have been tracked, so a track born later can still add masks to it;
+* the **writer** masks each frame (only the rectangle around its boxes is
+  converted to BGR and back) and encodes it.
+
+Memory is bounded: at most ``lookback + 1`` buffered frames plus the queue
+slots, whatever the video's length.
+
+Fail closed: every written frame has been through the detectors (or, with
+``detect_every = k``, through the tracker's prediction between two detector
+frames); any error in any thread stops all three, removes the output and
+raises. Frame count, timestamps, audio and rotation are the transcoder's
+contract (``media.video``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from redactd.config import LimitsConfig, Profile
+from redactd.mask import MaskRegion, apply_masks
+from redactd.media import video
+from redactd.media.sniff import MediaType
+from redactd.track import MultiTracker
+from redactd.types import CLASSES, Box, Detection, JobResult, ObjectClass, StageTimings
+
+#: ``progress(frames_done, frames_total_or_None)``; called from the caller's
+#: thread after each frame is handed to the encoder. It may raise to abort
+#: the job (the output is removed and the exception propagates).
+ProgressFn = Callable[[int, "int | None"], None]
+
+#: ``detect(upright_bgr, floor)``: every enabled detector of the profile on one
+#: frame, detections down to ``floor`` (``None``: the class thresholds).
+#: MUST raise on failure (``Pipeline.detect_frame`` does).
+DetectFn = Callable[[np.ndarray, "float | None"], list[Detection]]
+
+#: Frames the reader and the writer may run ahead of / behind the detector.
+QUEUE_FRAMES = 4
+
+#: Extra pixels around a padded mask box converted with it (the mask of a box
+#: reads only its padded box; the margin keeps rounding on the safe side).
+_MARGIN = 2
+
+#: Smallest side of a mask box, as ``mask.apply_masks`` grows it.
+_MIN_SIDE = 4.0
+
+
+def output_suffix(media: MediaType, src_suffix: str) -> str:
+    """The suffix the output file gets for an input of type ``media``.
+
+    MP4, MOV and Matroska keep the input's suffix (``src_suffix``, with its
+    dot, may be empty); WebM becomes ``.mkv`` (WebM cannot carry H.264);
+    AVI, MPEG-TS/PS, FLV, raw H.264/HEVC streams and Dahua DAV become ``.mp4``.
+    """
+    return video.output_format(media.format, src_suffix)[1]
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """The per-job video settings derived from a profile."""
+
+    detect_every: int
+    lookback: int
+    floor: float | None
+    thresholds: dict[ObjectClass, float]
+    tracking: bool
+
+    @classmethod
+    def from_profile(cls, prof: Profile) -> VideoPlan:
+        thresholds: dict[ObjectClass, float] = {
+            c: getattr(prof, c).threshold for c in CLASSES if getattr(prof, c).enabled
+        }
+        tr = prof.track
+        if not tr.enabled:
+            # Without a tracker nothing covers the frames between detector runs:
+            # every frame is detected.
+            return cls(1, 0, None, thresholds, False)
+        k = prof.video.detect_every
+        # A face first visible between two detector frames is found up to k - 1
+        # frames late: the look-back must reach back that far at least.
+        lookback = max(tr.lookback, k - 1)
+        # One floor for every detector call: never above a class threshold,
+        # or that class would lose detections between the two.
+        low = [t for t in thresholds.values() if tr.low_threshold < t]
+        floor = min(tr.low_threshold, *thresholds.values()) if low else None
+        return cls(k, lookback, floor, thresholds, True)
+
+
+@dataclass
+class _Pending:
+    """A frame in the look-ahead buffer and the boxes (upright pixels) to mask on it."""
+
+    frame: video.Frame
+    boxes: list[Detection] = field(default_factory=list)
+
+
+@dataclass(frozen=True, eq=False)
+class _Decoded:
+    """A decoded frame and, on detector frames, its upright BGR picture."""
+
+    frame: video.Frame
+    bgr: np.ndarray | None
+
+
+@dataclass
+class _Times:
+    decode: float = 0.0
+    detect: float = 0.0
+    track: float = 0.0
+    mask: float = 0.0
+    encode: float = 0.0
+
+
+class _Stop(Exception):
+    """Raised inside a worker when another thread failed first."""
+
+
+_END = object()
+
+
+class _Worker(threading.Thread):
+    """A thread whose first exception is kept for the caller to re-raise."""
+
+    def __init__(self, name: str, body: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.body = body
+        self.stop = stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.body()
+        except _Stop:
+            pass
+        except BaseException as e:
+            self.error = e
+            self.stop.set()
+
+
+def _put(q: queue.Queue[object], item: object, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue[object], stop: threading.Event) -> object:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+def process_video(
+    src: Path,
+    dst: Path,
+    media: MediaType,
+    prof: Profile,
+    limits: LimitsConfig,
+    detect: DetectFn,
+    progress: ProgressFn | None = None,
+) -> JobResult:
+    """Anonymize the video ``src`` into the new file ``dst``.
+
+    ``dst`` MUST NOT exist; it is created exclusively, fsynced when complete,
+    and removed again when anything fails. Its container is chosen by
+    ``output_suffix`` (the caller names the file accordingly).
+    Raises ``PermanentInputError`` (corrupt, truncated, unprocessed_frames,
+    too_long, too_many_pixels, unsupported_type, detector_failed,
+    encode_failed), ``TransientError`` (disk full, I/O), or what ``detect``
+    or ``progress`` raise.
+    """
+    plan = VideoPlan.from_profile(prof)
+    muxer, _suffix = video.output_format(media.format, dst.suffix)
+    settings = video.EncodeSettings(
+        muxer=muxer,
+        crf=prof.video.crf,
+        preset=prof.video.preset,
+        keep_audio=prof.video.keep_audio,
+        strip_metadata=prof.output.strip_metadata,
+    )
+    times = _Times()
+    tx = video.Transcoder(src, dst, media.format, settings, limits)
+    try:
+        with tx:
+            counts = _Run(tx, prof, plan, detect, progress, times).execute()
+            out_bytes = tx.finish()
+    except BaseException:
+        if tx.created:
+            with contextlib.suppress(FileNotFoundError):
+                dst.unlink()
+        raise
+    info = tx.info
+    return JobResult(
+        kind="video",
+        media_type=media.format,
+        counts=counts,
+        frames=tx.frames_written,
+        width=info.width,
+        height=info.height,
+        input_bytes=src.stat().st_size,
+        output_bytes=out_bytes,
+        timings=StageTimings(
+            decode_ms=times.decode * 1000.0,
+            detect_ms=times.detect * 1000.0,
+            track_ms=times.track * 1000.0,
+            mask_ms=times.mask * 1000.0,
+            encode_ms=times.encode * 1000.0,
+        ),
+    )
+
+
+class _Run:
+    """One video job: the three threads and the look-ahead buffer."""
+
+    def __init__(
+        self,
+        tx: video.Transcoder,
+        prof: Profile,
+        plan: VideoPlan,
+        detect: DetectFn,
+        progress: ProgressFn | None,
+        times: _Times,
+    ) -> None:
+        self.tx = tx
+        self.prof = prof
+        self.plan = plan
+        self.detect = detect
+        self.progress = progress
+        self.times = times
+        self.stop = threading.Event()
+        self.in_q: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
+        self.out_q: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
+        self.raw_counts: dict[str, int] = {c: 0 for c in CLASSES}
+        self.tracks_started: dict[str, int] | None = None
+        info = tx.info
+        if info.fps and info.duration:
+            self.total: int | None = info.frames or round(info.fps * info.duration)
+        else:
+            self.total = info.frames
+
+    # -- threads -------------------------------------------------------------
+
+    def _read(self) -> None:
+        k = self.plan.detect_every
+        t0 = time.perf_counter()
+        for frame in self.tx.frames():
+            bgr = None
+            if frame.index % k == 0:
+                bgr = video.rotate_upright(frame.bgr(), frame.rotation)
+            self.times.decode += time.perf_counter() - t0
+            _put(self.in_q, _Decoded(frame, bgr), self.stop)
+            t0 = time.perf_counter()
+        _put(self.in_q, _END, self.stop)
+
+    def _write(self) -> None:
+        while True:
+            item = _get(self.out_q, self.stop)
+            if item is _END:
+                return
+            assert isinstance(item, _Pending)
+            t0 = time.perf_counter()
+            self._mask(item)
+            t1 = time.perf_counter()
+            self.tx.write(item.frame)
+            t2 = time.perf_counter()
+            self.times.mask += t1 - t0
+            self.times.encode += t2 - t1
+
+    # -- the caller's thread ---------------------------------------------------
+
+    def execute(self) -> dict[str, int]:
+        """Run the job to its end; the counts per class. Re-raises the first error."""
+        reader = _Worker("redactd-video-read", self._read, self.stop)
+        writer = _Worker("redactd-video-write", self._write, self.stop)
+        reader.start()
+        writer.start()
+        try:
+            self._track_loop()
+            _put(self.out_q, _END, self.stop)
+            writer.join()
+        except _Stop:
+            pass  # a worker failed: its error is raised below
+        finally:
+            self.stop.set()  # releases a worker still waiting on a queue
+            reader.join()
+            writer.join()
+        for w in (reader, writer):
+            if w.error is not None:
+                raise w.error
+        return self._counts()
+
+    def _track_loop(self) -> None:
+        plan = self.plan
+        tracker: MultiTracker | None = None
+        buffer: deque[_Pending] = deque()
+        done = 0
+        while True:
+            item = _get(self.in_q, self.stop)
+            if item is _END:
+                break
+            assert isinstance(item, _Decoded)
+            frame, bgr = item.frame, item.bgr
+            if tracker is None and plan.tracking:
+                w, h = _upright_size(frame)
+                tracker = MultiTracker(self.prof.track, plan.thresholds, w, h, plan.lookback)
+            dets: list[Detection] | None = None
+            if bgr is not None:
+                t0 = time.perf_counter()
+                dets = list(self.detect(bgr, plan.floor))
+                self.times.detect += time.perf_counter() - t0
+            pending = _Pending(frame)
+            t1 = time.perf_counter()
+            if tracker is not None:
+                step = tracker.step(frame.index, dets)
+                pending.boxes.extend(step.current)
+                first = buffer[0].frame.index if buffer else frame.index
+                for b in step.backfill:
+                    i = b.frame - first
+                    if 0 <= i < len(buffer):
+                        buffer[i].boxes.append(b.detection)
+            elif dets is not None:
+                pending.boxes.extend(d for d in dets if d.score >= plan.thresholds.get(d.cls, 0.0))
+            if dets is not None:
+                for d in dets:
+                    if d.score >= plan.thresholds.get(d.cls, 1.1):
+                        self.raw_counts[d.cls] = self.raw_counts.get(d.cls, 0) + 1
+            self.times.track += time.perf_counter() - t1
+            buffer.append(pending)
+            while len(buffer) > plan.lookback:
+                _put(self.out_q, buffer.popleft(), self.stop)
+                done += 1
+                self._progress(done)
+            if tracker is not None:
+                self.tracks_started = tracker.started()
+        while buffer:
+            _put(self.out_q, buffer.popleft(), self.stop)
+            done += 1
+            self._progress(done)
+
+    def _progress(self, done: int) -> None:
+        if self.progress is not None:
+            total = self.total if self.total is None or self.total >= done else None
+            self.progress(done, total)
+
+    def _counts(self) -> dict[str, int]:
+        if self.tracks_started is not None:
+            return {c: self.tracks_started.get(c, 0) for c in CLASSES}
+        return dict(self.raw_counts)
+
+    # -- masking (writer thread) ---------------------------------------------
+
+    def _mask(self, p: _Pending) -> None:
+        if not p.boxes:
+            return
+        f = p.frame
+        regions = [
+            MaskRegion(box=_to_stored(d.box, f), mask=getattr(self.prof, d.cls).mask)
+            for d in p.boxes
+        ]
+        rect = _union_bounds(regions, f.width, f.height)
+        if rect is None:
+            return
+        region = f.region(*rect)
+        apply_masks(
+            region.bgr,
+            [MaskRegion(r.box.shifted(-region.x, -region.y), r.mask) for r in regions],
+        )
+        f.paste(region)
+
+
+def _upright_size(frame: video.Frame) -> tuple[int, int]:
+    if (frame.rotation // 90) % 2 and frame.rotation % 90 == 0:
+        return frame.height, frame.width
+    return frame.width, frame.height
+
+
+def _to_stored(b: Box, f: video.Frame) -> Box:
+    return Box(*video.box_to_stored(b.x1, b.y1, b.x2, b.y2, f.rotation, f.width, f.height))
+
+
+def _union_bounds(
+    regions: Iterable[MaskRegion], width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """Pixel rectangle covering every region's padded box (what masking reads and writes)."""
+    x1 = y1 = float("inf")
+    x2 = y2 = float("-inf")
+    for r in regions:
+        b = r.box
+        if not b.width > 0 or not b.height > 0:
+            continue
+        p = b.pad(r.mask.padding)
+        cx, cy = p.center
+        hw, hh = max(p.width, _MIN_SIDE) / 2.0, max(p.height, _MIN_SIDE) / 2.0
+        x1, y1 = min(x1, cx - hw), min(y1, cy - hh)
+        x2, y2 = max(x2, cx + hw), max(y2, cy + hh)
+    if x1 == float("inf"):
+        return None
+    ix1, iy1, ix2, iy2 = Box(x1 - _MARGIN, y1 - _MARGIN, x2 + _MARGIN, y2 + _MARGIN).int_bounds(
+        width, height
+    )
+    if ix2 <= ix1 or iy2 <= iy1:
+        return None
+    return ix1, iy1, ix2, iy2
+
+
+__all__ = ["DetectFn", "ProgressFn", "VideoPlan", "output_suffix", "process_video"]

@@ -1,0 +1,211 @@
+"""`redactd run`: check the set-up, recover, load models, then serve.
+
+Refuses to start (exit 78, EX_CONFIG, so systemd's
+``RestartPreventExitStatus=78`` does not loop) on: an invalid config, a
+world-writable config file, no ``[[watch]]`` entry, overlapping folders, an
+inbound folder that is missing or not readable and writable (the claim is a
+rename), an outbound/quarantine folder that cannot be created or written, a
+work area held by another redactd process, and missing or unverified models.
+
+Order: config -> folders -> work area lock -> recovery of unfinished jobs ->
+stray temporaries -> models (one pipeline per worker: detectors are not
+re-entrant) -> watchers and workers -> READY=1.
+
+Exit codes: 0 after SIGTERM/SIGINT, 78 as above (also when a model fails
+while running), 75 when a job hung past ``service.job_timeout_seconds`` and
+70 when the main loop itself failed (both: the service manager restarts the
+process, whose recovery picks up every claimed job; see ``supervisor``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from redactd import __version__, log
+from redactd import config as config_mod
+from redactd.config import Config
+from redactd.errors import EX_CONFIG, ConfigError, ConfigErrors, ModelError
+from redactd.service.notify import Notifier
+from redactd.service.spool import Spool, SpoolBusy
+from redactd.service.supervisor import PipelineLike, Supervisor, make_target
+from redactd.service.watch import errname
+
+EX_SOFTWARE = 70  # the main loop itself failed (a bug); restart
+
+
+def _config_errors(logger: Any, e: ConfigError) -> int:
+    errors = e.errors if isinstance(e, ConfigErrors) else [e]
+    for one in errors:
+        # Config keys and reasons name the operator's settings, not inputs.
+        logger.error("config.invalid", key=one.key, reason=one.reason)
+    return EX_CONFIG
+
+
+def check_folders(cfg: Config) -> list[ConfigError]:
+    """The folder problems that make the service refuse to start."""
+    problems = list(config_mod.check_folders(cfg))
+    if not cfg.watch:
+        problems.append(ConfigError("watch", "no [[watch]] folder configured"))
+    for i, w in enumerate(cfg.watch):
+        key = f"watch[{i}]"
+        if not w.inbound.is_dir():
+            problems.append(ConfigError(f"{key}.inbound", "is missing or not a folder"))
+        elif not os.access(w.inbound, os.R_OK | os.W_OK | os.X_OK):
+            problems.append(
+                ConfigError(f"{key}.inbound", "must be readable and writable (files are moved out)")
+            )
+        for role in ("outbound", "quarantine"):
+            folder: Path = getattr(w, role)
+            try:
+                folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+            except OSError as e:
+                problems.append(ConfigError(f"{key}.{role}", f"cannot be created ({errname(e)})"))
+                continue
+            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+                problems.append(ConfigError(f"{key}.{role}", "is not a writable folder"))
+    return problems
+
+
+def _describe(info: Any) -> Any:
+    if dataclasses.is_dataclass(info) and not isinstance(info, type):
+        return {k: str(v) for k, v in dataclasses.asdict(info).items()}
+    return str(info)
+
+
+def _load_pipelines(cfg: Config) -> list[PipelineLike]:
+    from redactd.pipeline import Pipeline  # models are heavy: import when needed
+
+    pipelines: list[PipelineLike] = []
+    try:
+        for _ in range(cfg.service.workers):
+            pipelines.append(Pipeline.load(cfg))
+    except BaseException:
+        for p in pipelines:
+            p.close()
+        raise
+    log.get("redactd.service").info(
+        "service.models", models=[_describe(m) for m in pipelines[0].describe()]
+    )
+    return pipelines
+
+
+def run(config_path: Path) -> int:
+    """Run the daemon until a signal stops it; returns the exit code."""
+    log.configure()
+    logger = log.get("redactd.service")
+    try:
+        cfg = config_mod.load(config_path)
+    except ConfigError as e:
+        return _config_errors(logger, e)
+    try:
+        if config_mod.world_writable(config_path):
+            return _config_errors(
+                logger, ConfigError("", "the config file is world-writable; refusing to use it")
+            )
+    except OSError as e:
+        logger.error("config.invalid", key="", reason=f"cannot stat the config file ({errname(e)})")
+        return EX_CONFIG
+    log.configure(cfg.logging.level, cfg.logging.format)
+    logger = log.get("redactd.service")
+    logger.info("service.starting", version=__version__, watches=len(cfg.watch), pid=os.getpid())
+
+    problems = check_folders(cfg)
+    if problems:
+        return _config_errors(logger, ConfigErrors(problems))
+    try:
+        spool = Spool(cfg.service.work_dir)
+        spool.lock()
+    except SpoolBusy as e:
+        return _config_errors(logger, ConfigError("service.work_dir", str(e)))
+    except OSError as e:
+        return _config_errors(logger, ConfigError("service.work_dir", f"unusable ({errname(e)})"))
+
+    try:
+        return _serve(cfg, spool, logger)
+    finally:
+        spool.unlock()
+
+
+def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
+    recovered = spool.recover()
+    inbound_of = {w.inbound: i for i, w in enumerate(cfg.watch)}
+    for job in recovered:
+        # Results go where the current config says for that inbound folder;
+        # a job of a folder no longer watched keeps its recorded targets.
+        i = inbound_of.get(job.target.inbound)
+        if i is not None:
+            job.target = make_target(cfg, i)
+        logger.info("job.recovered", job=job.id, state=job.state, attempts=job.attempts, watch=i)
+    strays = spool.sweep_strays([f for w in cfg.watch for f in (w.outbound, w.quarantine)])
+    if strays:
+        logger.info("service.strays_removed", files=strays)
+
+    try:
+        pipelines = _load_pipelines(cfg)
+    except ModelError as e:
+        logger.error("service.model_error", error=log.scrub(str(e)))
+        return EX_CONFIG
+    except ConfigError as e:
+        return _config_errors(logger, e)
+
+    notifier = Notifier()
+    sup = Supervisor(cfg, pipelines, spool, notifier, recovered)
+
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        sup.request_stop()
+
+    def on_hup(signum: int, _frame: FrameType | None) -> None:
+        sup.request_reload()
+
+    handlers: tuple[tuple[signal.Signals, Any], ...] = (
+        (signal.SIGTERM, on_stop),
+        (signal.SIGINT, on_stop),
+        (signal.SIGHUP, on_hup),
+        # The watcher's lease probe (watch.writer_active) must not die of a
+        # lease break: SIGIO's default action terminates the process.
+        (signal.SIGIO, signal.SIG_IGN),
+    )
+    old = {s: signal.signal(s, h) for s, h in handlers}
+    try:
+        code = sup.run()
+    except Exception as e:
+        # Not a job's error (those have their catch-all): the loop itself broke.
+        # Say what, without paths, and exit non-zero so the manager restarts us.
+        tb = log.scrub("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        logger.error(
+            "service.crashed", error=type(e).__name__, message=log.scrub(str(e)), traceback=tb
+        )
+        code = EX_SOFTWARE
+        sup.request_stop()
+        sup.abandon()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        notifier.close()
+    if sup.workers_alive:
+        # A worker is stuck in native code; its job stays claimed for the next
+        # start. Leave without waiting for it (interpreter shutdown would).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        spool.unlock()
+        os._exit(code)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m redactd.service.daemon CONFIG", file=sys.stderr)  # noqa: T201
+        return EX_CONFIG
+    return run(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,765 @@
+"""The main loop: watchers feed a queue of paths, workers run jobs.
+
+Memory stays bounded by the number of waiting *paths* (a candidate is a
+path, a relative name and a few integers; an image is only ever decoded by
+the worker running it), so 10,000 waiting files cost a few megabytes.
+
+What happens to a job, by outcome:
+
+* success -> delivered, ``job.done``;
+* ``PermanentInputError`` -> quarantined with its reason code;
+* ``TransientError`` -> retried with exponential back-off, quarantined only
+  after ``service.max_attempts`` (with the last reason code when it is a
+  known one, e.g. ``unreadable``, else ``too_many_attempts``);
+* disk full (``TransientError("disk_full")``/ENOSPC) or free space in the
+  outbound folder below ``service.min_free_bytes`` -> the outbound folder
+  is *paused*: its jobs wait (not counted as attempts), ``STATUS=`` and the
+  status file say so, and work resumes when space returns;
+* ``ModelError`` -> the job is put back and the service stops with 78
+  (a broken model must not be retried file after file);
+* anything else is a bug: the one per-job catch-all logs it (scrubbed) and
+  quarantines the job as ``internal_error``; the daemon keeps running.
+
+A job running longer than ``service.job_timeout_seconds`` cannot be
+interrupted (Python threads cannot be killed and the detectors run native
+code), so the loop marks it ``timed_out`` in its manifest, stops sending
+``WATCHDOG=1`` and shuts down with exit code 75 (EX_TEMPFAIL); systemd's
+``Restart=on-failure`` starts a fresh process, whose recovery quarantines the
+job with ``job_timeout``.
+
+Signals (handlers only set flags; the loop acts): SIGTERM/SIGINT stop taking
+work, let running jobs finish within ``service.stop_timeout_seconds`` and
+exit 0; a job still running then stays claimed in the work area and is run
+again at the next start. SIGHUP reloads the config: watched folders, ignore
+globs, timings and logging take effect at once; changes to profiles, models,
+runtime, limits, workers or the work area need a restart (logged as
+``config.reload_needs_restart``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import itertools
+import json
+import os
+import random
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from redactd import config as config_mod
+from redactd import log
+from redactd.config import Config
+from redactd.errors import REASONS, ConfigError, ModelError, PermanentInputError, TransientError
+from redactd.service.notify import Notifier
+from redactd.service.spool import Job, NotMovable, Spool, Target, free_bytes
+from redactd.service.watch import Candidate, FolderWatcher, errname
+from redactd.types import JobResult
+
+EX_OK = 0
+EX_TEMPFAIL = 75  # restart me: a job hung (see module docstring)
+EX_CONFIG = 78
+
+_TICK = 0.25
+_SPACE_CHECK = 1.0
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class PipelineLike(Protocol):
+    """What the supervisor needs of ``redactd.pipeline.Pipeline``."""
+
+    def process(self, src: Path, dst: Path, profile: str) -> JobResult: ...
+
+    def describe(self) -> Sequence[object]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A candidate from a watcher, with the watcher that must release it."""
+
+    cand: Candidate
+    watcher: FolderWatcher
+    target: Target
+
+
+@dataclass
+class _Pause:
+    folder: Path
+    needed: int
+    since: float
+    parked: list[Job | _Work] = field(default_factory=list)
+
+
+@dataclass
+class _Active:
+    job: Job
+    started: float
+
+
+@dataclass(frozen=True)
+class Status:
+    """A snapshot for STATUS= and the status file (counts only)."""
+
+    state: str
+    queued: int
+    settling: int
+    active: int
+    retrying: int
+    done: int
+    quarantined: int
+    paused_folders: int
+
+    def text(self) -> str:
+        s = (
+            f"{self.state}: {self.queued} queued, {self.active} active, "
+            f"{self.done} done, {self.quarantined} quarantined"
+        )
+        if self.retrying:
+            s += f", {self.retrying} retrying"
+        if self.paused_folders:
+            s += f"; paused: {self.paused_folders} outbound folder(s) full"
+        return s
+
+
+class _DiskFull(Exception):
+    """Internal signal: the outbound filesystem is out of space."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, TransientError):
+        cause = e.__cause__
+        return e.reason in ("disk_full", "no_space") or (
+            isinstance(cause, OSError) and cause.errno in _DISK_FULL_ERRNOS
+        )
+    return isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS
+
+
+def make_target(cfg: Config, index: int) -> Target:
+    w = cfg.watch[index]
+    return Target(
+        inbound=w.inbound,
+        outbound=w.outbound,
+        quarantine=w.quarantine,
+        profile=w.profile,
+        file_mode=cfg.profile(w.profile).output.file_mode,
+    )
+
+
+class Supervisor:
+    """Owns the queue, the worker threads, retries, pauses and the main loop."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        pipelines: list[PipelineLike],
+        spool: Spool,
+        notifier: Notifier,
+        recovered: list[Job] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.pipelines = pipelines
+        self.spool = spool
+        self.notifier = notifier
+        self.clock = clock
+        self.log = log.get("redactd.service")
+        self.watchers: list[FolderWatcher] = []
+        self._cond = threading.Condition()
+        self._jobs: deque[Job] = deque(recovered or [])
+        self._cands: deque[_Work] = deque()
+        self._delayed: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
+        self._paused: dict[int, _Pause] = {}
+        self._active: dict[int, _Active] = {}
+        self._stopping = threading.Event()
+        self._stop_requested = threading.Event()
+        self._reload_requested = threading.Event()
+        self._exit_code = EX_OK
+        self._healthy = True
+        self._threads: list[threading.Thread] = []
+        self.done = 0
+        self.quarantined = 0
+        self.retries = 0
+        self._last_status: Status | None = None
+        self._last_status_write = 0.0
+        self._last_notify = float("-inf")
+        self._status_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, code: int | None = None) -> None:
+        """Ask the loop to stop (signal-handler safe: only sets flags)."""
+        if code is not None and self._exit_code == EX_OK:
+            self._exit_code = code
+        self._stop_requested.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+
+    def abandon(self) -> None:
+        """After a crash of the loop: make workers stop taking work (jobs in
+        hand stay claimed in the work area for the next start)."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        for w in self.watchers:
+            with contextlib.suppress(Exception):
+                w.stop()
+
+    @property
+    def workers_alive(self) -> int:
+        return sum(1 for t in self._threads if t.is_alive())
+
+    # ------------------------------------------------------------------ main loop
+
+    def start(self) -> None:
+        """Start watchers and workers (the first tick scans every inbound)."""
+        self.watchers = self._make_watchers(self.cfg)
+        for w in self.watchers:
+            w.start()
+        for i, p in enumerate(self.pipelines):
+            t = threading.Thread(
+                target=self._worker, args=(p,), name=f"redactd-worker-{i}", daemon=True
+            )
+            self._threads.append(t)
+            t.start()
+
+    def _make_watchers(self, cfg: Config) -> list[FolderWatcher]:
+        return [
+            FolderWatcher(i, w, cfg.service.settle_seconds, cfg.service.rescan_seconds)
+            for i, w in enumerate(cfg.watch)
+        ]
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        self.start()
+        now = self.clock()
+        self.tick(now)  # the start-up scan, before READY
+        self.notifier.ready(self.status().text())
+        self.log.info(
+            "service.ready",
+            watches=len(self.watchers),
+            modes=[w.mode for w in self.watchers],
+            workers=len(self.pipelines),
+            recovered=len(self._jobs),
+        )
+        next_ping = now
+        next_space = now
+        while not self._stop_requested.is_set():
+            now = self.clock()
+            self.tick(now)
+            if now >= next_space:
+                next_space = now + _SPACE_CHECK
+                self._check_space(now)
+            self._check_timeouts(now)
+            self._publish_status(now)
+            interval = self.notifier.watchdog_interval
+            if interval is not None and self._healthy and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + interval
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self.reload()
+            self._stop_requested.wait(_TICK)
+        return self.shutdown()
+
+    def tick(self, now: float) -> None:
+        """One step of the loop: watchers, due retries."""
+        fresh: list[_Work] = []
+        for w in self.watchers:
+            for cand in w.tick(now):
+                fresh.append(_Work(cand, w, make_target(self.cfg, w.index)))
+        with self._cond:
+            self._cands.extend(fresh)
+            while self._delayed and self._delayed[0][0] <= now:
+                _, _, job = heapq.heappop(self._delayed)
+                self._jobs.append(job)
+            if fresh or self._jobs:
+                self._cond.notify_all()
+
+    def shutdown(self) -> int:
+        """Stop taking work, let running jobs finish within the stop timeout."""
+        self.log.info("service.stopping", active=len(self._active))
+        self.notifier.stopping(f"stopping: {len(self._active)} active")
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        for w in self.watchers:
+            w.stop()
+        deadline = time.monotonic() + self.cfg.service.stop_timeout_seconds
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        left = [a.job.id for a in list(self._active.values())]
+        if left:
+            # Still claimed in the work area: the next start runs them again.
+            self.log.warning("service.stop_timeout", jobs=len(left), requeued=left)
+        else:
+            for p in self.pipelines:
+                with contextlib.suppress(Exception):
+                    p.close()
+        self._publish_status(self.clock(), force=True, state="stopped")
+        self.log.info(
+            "service.stopped", done=self.done, quarantined=self.quarantined, code=self._exit_code
+        )
+        return self._exit_code
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, state: str | None = None) -> Status:
+        with self._cond:
+            queued = len(self._jobs) + len(self._cands)
+            queued += sum(len(p.parked) for p in self._paused.values())
+            retrying = len(self._delayed)
+            paused = len(self._paused)
+            active = len(self._active)
+        if state is None:
+            state = "stopping" if self._stopping.is_set() else ("paused" if paused else "running")
+        return Status(
+            state=state,
+            queued=queued,
+            settling=sum(w.pending() for w in self.watchers),
+            active=active,
+            retrying=retrying,
+            done=self.done,
+            quarantined=self.quarantined,
+            paused_folders=paused,
+        )
+
+    def _publish_status(self, now: float, force: bool = False, state: str | None = None) -> None:
+        with self._status_lock:
+            self._publish_status_locked(now, force, state)
+
+    def _publish_status_locked(self, now: float, force: bool, state: str | None) -> None:
+        st = self.status(state)
+        # STATUS= at most once a second
+        if (force or now - self._last_notify >= 1.0) and self.notifier.status(st.text()):
+            self._last_notify = now
+        if st == self._last_status and not force and now - self._last_status_write < 10.0:
+            return
+        self._last_status = st
+        self._last_status_write = now
+        svc = self.cfg.service
+        if svc.status_file is not None:
+            body = {"time": time.time(), "text": st.text(), **st.__dict__}
+            self._write_small(svc.status_file, json.dumps(body) + "\n")
+        if svc.metrics_file is not None:
+            self._write_small(svc.metrics_file, self._metrics(st))
+
+    def _metrics(self, st: Status) -> str:
+        rows = [
+            ("redactd_jobs_done_total", "counter", "Files delivered to outbound.", st.done),
+            ("redactd_jobs_quarantined_total", "counter", "Files quarantined.", st.quarantined),
+            ("redactd_job_retries_total", "counter", "Transient failures retried.", self.retries),
+            ("redactd_queue_depth", "gauge", "Files waiting (claimed or ready).", st.queued),
+            ("redactd_settling", "gauge", "Files seen, waiting to be complete.", st.settling),
+            ("redactd_active_jobs", "gauge", "Jobs being processed.", st.active),
+            ("redactd_paused", "gauge", "Outbound folders paused for space.", st.paused_folders),
+        ]
+        out = []
+        for name, kind, help_, value in rows:
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        return "\n".join(out) + "\n"
+
+    def _write_small(self, path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except OSError as e:
+            self.log.warning("service.status_write_failed", errno=errname(e))
+
+    # ------------------------------------------------------------------ space
+
+    def _pause(self, folder: Path, needed: int, item: Job | _Work) -> None:
+        dev = folder.stat().st_dev
+        with self._cond:
+            p = self._paused.get(dev)
+            if p is None:
+                p = self._paused[dev] = _Pause(folder, needed, self.clock())
+                new = True
+            else:
+                p.needed = max(p.needed, needed)
+                new = False
+            p.parked.append(item)
+        if new:
+            try:
+                free = free_bytes(folder)
+            except OSError:
+                free = -1
+            self.log.warning(
+                "service.paused", reason="outbound_full", free_bytes=free, needed_bytes=needed
+            )
+            self._publish_status(self.clock(), force=True)
+
+    def _paused_dev(self, folder: Path) -> int | None:
+        try:
+            dev = folder.stat().st_dev
+        except OSError:
+            return None
+        with self._cond:
+            return dev if dev in self._paused else None
+
+    def _check_space(self, now: float) -> None:
+        with self._cond:
+            paused = list(self._paused.items())
+        for dev, p in paused:
+            try:
+                free = free_bytes(p.folder)
+            except OSError:
+                continue
+            if free < p.needed:
+                continue
+            with self._cond:
+                self._paused.pop(dev, None)
+                for item in p.parked:
+                    if isinstance(item, Job):
+                        self._jobs.append(item)
+                    else:
+                        self._cands.append(item)
+                self._cond.notify_all()
+            self.log.info(
+                "service.resumed",
+                free_bytes=free,
+                paused_s=round(now - p.since, 1),
+                requeued=len(p.parked),
+            )
+
+    # ------------------------------------------------------------------ timeouts
+
+    def _check_timeouts(self, now: float) -> None:
+        limit = self.cfg.service.job_timeout_seconds
+        for a in list(self._active.values()):
+            if now - a.started <= limit or a.job.timed_out:
+                continue
+            a.job.timed_out = True
+            with contextlib.suppress(OSError):
+                self.spool.save(a.job)
+            self._healthy = False  # no more WATCHDOG=1: a hung pipeline gets restarted
+            self.log.error("job.timeout", job=a.job.id, running_s=round(now - a.started, 1))
+            self.request_stop(EX_TEMPFAIL)
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self) -> None:
+        """Apply a changed config where that is safe; see the module docstring."""
+        src = self.cfg.source
+        if src is None:
+            return
+        try:
+            new = config_mod.load(src)
+            if config_mod.world_writable(src):
+                raise ConfigError("", "the config file is world-writable")
+        except ConfigError as e:
+            self.log.error("config.reload_failed", error=log.scrub(str(e)))
+            return
+        except OSError as e:
+            self.log.error("config.reload_failed", errno=errname(e))
+            return
+        old = self.cfg
+        needs: list[str] = []
+        for key in ("profiles", "runtime", "models", "limits"):
+            if getattr(new, key) != getattr(old, key):
+                needs.append(key)
+        for key in ("workers", "work_dir"):
+            if getattr(new.service, key) != getattr(old.service, key):
+                needs.append(f"service.{key}")
+        if not {w.profile for w in new.watch} <= {w.profile for w in old.watch}:
+            needs.append("watch.profile")
+        if needs:
+            self.log.warning("config.reload_needs_restart", keys=needs)
+            return
+        for wc in new.watch:
+            for folder in (wc.outbound, wc.quarantine):
+                folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+        old_watchers = self.watchers
+        self.cfg = new
+        log.configure(new.logging.level, new.logging.format)
+        self.watchers = self._make_watchers(new)
+        for w in old_watchers:
+            w.stop()  # candidates already queued still release to their old watcher
+        for w in self.watchers:
+            w.start()
+        self.log.info("config.reloaded", watches=len(self.watchers))
+
+    # ------------------------------------------------------------------ workers
+
+    def _take(self) -> Job | _Work | None:
+        with self._cond:
+            while not self._stopping.is_set():
+                if self._jobs:
+                    return self._jobs.popleft()
+                if self._cands:
+                    return self._cands.popleft()
+                self._cond.wait(0.5)
+        return None
+
+    def _worker(self, pipeline: PipelineLike) -> None:
+        while not self._stopping.is_set():
+            item = self._take()
+            if item is None:
+                return
+            self._handle(item, pipeline)
+
+    def _handle(self, item: Job | _Work, pipeline: PipelineLike) -> None:
+        job: Job | None = item if isinstance(item, Job) else None
+        me = threading.get_ident()
+        try:
+            if isinstance(item, _Work):
+                job = self._claim(item)
+                if job is None:
+                    return
+            assert job is not None
+            with structlog.contextvars.bound_contextvars(job=job.id):
+                self._active[me] = _Active(job, self.clock())
+                self._advance(job, pipeline)
+        except Exception as e:
+            # The one per-job catch-all: a bug must cost one file, not the service.
+            tb = log.scrub("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+            self.log.error(
+                "job.internal_error",
+                job=job.id if job else None,
+                error=type(e).__name__,
+                message=log.scrub(str(e))[:300],
+                traceback=tb[-4000:],
+            )
+            if job is not None:
+                self._quarantine(job, "internal_error", "unknown", type(e).__name__)
+        finally:
+            self._active.pop(me, None)
+
+    # -- claim --------------------------------------------------------------------
+
+    def _special_movable(self, cand: Candidate, target: Target) -> bool:
+        try:
+            qdev = target.quarantine.stat().st_dev
+        except OSError:
+            return False
+        return cand.dev == self.spool.dev == qdev
+
+    def _claim(self, work: _Work) -> Job | None:
+        cand, target = work.cand, work.target
+        refused: tuple[int, int] | None = None
+        try:
+            if self._paused_dev(target.outbound) is not None:
+                self._pause(target.outbound, 0, work)
+                return None  # parked with the watcher's in-flight mark kept
+            if not cand.regular and not self._special_movable(cand, target):
+                raise NotMovable()
+            job = self.spool.claim(cand.rel, target, cand.regular)
+        except NotMovable:
+            # Never read, never followed; it stays where it is, said once.
+            refused = (cand.dev, cand.ino)
+            self.log.warning(
+                "job.refused", job=log.new_job_id(), reason="not_regular_file", action="left"
+            )
+            work.watcher.release(cand.key, refused)
+            return None
+        except OSError as e:
+            # The input is untouched in inbound; the next rescan offers it again.
+            self.log.warning("job.claim_failed", errno=errname(e), size=cand.size)
+            work.watcher.release(cand.key)
+            return None
+        work.watcher.release(cand.key)
+        if job is None:
+            return None  # taken by another instance or removed: not ours
+        self.log.info(
+            "job.claimed",
+            job=job.id,
+            watch=cand.watch,
+            size=job.size,
+            regular=cand.regular,
+            depth=len(cand.rel) - 1,
+        )
+        return job
+
+    # -- one job --------------------------------------------------------------------
+
+    def _advance(self, job: Job, pipeline: PipelineLike) -> None:
+        if job.timed_out:
+            self._quarantine(job, "job_timeout", "process")
+            return
+        if job.state == "quarantining":
+            self._quarantine(job, "", "")
+            return
+        if job.state == "delivering":
+            self._deliver(job, None, 0.0)
+            return
+        svc = self.cfg.service
+        if job.attempts >= svc.max_attempts:
+            # Every earlier attempt ended without an answer (the process died).
+            self._quarantine(job, "too_many_attempts", "process", last_error="interrupted")
+            return
+        outbound = job.target.outbound
+        if self._paused_dev(outbound) is not None:
+            self._pause(outbound, 0, job)
+            return
+        try:
+            if free_bytes(outbound) < svc.min_free_bytes:
+                self._pause(outbound, svc.min_free_bytes, job)
+                return
+        except OSError as e:
+            self._transient(job, f"outbound_{errname(e).lower()}", "deliver")
+            return
+        t0 = time.perf_counter()
+        try:
+            try:
+                self.spool.preflight(job, self.cfg.limits.max_file_bytes)
+            except (TransientError, PermanentInputError):
+                # It was looked at: that is an attempt (and an unreadable file
+                # must run out of attempts).
+                self.spool.count_attempt(job)
+                raise
+            tmp = self.spool.begin_attempt(job)
+            try:
+                result = pipeline.process(job.src, tmp, job.target.profile)
+            except OSError as e:
+                if e.errno in _DISK_FULL_ERRNOS:
+                    raise _DiskFull() from e
+                raise  # any other raw OSError from the pipeline is a bug: catch-all
+        except PermanentInputError as e:
+            self._quarantine(job, e.reason, e.stage or "process", e.detail)
+            return
+        except (TransientError, _DiskFull) as e:
+            if isinstance(e, _DiskFull) or _is_disk_full(e):
+                self._disk_full(job)
+                return
+            assert isinstance(e, TransientError)
+            self._transient(job, e.reason, "process")
+            return
+        except ModelError as e:
+            self.log.error("service.model_failed", error=log.scrub(str(e))[:300])
+            self.spool.undo_attempt(job)
+            with self._cond:
+                self._jobs.appendleft(job)
+            self.request_stop(EX_CONFIG)
+            return
+        except OSError as e:  # from our own preflight / work-area steps
+            if e.errno in _DISK_FULL_ERRNOS:
+                self._disk_full(job)
+            else:
+                self._transient(job, errname(e).lower(), "spool")
+            return
+        self._deliver(job, result, t0)
+
+    def _deliver(self, job: Job, result: JobResult | None, t0: float) -> None:
+        try:
+            self.spool.deliver(job)
+        except PermanentInputError as e:
+            self._quarantine(job, e.reason, e.stage or "deliver", e.detail)
+            return
+        except OSError as e:
+            if e.errno in _DISK_FULL_ERRNOS:
+                self._pause(job.target.outbound, self._needed(job), job)
+            else:
+                self._transient(job, errname(e).lower(), "deliver")
+            return
+        with self._cond:
+            self.done += 1
+        if result is None:
+            self.log.info("job.done", job=job.id, attempts=job.attempts, resumed=True)
+            return
+        t = result.timings
+        self.log.info(
+            "job.done",
+            job=job.id,
+            kind=result.kind,
+            media_type=result.media_type,
+            faces=result.counts.get("face", 0),
+            plates=result.counts.get("plate", 0),
+            frames=result.frames,
+            width=result.width,
+            height=result.height,
+            input_bytes=result.input_bytes,
+            output_bytes=result.output_bytes,
+            attempts=job.attempts,
+            decode_ms=round(t.decode_ms, 1),
+            detect_ms=round(t.detect_ms, 1),
+            mask_ms=round(t.mask_ms, 1),
+            encode_ms=round(t.encode_ms, 1),
+            total_ms=round((time.perf_counter() - t0) * 1000.0, 1),
+            queued_s=round(max(0.0, time.time() - job.claimed_at), 3),
+        )
+
+    def _needed(self, job: Job) -> int:
+        # Resume only when there is clearly room for this result again (twice
+        # the input), but never ask for more than half of the filesystem.
+        want = 2 * job.size + (64 << 10)
+        try:
+            st = os.statvfs(job.target.outbound)
+            want = min(want, st.f_blocks * st.f_frsize // 2)
+        except OSError:
+            pass
+        return max(self.cfg.service.min_free_bytes, want)
+
+    def _disk_full(self, job: Job) -> None:
+        # The disk, not the input, failed: do not count it. If the work area is
+        # full too, the count is corrected in memory only.
+        with contextlib.suppress(OSError):
+            self.spool.undo_attempt(job)
+        self._pause(job.target.outbound, self._needed(job), job)
+
+    def _transient(self, job: Job, reason: str, stage: str) -> None:
+        svc = self.cfg.service
+        self.spool.discard_output(job)
+        if job.attempts >= svc.max_attempts:
+            final = reason if reason in REASONS else "too_many_attempts"
+            self._quarantine(job, final, stage, last_error=reason)
+            return
+        delay = min(svc.retry_max_seconds, svc.retry_base_seconds * 2 ** max(0, job.attempts - 1))
+        delay *= random.uniform(0.8, 1.2)  # spread retries of many jobs
+        with self._cond:
+            self.retries += 1
+        self.log.warning(
+            "job.retry",
+            job=job.id,
+            reason=reason,
+            stage=stage,
+            attempts=job.attempts,
+            delay_s=round(delay, 2),
+        )
+        self._later(job, delay)
+
+    def _later(self, job: Job, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._delayed, (self.clock() + delay, next(self._seq), job))
+
+    def _quarantine(
+        self, job: Job, reason: str, stage: str, detail: str = "", last_error: str = ""
+    ) -> None:
+        """Move the job's original to quarantine; on I/O failure try again later."""
+        try:
+            if job.state != "quarantining":
+                self.spool.start_quarantine(job, reason, stage, detail, last_error)
+            self.spool.quarantine(job)
+        except OSError as e:
+            job.q_fails += 1
+            fails = job.q_fails
+            if fails > self.cfg.service.max_attempts:
+                # Left claimed in the work area; the next start tries again.
+                self.log.error("job.stuck", job=job.id, errno=errname(e), stage="quarantine")
+                return
+            self.log.warning("job.retry", job=job.id, reason=errname(e).lower(), stage="quarantine")
+            self._later(job, min(self.cfg.service.retry_max_seconds, 2.0**fails))
+            return
+        with self._cond:
+            self.quarantined += 1
+        r = job.reason or {}
+        self.log.warning(
+            "job.quarantined",
+            job=job.id,
+            reason=r.get("reason", reason),
+            stage=r.get("stage", stage),
+            attempts=job.attempts,
+            size=job.size,
+        )

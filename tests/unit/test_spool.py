@@ -1,0 +1,556 @@
+"""The work area on real filesystems: claim, deliver, quarantine, recover.
+
+Crashes are simulated by raising a ``BaseException`` at a precise step and
+then building a fresh ``Spool`` (a new process) that recovers; the kill -9
+test in ``tests/reliability`` does the same with real process deaths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from redactd import fsutil
+from redactd.errors import REASONS, PermanentInputError, TransientError
+from redactd.service import spool as spool_mod
+from redactd.service.spool import (
+    MANIFEST,
+    Spool,
+    SpoolBusy,
+    Target,
+    numbered,
+    reason_name,
+    truncate_name,
+)
+
+
+class Crash(BaseException):
+    """Stands for the process dying at this exact step."""
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    d = {k: tmp_path / k for k in ("inbound", "outbound", "quarantine", "work")}
+    for p in d.values():
+        p.mkdir()
+    return d
+
+
+def target(d: dict[str, Path]) -> Target:
+    return Target(d["inbound"], d["outbound"], d["quarantine"], "default", 0o640)
+
+
+def put(d: dict[str, Path], *rel: str, data: bytes = b"original") -> Path:
+    p = d["inbound"].joinpath(*rel)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+def fake_process(src: Path, dst: Path) -> None:
+    """What the pipeline does: O_EXCL create, write, fsync."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"masked:" + src.read_bytes())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(str(Path(r, f).relative_to(root)) for r, _ds, fs in os.walk(root) for f in fs)
+
+
+def test_claim_moves_the_file_into_a_private_job_folder(dirs: dict[str, Path]) -> None:
+    src = put(dirs, "sub", "a.jpg")
+    sp = Spool(dirs["work"])
+    job = sp.claim(("sub", "a.jpg"), target(dirs), regular=True)
+    assert job is not None
+    assert not src.exists()
+    assert job.src.read_bytes() == b"original"
+    assert stat.S_IMODE(dirs["work"].stat().st_mode) == 0o700
+    assert stat.S_IMODE(job.dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((job.dir / MANIFEST).stat().st_mode) == 0o600
+    manifest = json.loads((job.dir / MANIFEST).read_text())
+    assert manifest["rel"] == ["sub", "a.jpg"]
+
+
+def test_claim_of_a_vanished_file_returns_none_and_leaves_no_job(dirs: dict[str, Path]) -> None:
+    sp = Spool(dirs["work"])
+    assert sp.claim(("gone.jpg",), target(dirs), True) is None
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_two_spools_racing_for_one_file_claim_it_once(tmp_path: Path) -> None:
+    d = {k: tmp_path / k for k in ("inbound", "outbound", "quarantine", "w1", "w2")}
+    for p in d.values():
+        p.mkdir()
+    t = Target(d["inbound"], d["outbound"], d["quarantine"], "default")
+    for round_ in range(30):
+        src = d["inbound"] / f"f{round_}.jpg"
+        src.write_bytes(b"x")
+        results: list[object] = []
+        barrier = threading.Barrier(2)
+
+        def grab(
+            work: Path,
+            src: Path = src,
+            barrier: threading.Barrier = barrier,
+            results: list[object] = results,
+        ) -> None:
+            sp = Spool(work)
+            barrier.wait()
+            results.append(sp.claim((src.name,), t, True))
+
+        ths = [threading.Thread(target=grab, args=(d[w],)) for w in ("w1", "w2")]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        assert sum(r is not None for r in results) == 1
+    jobs = [p for w in ("w1", "w2") for p in d[w].iterdir() if p.is_dir()]
+    assert len(jobs) == 30
+
+
+def test_deliver_publishes_under_the_same_relative_name_then_drops_the_original(
+    dirs: dict[str, Path],
+) -> None:
+    sp = Spool(dirs["work"])
+    put(dirs, "a", "b", "c.jpg")
+    job = sp.claim(("a", "b", "c.jpg"), target(dirs), True)
+    assert job is not None
+    tmp = sp.begin_attempt(job)
+    assert tmp.parent == dirs["outbound"] / "a" / "b"
+    assert tmp.name.startswith(fsutil.TMP_PREFIX) and tmp.suffix == ".jpg"
+    fake_process(job.src, tmp)
+    final = sp.deliver(job)
+    assert final == dirs["outbound"] / "a" / "b" / "c.jpg"
+    assert final.read_bytes() == b"masked:original"
+    assert stat.S_IMODE(final.stat().st_mode) == 0o640
+    assert all_files(dirs["outbound"]) == ["a/b/c.jpg"]
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_deliver_never_overwrites_an_existing_result(dirs: dict[str, Path]) -> None:
+    sp = Spool(dirs["work"])
+    (dirs["outbound"] / "x.jpg").write_bytes(b"earlier")
+    (dirs["outbound"] / "x (1).jpg").write_bytes(b"earlier too")
+    put(dirs, "x.jpg")
+    job = sp.claim(("x.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+    final = sp.deliver(job)
+    assert final.name == "x (2).jpg"
+    assert (dirs["outbound"] / "x.jpg").read_bytes() == b"earlier"
+
+
+def test_long_names_are_shortened_within_name_max(dirs: dict[str, Path]) -> None:
+    name = "é" * 125 + ".jpg"  # 254 bytes: the numbered variant would not fit
+    assert len(os.fsencode(name)) == 254
+    sp = Spool(dirs["work"])
+    (dirs["outbound"] / name).write_bytes(b"earlier")
+    put(dirs, name)
+    job = sp.claim((name,), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+    final = sp.deliver(job)
+    assert final.name.endswith(" (1).jpg")
+    assert len(os.fsencode(final.name)) <= 255
+    final.name.encode("utf-8")  # cut on a character boundary
+    assert len(os.fsencode(reason_name(name))) <= 255
+    assert reason_name("short.jpg") == "short.jpg.reason.json"
+    assert reason_name(name) != reason_name(name[:-5] + "x.jpg")
+
+
+def test_name_helpers() -> None:
+    assert numbered("a.jpg", 0) == "a.jpg"
+    assert numbered("a.jpg", 3) == "a (3).jpg"
+    assert numbered("archive.tar.gz", 1) == "archive.tar (1).gz"
+    assert numbered("noext", 2) == "noext (2)"
+    assert truncate_name("aé", 2) == "a"
+
+
+def test_non_utf8_names_survive_claim_manifest_and_delivery(dirs: dict[str, Path]) -> None:
+    raw = b"caf\xe9-\xff.jpg"  # Latin-1 bytes: not UTF-8
+    name = os.fsdecode(raw)
+    (dirs["inbound"] / name).write_bytes(b"data")
+    sp = Spool(dirs["work"])
+    job = sp.claim((name,), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+    # a fresh process reads the manifest back
+    again = Spool(dirs["work"]).recover()
+    assert len(again) == 1 and again[0].rel == (name,)
+    job2 = again[0]  # the cut-short attempt is run again
+    fake_process(job2.src, sp.begin_attempt(job2))
+    out = sp.deliver(job2)
+    assert os.fsencode(out.name) == raw
+    assert os.listdir(os.fsencode(dirs["outbound"])) == [raw]
+
+
+def test_quarantine_keeps_the_subfolder_and_writes_a_reason_without_names(
+    dirs: dict[str, Path],
+) -> None:
+    sp = Spool(dirs["work"])
+    rel = ("cam1", "secret-name.jpg")
+    put(dirs, *rel)
+    job = sp.claim(rel, target(dirs), True)
+    assert job is not None
+    sp.begin_attempt(job)
+    sp.start_quarantine(job, "corrupt", "decode", "bad huffman table in /in/cam1/secret-name.jpg")
+    q = sp.quarantine(job)
+    assert q == dirs["quarantine"] / "cam1" / "secret-name.jpg"
+    assert q.read_bytes() == b"original"
+    reason_file = dirs["quarantine"] / "cam1" / "secret-name.jpg.reason.json"
+    body = json.loads(reason_file.read_text())
+    assert body["reason"] == "corrupt" and body["stage"] == "decode"
+    assert body["attempts"] == 1 and body["redactd_version"] and body["time"]
+    assert body["description"] == REASONS["corrupt"]
+    assert "secret" not in reason_file.read_text()
+    assert all_files(dirs["outbound"]) == []  # the attempt's temporary is gone
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_a_symlink_is_quarantined_as_the_link_itself(dirs: dict[str, Path], tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    link = dirs["inbound"] / "evil.jpg"
+    os.symlink(outside, link)
+    sp = Spool(dirs["work"])
+    job = sp.claim(("evil.jpg",), target(dirs), regular=False)
+    assert job is not None
+    with pytest.raises(PermanentInputError) as ei:
+        sp.preflight(job, 10**9)
+    assert ei.value.reason == "not_regular_file"
+    sp.start_quarantine(job, ei.value.reason, "preflight")
+    q = sp.quarantine(job)
+    assert q.is_symlink() and os.readlink(q) == str(outside)
+    assert outside.read_bytes() == b"not yours" and outside.stat().st_nlink == 1
+
+
+def test_preflight_refuses_fifo_without_blocking_and_empty_files(dirs: dict[str, Path]) -> None:
+    sp = Spool(dirs["work"])
+    fifo = dirs["inbound"] / "pipe.jpg"
+    os.mkfifo(fifo)
+    job = sp.claim(("pipe.jpg",), target(dirs), regular=False)
+    assert job is not None
+    with pytest.raises(PermanentInputError, match="not_regular_file"):
+        sp.preflight(job, 10**9)
+    put(dirs, "e.jpg", data=b"")
+    empty = sp.claim(("e.jpg",), target(dirs), True)
+    assert empty is not None
+    with pytest.raises(PermanentInputError, match="empty_file"):
+        sp.preflight(empty, 10**9)
+    put(dirs, "b.jpg", data=b"12345")
+    big = sp.claim(("b.jpg",), target(dirs), True)
+    assert big is not None
+    with pytest.raises(PermanentInputError, match="too_large"):
+        sp.preflight(big, 4)
+
+
+def test_preflight_reports_unreadable_as_transient(dirs: dict[str, Path]) -> None:
+    if os.geteuid() == 0:
+        # chmod 000 does not stop root; the reliability corpus covers this by
+        # running the daemon without CAP_DAC_OVERRIDE.
+        pytest.skip("root reads mode-000 files")
+    sp = Spool(dirs["work"])
+    put(dirs, "u.jpg")
+    job = sp.claim(("u.jpg",), target(dirs), True)
+    assert job is not None
+    job.src.chmod(0)
+    with pytest.raises(TransientError, match="unreadable"):
+        sp.preflight(job, 10**9)
+
+
+def test_outbound_subfolder_that_is_a_symlink_is_a_bad_name(
+    dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, dirs["outbound"] / "cam")
+    sp = Spool(dirs["work"])
+    put(dirs, "cam", "x.jpg")
+    job = sp.claim(("cam", "x.jpg"), target(dirs), True)
+    assert job is not None
+    with pytest.raises(PermanentInputError, match="bad_name"):
+        sp.begin_attempt(job)
+    assert list(elsewhere.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- crashes
+
+
+def test_crash_during_processing_leaves_no_partial_output(dirs: dict[str, Path]) -> None:
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    tmp = sp.begin_attempt(job)
+    tmp.write_bytes(b"half")  # the process dies here
+    jobs = Spool(dirs["work"]).recover()
+    assert len(jobs) == 1 and jobs[0].state == "claimed" and jobs[0].attempts == 1
+    assert all_files(dirs["outbound"]) == []
+    assert jobs[0].src.read_bytes() == b"original"
+
+
+def test_crash_between_link_and_unlink_delivers_exactly_once(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+
+    def link_then_die(src: Path, dst: Path) -> None:
+        os.link(src, dst)
+        raise Crash()
+
+    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", link_then_die)
+    with pytest.raises(Crash):
+        sp.deliver(job)
+    monkeypatch.undo()
+    jobs = Spool(dirs["work"]).recover()
+    assert [j.state for j in jobs] == ["delivering"]
+    sp.deliver(jobs[0])
+    assert all_files(dirs["outbound"]) == ["a.jpg"]
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_crash_before_the_link_delivers_once_after_recovery(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+
+    def die(src: Path, dst: Path) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", die)
+    with pytest.raises(Crash):
+        sp.deliver(job)
+    monkeypatch.undo()
+    jobs = Spool(dirs["work"]).recover()
+    sp.deliver(jobs[0])
+    assert all_files(dirs["outbound"]) == ["a.jpg"]
+
+
+def test_crash_after_delivery_before_cleanup_does_not_deliver_twice(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+
+    def die(job: object) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(sp, "_finish", die)
+    with pytest.raises(Crash):
+        sp.deliver(job)
+    jobs = Spool(dirs["work"]).recover()
+    assert len(jobs) == 1
+    Spool(dirs["work"]).deliver(jobs[0])
+    assert all_files(dirs["outbound"]) == ["a.jpg"]
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_crash_before_the_claim_rename_leaves_the_input_in_inbound(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = put(dirs, "a.jpg")
+    sp = Spool(dirs["work"])
+    real_rename = os.rename
+
+    def die(a: object, b: object, **kw: object) -> None:
+        if a == "a.jpg":
+            raise Crash()
+        real_rename(a, b, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spool_mod.os, "rename", die)
+    with pytest.raises(Crash):
+        sp.claim(("a.jpg",), target(dirs), True)
+    monkeypatch.undo()
+    assert Spool(dirs["work"]).recover() == []
+    assert src.exists()
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_crash_during_quarantine_quarantines_exactly_once(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    sp.begin_attempt(job)
+    sp.start_quarantine(job, "corrupt", "decode")
+
+    def die(*a: object) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(sp, "_write_reason", die)  # original placed, reason not yet
+    with pytest.raises(Crash):
+        sp.quarantine(job)
+    jobs = Spool(dirs["work"]).recover()
+    assert [j.state for j in jobs] == ["quarantining"]
+    Spool(dirs["work"]).quarantine(jobs[0])
+    assert all_files(dirs["quarantine"]) == ["a.jpg", "a.jpg.reason.json"]
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_lock_keeps_a_second_process_out(dirs: dict[str, Path]) -> None:
+    a = Spool(dirs["work"])
+    a.lock()
+    try:
+        with pytest.raises(SpoolBusy):
+            Spool(dirs["work"]).lock()
+    finally:
+        a.unlock()
+    b = Spool(dirs["work"])
+    b.lock()
+    b.unlock()
+
+
+def test_sweep_removes_old_strays_and_spares_young_ones(dirs: dict[str, Path]) -> None:
+    old = dirs["outbound"] / "sub" / (fsutil.TMP_PREFIX + "old.jpg")
+    old.parent.mkdir()
+    old.write_bytes(b"x")
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    young = dirs["outbound"] / (fsutil.TMP_PREFIX + "young.jpg")
+    young.write_bytes(b"x")
+    keep = dirs["outbound"] / "result.jpg"
+    keep.write_bytes(b"x")
+    assert Spool(dirs["work"]).sweep_strays([dirs["outbound"]]) == 1
+    assert not old.exists() and young.exists() and keep.exists()
+
+
+# --------------------------------------------------------------------------- other filesystems
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "8m") -> Iterator[Path]:
+    path.mkdir(exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); cross-filesystem moves untested")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_claim_and_quarantine_across_filesystems_copy_durably(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "mnt") as mnt:
+        d = {
+            "inbound": mnt / "inbound",
+            "outbound": tmp_path / "outbound",
+            "quarantine": mnt / "quarantine",
+            "work": tmp_path / "work",
+        }
+        for p in d.values():
+            p.mkdir()
+        put(d, "a.jpg")
+        sp = Spool(d["work"])
+        job = sp.claim(("a.jpg",), target(d), True)
+        assert job is not None
+        assert os.listdir(d["inbound"]) == []  # neither the file nor its claim name
+        assert job.src.read_bytes() == b"original"
+        sp.begin_attempt(job)
+        sp.start_quarantine(job, "corrupt", "decode")
+        q = sp.quarantine(job)
+        assert q.read_bytes() == b"original"
+        assert all_files(d["quarantine"]) == ["a.jpg", "a.jpg.reason.json"]
+        assert os.listdir(d["work"]) == []
+        # a special file cannot be copied: it is left in place
+        os.mkfifo(d["inbound"] / "p")
+        with pytest.raises(spool_mod.NotMovable):
+            sp.claim(("p",), target(d), False)
+        assert (d["inbound"] / "p").exists()
+
+
+def test_cross_filesystem_claim_interrupted_mid_copy_is_finished_by_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tmpfs(tmp_path / "mnt") as mnt:
+        d = {
+            "inbound": mnt / "inbound",
+            "outbound": tmp_path / "o",
+            "quarantine": tmp_path / "q",
+            "work": tmp_path / "w",
+        }
+        for p in d.values():
+            p.mkdir()
+        put(d, "a.jpg")
+
+        def die(a: Path, b: Path, **kw: object) -> None:
+            b.write_bytes(b"par")
+            raise Crash()
+
+        monkeypatch.setattr(spool_mod, "_copy_nofollow", die)
+        with pytest.raises(Crash):
+            Spool(d["work"]).claim(("a.jpg",), target(d), True)
+        monkeypatch.undo()
+        assert [p.startswith(".redactd-claim-") for p in os.listdir(d["inbound"])] == [True]
+        jobs = Spool(d["work"]).recover()
+        assert len(jobs) == 1 and jobs[0].src.read_bytes() == b"original"
+        assert os.listdir(d["inbound"]) == []
+
+
+def test_cross_filesystem_claim_that_fails_puts_the_input_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tmpfs(tmp_path / "mnt") as mnt:
+        d = {
+            "inbound": mnt / "inbound",
+            "outbound": tmp_path / "o",
+            "quarantine": tmp_path / "q",
+            "work": tmp_path / "w",
+        }
+        for p in d.values():
+            p.mkdir()
+        src = put(d, "a.jpg")
+
+        def full(a: Path, b: Path, **kw: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(spool_mod, "_copy_nofollow", full)
+        with pytest.raises(OSError):
+            Spool(d["work"]).claim(("a.jpg",), target(d), True)
+        assert os.listdir(d["inbound"]) == ["a.jpg"]
+        assert src.read_bytes() == b"original"
+        assert os.listdir(d["work"]) == []
+
+
+def test_a_subfolder_swapped_for_a_symlink_cannot_pull_files_from_outside(
+    dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.jpg").write_bytes(b"not in inbound")
+    # The watcher saw inbound/cam/x.jpg; then cam became a symlink out of inbound.
+    os.symlink(outside, dirs["inbound"] / "cam")
+    sp = Spool(dirs["work"])
+    with pytest.raises(OSError):
+        sp.claim(("cam", "x.jpg"), target(dirs), True)
+    assert (outside / "x.jpg").read_bytes() == b"not in inbound"
+    assert os.listdir(dirs["work"]) == []
