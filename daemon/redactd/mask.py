@@ -66,13 +66,15 @@ class _Patch:
 
 
 def apply_masks(image: np.ndarray, regions: Sequence[MaskRegion]) -> np.ndarray:
-    """Mask every region of ``image`` (``HxWxC`` uint8) in place and return it.
+    """Mask every region of ``image`` (``HxWx3`` BGR or ``HxWx1``, uint8) in place.
 
-    Boxes are padded, then clipped to the image; a box wholly outside is
-    skipped. Boxes of any size (down to a single pixel) are masked.
+    Returns ``image``. Boxes are padded, then clipped to the image; a box
+    wholly outside, empty or with non-finite coordinates is skipped. Boxes of
+    any size (down to a single pixel) are masked: a padded box is at least
+    4 px on each side.
     """
-    if image.ndim != 3 or image.dtype != np.uint8:
-        raise ValueError("apply_masks expects an HxWxC uint8 array")
+    if image.ndim != 3 or image.shape[2] not in (1, 3) or image.dtype != np.uint8:
+        raise ValueError("apply_masks expects an HxWx3 or HxWx1 uint8 array")
     h, w = image.shape[:2]
     patches = [p for r in regions if (p := _mask_patch(image, r, w, h)) is not None]
     for p in patches:
@@ -88,7 +90,8 @@ def apply_masks(image: np.ndarray, regions: Sequence[MaskRegion]) -> np.ndarray:
 def _mask_patch(image: np.ndarray, region: MaskRegion, w: int, h: int) -> _Patch | None:
     cfg = region.mask
     box = region.box
-    if not box.width > 0 or not box.height > 0:  # also refuses NaN coordinates
+    coords = (box.x1, box.y1, box.x2, box.y2)
+    if not all(math.isfinite(c) for c in coords) or box.width <= 0 or box.height <= 0:
         return None
     padded = _at_least(box.pad(cfg.padding), _MIN_SIDE)
     x1, y1, x2, y2 = padded.int_bounds(w, h)
@@ -99,8 +102,11 @@ def _mask_patch(image: np.ndarray, region: MaskRegion, w: int, h: int) -> _Patch
     # cut by the frame edge gets the same cell size as if it were whole.
     full = max(padded.width, padded.height)
     if cfg.method == "solid":
+        color = np.asarray(cfg.color, dtype=np.float64)
+        if crop.shape[2] == 1:  # grey: the colour's brightness (BT.601, B G R order)
+            color = np.asarray([color @ np.asarray([0.114, 0.587, 0.299])])
         pixels = np.empty_like(crop)
-        pixels[...] = np.asarray(cfg.color[: crop.shape[2]], dtype=np.uint8)
+        pixels[...] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
     elif cfg.method == "blur":
         pixels = _blur(crop, sigma=cfg.blur_strength * full / 6.0)
     elif cfg.method == "pixelate":

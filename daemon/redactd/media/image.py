@@ -275,13 +275,18 @@ def decode(path: Path, limits: LimitsConfig) -> DecodedImage:
             pages: list[Page] = []
             bits_reduced = False
             icc: bytes | None = None
+            dpi: tuple[float, float] | None = None
             for i in range(n):
                 im.seek(i)
                 im.load()
-                page, reduced = _to_page(im, _orientation(im, fmt))
+                orientation = _orientation(im, fmt)
+                page, reduced = _to_page(im, orientation)
                 bits_reduced |= reduced
                 if i == 0:
                     icc = _icc_for(im.info.get("icc_profile"), page.mode)
+                    dpi = _dpi(im.info.get("dpi"))
+                    if dpi is not None and orientation >= 5:  # turned a quarter
+                        dpi = (dpi[1], dpi[0])
                 pages.append(page)
             im.seek(0)
             return DecodedImage(
@@ -289,7 +294,7 @@ def decode(path: Path, limits: LimitsConfig) -> DecodedImage:
                 pages=tuple(pages),
                 icc_profile=icc if all(p.mode == pages[0].mode for p in pages) else None,
                 exif=_kept_exif(im) if fmt in ("jpeg", "png", "webp") else None,
-                dpi=_dpi(im.info.get("dpi")),
+                dpi=dpi,
                 jpeg_subsampling=_jpeg_subsampling(im) if fmt == "jpeg" else None,
                 jpeg_progressive=bool(im.info.get("progressive")) if fmt == "jpeg" else False,
                 webp_lossless=webp_lossless,

@@ -1,0 +1,202 @@
+"""Masks change what they cover, thoroughly, and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from redactd.config import MaskConfig
+from redactd.mask import MaskRegion, apply_masks
+from redactd.types import Box
+
+METHODS = ("mosaic", "blur", "pixelate", "solid")
+
+
+def textured(h: int = 200, w: int = 300, seed: int = 0) -> np.ndarray:
+    """Fine random texture over a gradient: detail a weak mask would keep."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3)).astype(np.int16)
+    img += np.linspace(-60, 60, w, dtype=np.int16)[None, :, None]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel: does any channel differ?"""
+    return np.any(a != b, axis=-1)
+
+
+def cfg(**kw: object) -> MaskConfig:
+    return dataclasses.replace(MaskConfig(), **kw)  # type: ignore[arg-type]
+
+
+def test_the_default_is_a_coarse_mosaic_over_a_padded_box() -> None:
+    d = MaskConfig()
+    assert (d.method, d.shape) == ("mosaic", "box")
+    assert d.padding >= 0.4 and d.blocks <= 3
+
+
+def test_masks_in_place_and_returns_the_same_array() -> None:
+    img = textured()
+    out = apply_masks(img, [MaskRegion(Box(10, 10, 50, 50), MaskConfig())])
+    assert out is img
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_changes_the_padded_box_and_nothing_outside(method: str) -> None:
+    original = textured()
+    img = original.copy()
+    box = Box(100, 60, 160, 140)  # 60 x 80
+    m = cfg(method=method, shape="box", padding=0.25)
+    apply_masks(img, [MaskRegion(box, m)])
+    x1, y1, x2, y2 = box.pad(0.25).int_bounds(300, 200)  # 85..175, 40..160
+    diff = changed(img, original)
+    assert diff[y1:y2, x1:x2].mean() > 0.95
+    outside = diff.copy()
+    outside[y1:y2, x1:x2] = False
+    assert not outside.any()
+    inside = np.abs(img[y1:y2, x1:x2].astype(int) - original[y1:y2, x1:x2]).mean()
+    assert inside > 40  # substantial, not a touch-up
+
+
+@pytest.mark.parametrize("method", ["mosaic", "blur"])
+def test_detail_is_gone_inside(method: str) -> None:
+    original = textured()
+    img = original.copy()
+    box = Box(100, 60, 180, 160)
+    apply_masks(img, [MaskRegion(box, cfg(method=method, shape="box", padding=0.0))])
+    crop, before = img[60:160, 100:180], original[60:160, 100:180]
+
+    def detail(a: np.ndarray) -> float:
+        return float(cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+    assert detail(crop) < detail(before) / 1000
+
+
+def test_mosaic_has_no_block_edges_but_pixelate_has() -> None:
+    y, x = np.mgrid[0:200, 0:300]
+    wave = (127 + 100 * np.sin(x / 13.0) * np.cos(y / 17.0)).astype(np.uint8)
+    img_m, img_p = (np.dstack([wave, wave, wave]) for _ in range(2))
+    box = Box(0, 0, 240, 240)
+    apply_masks(img_m, [MaskRegion(box, cfg(method="mosaic", blocks=6, padding=0.0))])
+    apply_masks(img_p, [MaskRegion(box, cfg(method="pixelate", blocks=6, padding=0.0))])
+    # pixelate: a handful of flat cells; mosaic: a smooth field with many values
+    assert len(np.unique(img_p[:200, :240].reshape(-1, 3), axis=0)) <= 36
+    steps_p = np.abs(np.diff(img_p[:200, :240].astype(int), axis=1)).max()
+    steps_m = np.abs(np.diff(img_m[:200, :240].astype(int), axis=1)).max()
+    assert steps_p > 20 and steps_m < steps_p / 3
+
+
+def test_solid_fills_with_the_colour() -> None:
+    img = textured()
+    apply_masks(
+        img, [MaskRegion(Box(10, 20, 40, 60), cfg(method="solid", padding=0.0, color=(1, 2, 3)))]
+    )
+    assert (img[20:60, 10:40] == np.array([1, 2, 3], np.uint8)).all()
+
+
+def test_ellipse_spares_the_corners_of_its_box() -> None:
+    original = textured()
+    img = original.copy()
+    apply_masks(img, [MaskRegion(Box(100, 50, 200, 150), cfg(shape="ellipse", padding=0.0))])
+    diff = changed(img, original)
+    assert diff[95:105, 145:155].all()  # the centre
+    for y, x in ((50, 100), (50, 199), (149, 100), (149, 199)):
+        assert not diff[y, x]
+    # the ellipse covers about pi/4 of its box
+    assert abs(diff[50:150, 100:200].mean() - math.pi / 4) < 0.03
+
+
+def test_blur_is_size_relative() -> None:
+    """The same picture at 10x the size is blurred the same, relatively."""
+    small = textured(40, 40, seed=3)
+    big = cv2.resize(small, (400, 400), interpolation=cv2.INTER_NEAREST)
+    m = cfg(method="blur", shape="box", padding=0.0)
+    apply_masks(small, [MaskRegion(Box(0, 0, 40, 40), m)])
+    apply_masks(big, [MaskRegion(Box(0, 0, 400, 400), m)])
+    back = cv2.resize(big, (40, 40), interpolation=cv2.INTER_AREA)
+    original = textured(40, 40, seed=3)
+    assert (
+        np.abs(back.astype(int) - small).mean() < 0.2 * np.abs(original.astype(int) - small).mean()
+    )
+
+
+@pytest.mark.parametrize("side", [1, 2, 3])
+@pytest.mark.parametrize("method", METHODS)
+def test_tiny_boxes_are_masked(side: int, method: str) -> None:
+    original = textured(seed=side)
+    img = original.copy()
+    box = Box(50, 50, 50 + side, 50 + side)
+    apply_masks(img, [MaskRegion(box, cfg(method=method))])
+    diff = changed(img, original)
+    assert diff[50 : 50 + side, 50 : 50 + side].all()
+    assert not diff[:40].any() and not diff[:, :40].any()  # stays local
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_boxes_partly_outside_the_image(method: str) -> None:
+    original = textured()
+    img = original.copy()
+    regions = [
+        MaskRegion(Box(-30, -20, 40, 50), cfg(method=method)),
+        MaskRegion(Box(260, 150, 360, 260), cfg(method=method)),
+    ]
+    apply_masks(img, regions)
+    diff = changed(img, original)
+    assert diff[0:50, 0:40].mean() > 0.95
+    assert diff[150:200, 260:300].mean() > 0.95
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        Box(400, 300, 500, 400),  # wholly outside
+        Box(-300, -300, -200, -200),  # outside even when padded
+        Box(50, 50, 50, 80),  # zero width
+        Box(60, 60, 40, 80),  # inverted
+        Box(float("nan"), 10, 20, 20),
+        Box(10, 10, float("inf"), 20),
+    ],
+)
+def test_boxes_with_nothing_to_mask_change_nothing(box: Box) -> None:
+    original = textured()
+    img = original.copy()
+    apply_masks(img, [MaskRegion(box, MaskConfig())])
+    assert np.array_equal(img, original)
+
+
+def test_overlapping_regions_are_all_masked_from_the_original_pixels() -> None:
+    original = textured()
+    a = MaskRegion(Box(50, 50, 130, 130), cfg(shape="box", padding=0.0))
+    b = MaskRegion(Box(100, 80, 180, 160), cfg(method="blur", shape="box", padding=0.0))
+    both = apply_masks(original.copy(), [a, b])
+    only_a = apply_masks(original.copy(), [a])
+    only_b = apply_masks(original.copy(), [b])
+    diff = changed(both, original)
+    assert diff[50:130, 50:130].mean() > 0.95 and diff[80:160, 100:180].mean() > 0.95
+    # b (written last) is b's mask of the ORIGINAL pixels, not of a's mosaic ...
+    assert np.array_equal(both[80:160, 100:180], only_b[80:160, 100:180])
+    # ... and the rest of a is a's mask alone
+    rest = np.ones((200, 300), bool)
+    rest[80:160, 100:180] = False
+    assert np.array_equal(both[rest], only_a[rest])
+
+
+def test_grey_single_channel_images() -> None:
+    original = textured()[..., :1].copy()
+    for method in METHODS:
+        img = original.copy()
+        m = cfg(method=method, color=(200, 100, 50))
+        apply_masks(img, [MaskRegion(Box(20, 20, 80, 80), m)])
+        assert img.shape == original.shape
+        assert (img[20:80, 20:80] != original[20:80, 20:80]).mean() > 0.9
+
+
+def test_rejects_what_it_cannot_mask() -> None:
+    with pytest.raises(ValueError):
+        apply_masks(np.zeros((10, 10), np.uint8), [])
+    with pytest.raises(ValueError):
+        apply_masks(np.zeros((10, 10, 3), np.float32), [])
