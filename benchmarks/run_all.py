@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--precision", choices=["f32", "bf16", "f16"], help="force OpenVINO precision")
     ap.add_argument("--images", type=int, help="WIDER images (default 30, quick 3)")
-    ap.add_argument("--frames", type=int, help="frames per clip (default 100/40, quick 8)")
+    ap.add_argument("--frames", type=int, help="frames per clip (default 50 / 20, quick 6 / 4)")
     ap.add_argument("--sections", default="images,video,resolution,faces")
     args = ap.parse_args(argv)
 
@@ -524,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     quick = args.quick
     n_images = args.images or (2 if quick else 30)
-    gt_frames = args.frames or (6 if quick else 100)
-    sweep_frames = args.frames or (4 if quick else 40)
+    gt_frames = args.frames or (6 if quick else 50)
+    sweep_frames = args.frames or (4 if quick else 20)
     resolutions = ["480p"] if quick else list(clips.RESOLUTIONS)
     face_counts = [1] if quick else [0, 1, 4, 16]
     deface_mode = args.deface or ("cached" if quick else "install")

@@ -324,6 +324,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+# --------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the daemon's own snapshot (counts only; the daemon writes it)."""
+    from redactd.service.supervisor import STATUS_FILE
+
+    try:
+        cfg = _load_config(args.config)
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    path = cfg.service.status_file or cfg.service.work_dir / STATUS_FILE
+    try:
+        snap = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        _err("no status yet: the daemon has not run with this config")
+        return 3  # LSB: program is not running
+    except (OSError, ValueError) as e:
+        _err(f"cannot read the status file: {type(e).__name__}")
+        return 4
+    if args.json:
+        print(json.dumps(snap, indent=2))
+        return EX_OK
+    age = time.time() - float(snap.get("time", 0))
+    m = snap.get("metrics", {})
+    print(snap.get("text", "?"))
+    print(f"snapshot age: {age:.0f} s" + ("  (stale: is the daemon running?)" if age > 120 else ""))
+    print(f"settling: {snap.get('settling', 0)}, retrying: {snap.get('retrying', 0)}")
+    print(f"throughput: {m.get('jobs_per_minute', 0)} jobs/min (last 10 min)")
+    masked = m.get("masked", {})
+    print(f"masked: {masked.get('face', 0)} faces, {masked.get('plate', 0)} plates")
+    last = m.get("last_success")
+    if last:
+        print(f"last success: {time.time() - float(last):.0f} s ago")
+    reasons = m.get("quarantine_reasons", {})
+    if reasons:
+        print("quarantined by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
+    for err in m.get("last_errors", [])[-5:]:
+        print(f"  {time.time() - float(err['time']):.0f} s ago: {err['reason']}")
+    return EX_OK
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -353,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_config(sub.add_parser("run", help="run the daemon on the configured watched folders"))
     sp.set_defaults(func=cmd_run)
+
+    sp = with_config(sub.add_parser("status", help="show the daemon's queue, counts and errors"))
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
 
     sp = with_config(sub.add_parser("process", help="anonymize files or folders once"))
     sp.add_argument("inputs", nargs="+", metavar="INPUT")

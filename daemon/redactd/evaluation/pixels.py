@@ -202,7 +202,8 @@ def run_pipeline(pipeline: Pipeline, image: LabelledImage, profile: str, dst: Pa
     """Anonymize ``image`` into the new file ``dst`` with the real pipeline and compare.
 
     A refused input (``PermanentInputError``/``TransientError``) gives an
-    unchanged result with its reason code; ``ModelError`` propagates.
+    unchanged result with its reason code (``io_error`` when the file cannot
+    be read at all); ``ModelError`` propagates.
     """
     t0 = time.perf_counter()
     try:
@@ -212,6 +213,11 @@ def run_pipeline(pipeline: Pipeline, image: LabelledImage, profile: str, dst: Pa
             dst.unlink()
         wall_ms = (time.perf_counter() - t0) * 1000.0
         return MaskedImage(unchanged(image), None, wall_ms, None, e.reason)
+    except OSError:  # e.g. a labelled image that is not there
+        with contextlib.suppress(FileNotFoundError):
+            dst.unlink()
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+        return MaskedImage(unchanged(image), None, wall_ms, None, "io_error")
     wall_ms = (time.perf_counter() - t0) * 1000.0
     try:
         pixels = compare_file(image, dst)

@@ -248,7 +248,7 @@ def _floor_detections(
 ) -> tuple[list[Detection], np.ndarray | None]:
     try:
         decoded = image_io.decode(image.path, cfg.limits)
-    except (PermanentInputError, TransientError):
+    except (PermanentInputError, TransientError, OSError):
         return [], None
     bgr = decoded.pages[0].bgr
     return pipeline.detect_frame(bgr, prof, EVAL_FLOOR), bgr

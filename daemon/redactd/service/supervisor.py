@@ -60,6 +60,7 @@ from redactd import config as config_mod
 from redactd import log
 from redactd.config import Config
 from redactd.errors import REASONS, ConfigError, ModelError, PermanentInputError, TransientError
+from redactd.service.metrics import Metrics
 from redactd.service.notify import Notifier
 from redactd.service.spool import Job, NotMovable, Spool, Target, free_bytes
 from redactd.service.watch import Candidate, FolderWatcher, errname
@@ -132,6 +133,10 @@ class Status:
         return s
 
 
+#: The status snapshot in the work area when ``service.status_file`` is unset.
+STATUS_FILE = "status.json"
+
+
 class _DiskFull(Exception):
     """Internal signal: the outbound filesystem is out of space."""
 
@@ -191,6 +196,7 @@ class Supervisor:
         self.done = 0
         self.quarantined = 0
         self.retries = 0
+        self.metrics = Metrics()
         self._last_status: Status | None = None
         self._last_status_write = 0.0
         self._last_notify = float("-inf")
@@ -350,26 +356,27 @@ class Supervisor:
         self._last_status = st
         self._last_status_write = now
         svc = self.cfg.service
-        if svc.status_file is not None:
-            body = {"time": time.time(), "text": st.text(), **st.__dict__}
-            self._write_small(svc.status_file, json.dumps(body) + "\n")
+        status_file = svc.status_file or svc.work_dir / STATUS_FILE
+        body = {
+            "time": time.time(),
+            "text": st.text(),
+            **st.__dict__,
+            "metrics": self.metrics.snapshot(),
+        }
+        self._write_small(status_file, json.dumps(body) + "\n")
         if svc.metrics_file is not None:
             self._write_small(svc.metrics_file, self._metrics(st))
 
     def _metrics(self, st: Status) -> str:
-        rows = [
-            ("redactd_jobs_done_total", "counter", "Files delivered to outbound.", st.done),
-            ("redactd_jobs_quarantined_total", "counter", "Files quarantined.", st.quarantined),
-            ("redactd_job_retries_total", "counter", "Transient failures retried.", self.retries),
-            ("redactd_queue_depth", "gauge", "Files waiting (claimed or ready).", st.queued),
-            ("redactd_settling", "gauge", "Files seen, waiting to be complete.", st.settling),
-            ("redactd_active_jobs", "gauge", "Jobs being processed.", st.active),
-            ("redactd_paused", "gauge", "Outbound folders paused for space.", st.paused_folders),
-        ]
-        out = []
-        for name, kind, help_, value in rows:
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
-        return "\n".join(out) + "\n"
+        return self.metrics.render(
+            {
+                "redactd_queue_depth": ("Files waiting (claimed or ready).", st.queued),
+                "redactd_settling": ("Files seen, waiting to be complete.", st.settling),
+                "redactd_active_jobs": ("Jobs being processed.", st.active),
+                "redactd_retrying": ("Jobs waiting for a retry.", st.retrying),
+                "redactd_paused": ("Outbound folders paused for lack of space.", st.paused_folders),
+            }
+        )
 
     def _write_small(self, path: Path, text: str) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
@@ -666,6 +673,7 @@ class Supervisor:
             return
         with self._cond:
             self.done += 1
+        self.metrics.job_done(result, time.perf_counter() - t0)
         if result is None:
             self.log.info("job.done", job=job.id, attempts=job.attempts, resumed=True)
             return
@@ -720,6 +728,7 @@ class Supervisor:
         delay *= random.uniform(0.8, 1.2)  # spread retries of many jobs
         with self._cond:
             self.retries += 1
+        self.metrics.job_retried(reason)
         self.log.warning(
             "job.retry",
             job=job.id,
@@ -755,6 +764,7 @@ class Supervisor:
         with self._cond:
             self.quarantined += 1
         r = job.reason or {}
+        self.metrics.job_quarantined(str(r.get("reason", reason)))
         self.log.warning(
             "job.quarantined",
             job=job.id,
