@@ -63,18 +63,23 @@ else
   "$NEW/bin/python" -m pip install --quiet "$SRC"
 fi
 
-# 3. Models, fetched and verified into a staging store first.
+# 3. Models, fetched and verified into a staging store; the live store is only
+#    replaced in step 5, so a failed verification changes nothing.
 install -d -m 0755 /var/lib/redactd
 STORE=/var/lib/redactd/models
-install -d -m 0755 "$STORE"
-FETCH=("$NEW/bin/redactd" models fetch --store "$STORE" --config "$DEPLOY/redactd.toml")
+STAGE=/var/lib/redactd/models.new
+rm -rf "$STAGE"
+# Offline: the bundle is complete, stage from it alone. Online: start from the
+# verified store so that unchanged models are not downloaded again.
+if [ -d "$STORE" ] && [ -z "$BUNDLE" ]; then cp -a "$STORE" "$STAGE"; else install -d -m 0755 "$STAGE"; fi
+rm -f "$STAGE/.redactd-models.lock"
+FETCH=("$NEW/bin/redactd" models fetch --store "$STAGE" --config "$DEPLOY/redactd.toml")
 [ -n "$BUNDLE" ] && FETCH+=(--from "$BUNDLE/models")
-if ! "${FETCH[@]}"; then
-  rm -rf "$NEW"
+if ! "${FETCH[@]}" || ! "$NEW/bin/redactd" models verify --store "$STAGE" --config "$DEPLOY/redactd.toml" >/dev/null; then
+  rm -rf "$NEW" "$STAGE"
   say "model fetch or verification failed; the installed version is unchanged" >&2
   exit 1
 fi
-"$NEW/bin/redactd" models verify --store "$STORE" --config "$DEPLOY/redactd.toml" >/dev/null
 
 # 4. Config: installed once, never overwritten; a newer default lands beside it.
 CONF_NAME="${INSTANCE:-redactd}.toml"
@@ -86,8 +91,12 @@ else
 fi
 "$NEW/bin/redactd" check-config --config "/etc/redactd/$CONF_NAME"
 
-# 5. Switch to the new release atomically (rename of a symlink); keep the
+# 5. Switch to the new models and release (rename of a symlink); keep the
 #    previous release for a manual roll-back, remove older ones.
+rm -rf "$STORE.old"
+[ -d "$STORE" ] && mv "$STORE" "$STORE.old"
+mv "$STAGE" "$STORE"
+rm -rf "$STORE.old"
 ln -sfn "$NEW" "$PREFIX/venv.tmp"
 mv -T "$PREFIX/venv.tmp" "$PREFIX/venv"
 ls -1dt "$PREFIX"/releases/* | tail -n +3 | xargs -r rm -rf

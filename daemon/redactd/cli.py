@@ -55,10 +55,11 @@ def _config_path(arg: str | None) -> Path | None:
     return None
 
 
-def _load_config(arg: str | None) -> Config:
+def _load_config(arg: str | None, log_to_stderr: bool = False) -> Config:
     path = _config_path(arg)
     cfg = load(path) if path is not None else default_config()
-    log.configure(cfg.logging.level, cfg.logging.format)
+    # Commands whose stdout is data (detect --json, models, status) log to stderr.
+    log.configure(cfg.logging.level, cfg.logging.format, sys.stderr if log_to_stderr else None)
     return cfg
 
 
@@ -192,7 +193,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from redactd.pipeline import Pipeline
 
     try:
-        cfg = _load_config(args.config)
+        cfg = _load_config(args.config, log_to_stderr=True)
         pipeline = Pipeline.load(cfg, [args.profile])
     except ConfigError as e:
         _print_config_error(e)
@@ -232,7 +233,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from redactd.models import manifest as manifest_mod
 
     try:
-        cfg = _load_config(args.config)
+        cfg = _load_config(args.config, log_to_stderr=True)
     except ConfigError as e:
         _print_config_error(e)
         return EX_CONFIG
@@ -332,7 +333,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from redactd.service.supervisor import STATUS_FILE
 
     try:
-        cfg = _load_config(args.config)
+        cfg = _load_config(args.config, log_to_stderr=True)
     except ConfigError as e:
         _print_config_error(e)
         return EX_CONFIG

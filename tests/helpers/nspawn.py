@@ -63,11 +63,10 @@ class Container:
     leader: int
 
     def run(
-        self, *cmd: str, check: bool = True, timeout: float = 600, input: bytes | None = None
+        self, *cmd: str, check: bool = True, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
             ["nsenter", "-t", str(self.leader), "-a", "--", *cmd],
-            input=input.decode("latin-1") if input is not None else None,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -78,13 +77,17 @@ class Container:
             )
         return r
 
-    def write_file(self, path: str, data: bytes) -> None:
+    def pipe_in(self, data: bytes, *cmd: str) -> None:
+        """Run ``cmd`` in the container with ``data`` on its standard input."""
         subprocess.run(
-            ["nsenter", "-t", str(self.leader), "-a", "--", "sh", "-c", f"cat > '{path}'"],
+            ["nsenter", "-t", str(self.leader), "-a", "--", *cmd],
             input=data,
             check=True,
-            timeout=60,
+            timeout=300,
         )
+
+    def write_file(self, path: str, data: bytes) -> None:
+        self.pipe_in(data, "sh", "-c", f"cat > '{path}'")
 
     def read_file(self, path: str) -> bytes:
         return subprocess.run(

@@ -67,6 +67,10 @@ def _wait(pred: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _active(box: nspawn.Container) -> bool:
+    return box.show("redactd.service", "ActiveState")["ActiveState"] == "active"
+
+
 def _face_image() -> tuple[bytes, list[tuple[int, int, int, int]]]:
     if SHARED is not None:
         for it in read_labels(SHARED / "eval" / "faces_wider_val"):
@@ -166,3 +170,64 @@ def test_broken_config_stops_with_78_and_no_restart_loop(box: nspawn.Container) 
         box.write_file("/etc/redactd/redactd.toml", good)
         box.run("systemctl", "reset-failed", "redactd.service", check=False)
         box.run("systemctl", "restart", "redactd.service", check=False, timeout=180)
+
+
+def test_memory_deny_write_execute_breaks_openvino_so_it_stays_off(box: nspawn.Container) -> None:
+    """The measurement behind leaving MemoryDenyWriteExecute= unset in the unit.
+
+    OpenVINO's CPU plugin JIT-compiles its kernels into writable+executable
+    memory; under MDWE the model fails to compile (and redactd refuses to
+    start, exit 78) while the same command without MDWE works. If a future
+    OpenVINO stops needing W+X memory this test fails: then turn MDWE on.
+    """
+    data, _faces = _face_image()
+    box.write_file("/var/lib/redactd/probe.jpg", data)
+    box.run("chown", "redactd:redactd", "/var/lib/redactd/probe.jpg")
+    results = {}
+    for mdwe in ("no", "yes"):
+        r = box.run(
+            "systemd-run", "--wait", "--pipe", "--quiet",
+            "-p", f"MemoryDenyWriteExecute={mdwe}", "-p", "User=redactd",
+            "-p", "Environment=HOME=/var/lib/redactd",
+            "/opt/redactd/venv/bin/redactd", "detect", "--config", "/etc/redactd/redactd.toml",
+            "/var/lib/redactd/probe.jpg", "--json",
+            check=False, timeout=300,
+        )
+        results[mdwe] = r
+    assert results["no"].returncode == 0, results["no"].stderr[-2000:]
+    assert results["yes"].returncode == 78
+    assert "cannot be compiled" in results["yes"].stderr
+
+
+def test_upgrade_with_a_bad_model_leaves_the_running_version(
+    box: nspawn.Container, bundle: Path, tmp_path: Path
+) -> None:
+    """A bundle whose model fails verification (checksums list regenerated, so
+    only the model's own sha256 can catch it) must not touch the install."""
+    import shutil
+
+    bad = tmp_path / "bad-bundle"
+    shutil.copytree(bundle, bad)
+    onnx = next((bad / "models").rglob("*.onnx"))
+    blob = bytearray(onnx.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(blob))
+    subprocess.run(
+        "find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS",
+        shell=True, cwd=bad, check=True,
+    )
+    _wait(lambda: _active(box), 120, "active")
+    before = box.show("redactd.service", "MainPID")
+    release = box.run("readlink", "/opt/redactd/venv").stdout.strip()
+    box.run("mkdir", "-p", "/var/tmp/bad-bundle")
+    tar = subprocess.run(["tar", "-C", str(bad), "-cf", "-", "."], capture_output=True, check=True)
+    box.pipe_in(tar.stdout, "tar", "-C", "/var/tmp/bad-bundle", "-xf", "-")
+    r = box.run(
+        "/var/tmp/bad-bundle/deploy/install.sh", "--offline", "/var/tmp/bad-bundle", check=False
+    )
+    assert r.returncode != 0
+    assert "installed version is unchanged" in r.stderr
+    assert box.run("readlink", "/opt/redactd/venv").stdout.strip() == release
+    assert box.show("redactd.service", "MainPID") == before
+    assert box.run("/opt/redactd/venv/bin/redactd", "models", "verify",
+                   "--config", "/etc/redactd/redactd.toml", check=False).returncode == 0

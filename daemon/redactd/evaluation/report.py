@@ -228,7 +228,8 @@ def to_markdown(report: EvalReport, plots: list[str], plot_note: str | None) -> 
             f"'At floor' counts every anonymized box found with score ≥ {REDETECT_FLOOR:g}; "
             "the `solid` row shows what context alone gives there. Readable: anonymized "
             "plates the PP-OCR recogniser still reads (exact, or one character off for "
-            "plates of 5+ characters).",
+            "plates of 5+ characters). A method that masks the set's classes exactly as the "
+            "profile does repeats the profile's numbers (it is not run twice).",
             "",
         ]
     if plots:

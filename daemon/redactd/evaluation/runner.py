@@ -274,6 +274,15 @@ def evaluate_set(
     t0 = time.perf_counter()
     prof = cfg.profile(profile_name)
     variants = _variants(pipeline, cfg, profile_name, methods) if attack else []
+    # A method variant that masks this set's classes exactly as the profile
+    # does gives the same attack results: reuse the profile's instead of
+    # running the pipeline again.
+    same = {
+        v.label
+        for v in variants[1:]
+        if all(getattr(v.profile, c).mask == getattr(prof, c).mask for c in lset.classes)
+    }
+    to_run = [v for v in variants if v.label not in same]
     dets: list[list[Detection]] = []
     runs: list[pixels_mod.MaskedImage] = []
     for k, image in enumerate(lset.images):
@@ -285,7 +294,7 @@ def evaluate_set(
         try:
             if attack and original is not None:
                 base = attack_mod.baseline(image, original, floor_dets, recognizer)
-                for v in variants:
+                for v in to_run:
                     _attack_variant(v, image, k, run, base, recognizer, work)
         finally:
             if run.output is not None:
@@ -307,7 +316,9 @@ def evaluate_set(
         if r.error is not None:
             reasons[r.error] = reasons.get(r.error, 0) + 1
     summaries = tuple(
-        attack_mod.summarise(v.label, c, v.boxes) for v in variants for c in lset.classes
+        attack_mod.summarise(v.label, c, variants[0].boxes if v.label in same else v.boxes)
+        for v in variants
+        for c in lset.classes
     )
     return SetReport(
         name=lset.name,
