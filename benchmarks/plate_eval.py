@@ -10,7 +10,7 @@ multi-scale passes, NMS, the class threshold) and reports:
   >= 50 % / >= 90 % by the *padded* mask boxes (profile ``plate.mask.padding``);
   ``cov90`` is what anonymisation needs and is the headline number;
 * ``small``: cov90 on far-away views of the same photos: shrunk so the plate
-  is 24-39 px wide and centred on a grey canvas of the original frame size
+  is 24-39 px wide, centred in a frame of the original size filled by mirroring
   (the shared sets have no plate under 40 px; ``--small``);
 * ``over px`` / ``over %``: masked pixels outside the labelled box per image
   (mean), absolute and as a share of the image. Only one plate per image is
@@ -122,8 +122,9 @@ def masked_share(dets: Sequence[Detection], w: int, h: int, pad: float) -> float
 
 
 def shrink(im: LabelledImage, bgr: np.ndarray, index: int) -> tuple[LabelledImage, np.ndarray]:
-    """A far-away view: the photo shrunk so its plate is 24..39 px wide, centred on a grey
-    canvas of the original frame size (so the multi-scale plan treats it as the same frame).
+    """A far-away view: the photo shrunk so its plate is 24..39 px wide, centred in a frame
+    of the original size filled by mirroring it (so the multi-scale plan treats it as the
+    same frame). Only the centre copy's plate is labelled.
     """
     plate = im.of_class("plate", ignore=False)[0].box
     lo, hi = SMALL_WIDTHS
@@ -131,9 +132,11 @@ def shrink(im: LabelledImage, bgr: np.ndarray, index: int) -> tuple[LabelledImag
     f = min(1.0, target / plate.width)
     h, w = bgr.shape[:2]
     sw, sh = max(1, round(w * f)), max(1, round(h * f))
-    canvas = np.full_like(bgr, 127)
     ox, oy = (w - sw) // 2, (h - sh) // 2
-    canvas[oy : oy + sh, ox : ox + sw] = cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_AREA)
+    # mirror the shrunk photo out to the frame size: a flat border would change what
+    # the networks see (PP-OCR's squeeze-excite blocks pool over the whole input)
+    canvas = np.pad(small, ((oy, h - sh - oy), (ox, w - sw - ox), (0, 0)), mode="symmetric")
     sx, sy = sw / w, sh / h
     boxes = tuple(
         LabelledBox(b.cls, b.box.scaled(sx, sy).shifted(ox, oy), b.ignore, b.extra)

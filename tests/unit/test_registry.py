@@ -163,11 +163,17 @@ def test_floor_overrides_the_threshold_for_low_score_detections(tmp_path: Path) 
     assert sorted(d.score for d in found) == [0.12, 0.25, 0.9]
 
 
-def test_several_detectors_are_united_and_merged_by_nms(tmp_path: Path) -> None:
+def test_several_detectors_are_united_and_overlaps_merged(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, default=profile(("t-a", "t-b"), threshold=0.2))
     found = registry.load(cfg).find(IMAGE, cfg.profile("default"))
-    # (10,10)-(50,50) from a and (12,12)-(52,52) from b are one face: the better one stays
-    assert sorted((d.box.x1, d.score) for d in found) == [(10, 0.9), (100, 0.25), (300, 0.6)]
+    # (10,10)-(50,50) from a and (12,12)-(52,52) from b are one face: one box
+    # covering both, with the better score
+    got = sorted(((d.box.x1, d.box.y1, d.box.x2, d.box.y2), d.score) for d in found)
+    assert got == [
+        ((10, 10, 52, 52), 0.9),
+        ((100, 100, 130, 130), 0.25),
+        ((300, 300, 340, 340), 0.6),
+    ]
 
 
 def test_every_enabled_class_is_detected(tmp_path: Path) -> None:

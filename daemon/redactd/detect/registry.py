@@ -31,7 +31,6 @@ from redactd.detect import (
     yunet,
 )
 from redactd.detect.base import Detector
-from redactd.detect.nms import nms
 from redactd.detect.runtime import Runtime
 from redactd.errors import ConfigError, ConfigErrors, ModelError
 from redactd.models import manifest
@@ -180,7 +179,13 @@ class Detectors:
                     multiscale.detect(entry.detector, image, threshold, cc.tiling, cc.nms_iou)
                 )
             if len(cc.detectors) > 1:
-                found = nms(found, cc.nms_iou)
+                # Ensemble: overlapping boxes of different detectors merge into their
+                # union (plain NMS let a tight high-score box drop a larger one and
+                # lost plate coverage: docs/PLATES.md). Marking every box as "cut"
+                # makes multiscale.merge grow the kept box instead of discarding.
+                found = multiscale.merge(
+                    [multiscale.TileDetection(d, cut=True) for d in found], cc.nms_iou
+                )
             out.extend(d for d in found if d.score >= threshold)
         return out
 

@@ -45,6 +45,8 @@ ShapePolicy = Literal["fixed", "dynamic"]
 _PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 #: Input shapes whose prepared state a dynamic CPU network keeps (see ``_compile``).
 CPU_SHAPE_CACHE = 32
+#: Calls after which the use counts of input sizes halve (see ``Network._pick``).
+_AGING = 256
 
 
 class InferenceError(RuntimeError):
@@ -277,6 +279,9 @@ class Network:
         self._budget = static_budget_px
         self._lock = threading.Lock()
         self._seen: dict[tuple[int, ...], int] = {}
+        self._calls = 0
+        #: static compilations made so far (for benchmarks and tests)
+        self.compiles = 0
         self._static: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
         self._main = _Compiled(runtime._compile(model, name, dynamic=policy == "dynamic"))
         self.execution = self._execution_info(self._main.compiled)
@@ -315,19 +320,40 @@ class Network:
         return list(self._static)
 
     def _pick(self, shape: tuple[int, ...]) -> _Compiled:
+        """The compilation serving ``shape``; may compile a static one (see the module doc).
+
+        A size is promoted once used ``static_after`` times, and only if the
+        sizes it would evict from the pixel budget were used at most half as
+        often: without that margin, sizes taking turns (the passes of every
+        photo) would evict each other and recompile on nearly every call.
+        Use counts halve every ``_AGING`` calls, so the sizes of the current
+        work (the next video) win over those of past work.
+        """
         pixels = shape[-1] * shape[-2]
         if self._policy == "fixed" or self._static_after <= 0 or pixels > self._budget:
             return self._main
+        self._calls += 1
+        if self._calls % _AGING == 0 or len(self._seen) > 1024:
+            self._seen = {
+                s: n // 2 for s, n in self._seen.items() if n // 2 > 0 or s in self._static
+            }
+        count = self._seen.get(shape, 0) + 1
+        self._seen[shape] = count
         hit = self._static.get(shape)
         if hit is not None:
             self._static.move_to_end(shape)
             return hit
-        count = self._seen.get(shape, 0) + 1
-        if len(self._seen) > 1024:  # bound the bookkeeping on endless distinct sizes
-            self._seen.clear()
-        self._seen[shape] = count
         if count < self._static_after:
             return self._main
+        evict: list[tuple[int, ...]] = []
+        used = pixels + sum(s[-1] * s[-2] for s in self._static)
+        for old in self._static:  # least recently used first
+            if used <= self._budget:
+                break
+            if 2 * self._seen.get(old, 0) > count:
+                return self._main  # keep the busier size; stay dynamic for this one
+            evict.append(old)
+            used -= old[-1] * old[-2]
         model = self._model.clone()
         try:
             model.reshape({model.inputs[self._in]: ov.PartialShape(list(shape))})
@@ -337,9 +363,10 @@ class Network:
             compiled = _Compiled(self._runtime._compile(model, self.name, cache=False))
         except ModelError as e:
             raise InferenceError(f"model {self.name!r}: compile for a new size failed") from e
+        self.compiles += 1
+        for old in evict:
+            del self._static[old]
         self._static[shape] = compiled
-        while sum(s[-1] * s[-2] for s in self._static) > self._budget:
-            self._static.popitem(last=False)
         return compiled
 
     def infer(self, blob: np.ndarray) -> list[np.ndarray]:

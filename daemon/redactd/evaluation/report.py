@@ -106,6 +106,7 @@ def to_json(report: EvalReport) -> dict[str, Any]:
         "attack": report.attack,
         "hardware": dataclasses.asdict(report.hardware),
         "settings": report.settings,
+        "profile_settings": report.profile_settings,
         "sets": sets,
     }
     cleaned: dict[str, Any] = _clean(data)
@@ -186,6 +187,32 @@ def _attack_table(report: EvalReport) -> list[str]:
     return lines
 
 
+def _profile_lines(report: EvalReport) -> list[str]:
+    lines = []
+    for cls in ("face", "plate"):
+        c = report.profile_settings.get(cls)
+        if not isinstance(c, dict):
+            continue
+        if not c.get("enabled"):
+            lines.append(f"- {cls}: not enabled")
+            continue
+        m = c.get("mask", {})
+        t = c.get("tiling", {})
+        lines.append(
+            f"- {cls}: detectors {', '.join(c.get('detectors', ()))}, threshold "
+            f"{c.get('threshold')}, tiling "
+            + (
+                "(" + ", ".join(f"{k} {v}" for k, v in t.items() if k != "enabled") + ")"
+                if t.get("enabled")
+                else "off"
+            )
+            + f"; mask "
+            f"{m.get('method')} {m.get('shape')}, padding {m.get('padding')}, "
+            f"blocks {m.get('blocks')}, blur_strength {m.get('blur_strength')}"
+        )
+    return ["Profile settings:", "", *lines] if lines else []
+
+
 def to_markdown(report: EvalReport, plots: list[str], plot_note: str | None) -> str:
     """A human-readable summary (tables per measure, the settings, the hardware)."""
     hw = report.hardware
@@ -199,6 +226,8 @@ def to_markdown(report: EvalReport, plots: list[str], plot_note: str | None) -> 
         f"{hw.platform}; Python {hw.python}; OpenVINO {hw.openvino}.",
         "",
         "Detectors: " + ("; ".join(hw.detectors) if hw.detectors else "none"),
+        "",
+        *_profile_lines(report),
         "",
         "## Detection and masking",
         "",

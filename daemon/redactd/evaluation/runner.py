@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -117,6 +118,7 @@ class EvalReport:
     hardware: Hardware
     sets: tuple[SetReport, ...]
     settings: dict[str, float]
+    profile_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def cpu_model() -> str:
@@ -417,4 +419,5 @@ def evaluate(
         hardware=hardware(pipeline),
         sets=tuple(reports),
         settings=settings(),
+        profile_settings=dataclasses.asdict(cfg.profile(profile_name)),
     )
