@@ -99,6 +99,13 @@ def _ignored(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pat) for pat in DEFAULT_IGNORE)
 
 
+#: Suffixes of media files: a directory *named* like one, given as an input, is
+#: almost certainly a mistake and gets its own refusal instead of a silent walk.
+MEDIA_SUFFIXES = frozenset(
+    ".jpg .jpeg .png .tif .tiff .webp .bmp .mp4 .mov .mkv .webm .avi .ts .h264 .h265 .dav".split()
+)
+
+
 def _inputs(paths: Sequence[str]) -> Iterator[tuple[Path, Path]]:
     """(source, relative output path) for every input file; folders recursively.
 
@@ -107,7 +114,7 @@ def _inputs(paths: Sequence[str]) -> Iterator[tuple[Path, Path]]:
     """
     for raw in paths:
         p = Path(raw)
-        if p.is_dir() and not p.is_symlink():
+        if p.is_dir() and not p.is_symlink() and p.suffix.lower() not in MEDIA_SUFFIXES:
             for root, dirs, files in os.walk(p, followlinks=False):
                 dirs[:] = sorted(d for d in dirs if not _ignored(d))
                 for f in sorted(files):
@@ -141,8 +148,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         for src, rel in _inputs(args.inputs):
             job = log.new_job_id()
             t0 = time.perf_counter()
-            final = outdir / rel
             try:
+                final = outdir / rel.parent / pipeline.output_name(src, rel.name)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = fsutil.tmp_name(final)
                 result = pipeline.process(src, tmp, args.profile)

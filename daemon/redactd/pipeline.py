@@ -122,15 +122,35 @@ class Pipeline:
         (``pipeline_video.output_suffix`` names the suffix to give ``dst``).
         """
         prof = self.cfg.profile(profile)
+        # Remove only what this call created: an existing dst is never touched.
+        existed = dst.exists() or dst.is_symlink()
         try:
             media = sniff(src)
             if media.kind == "image":
                 return self._process_image(src, dst, prof, media)
             return self._process_video(src, dst, prof, media, progress)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                dst.unlink()
+            if not existed:
+                with contextlib.suppress(FileNotFoundError):
+                    dst.unlink()
             raise
+
+    def output_name(self, src: Path, name: str) -> str:
+        """The name the result of ``src`` gets: ``name``, unless the video stage
+        writes another container (WebM -> .mkv; AVI, TS, raw streams -> .mp4).
+
+        Images keep their name (and format). An input that cannot be sniffed
+        keeps its name too; processing it will fail with its reason.
+        """
+        try:
+            media = sniff(src)
+        except RedactdError:
+            return name
+        if media.kind != "video":
+            return name
+        p = Path(name)
+        suffix = pipeline_video.output_suffix(media, p.suffix)
+        return name if suffix == p.suffix else p.stem + suffix
 
     def _process_image(self, src: Path, dst: Path, prof: Profile, media: MediaType) -> JobResult:
         limits = self.cfg.limits

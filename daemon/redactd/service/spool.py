@@ -106,6 +106,8 @@ class Job:
     claimed_at: float = 0.0
     claim: str | None = None  # cross-filesystem claim name, in the input's inbound folder
     out_tmp: str | None = None
+    # Output name when the pipeline changes the container (e.g. .avi -> .mp4).
+    out_name: str | None = None
     q_tmp: str | None = None
     r_tmp: str | None = None
     places: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -141,6 +143,7 @@ class Job:
             "rel": list(self.rel),
             "claim": self.claim,
             "out_tmp": self.out_tmp,
+            "out_name": self.out_name,
             "q_tmp": self.q_tmp,
             "r_tmp": self.r_tmp,
             "places": self.places,
@@ -171,6 +174,7 @@ class Job:
             claimed_at=float(d.get("claimed_at", 0.0)),
             claim=d.get("claim"),
             out_tmp=d.get("out_tmp"),
+            out_name=d.get("out_name"),
             q_tmp=d.get("q_tmp"),
             r_tmp=d.get("r_tmp"),
             places=dict(d.get("places") or {}),
@@ -568,14 +572,16 @@ class Spool:
     def out_dir(self, job: Job) -> Path:
         return ensure_dirs(job.target.outbound, job.rel[:-1])
 
-    def begin_attempt(self, job: Job) -> Path:
+    def begin_attempt(self, job: Job, out_name: str | None = None) -> Path:
         """Count an attempt and choose the outbound temporary the pipeline writes.
 
         The attempt is counted before the work, so a file that crashes the
         process every time still ends in quarantine after ``max_attempts``.
         """
         folder = self.out_dir(job)
-        tmp = tmp_for(folder, job.name)
+        if out_name is not None and out_name != job.name:
+            job.out_name = out_name
+        tmp = tmp_for(folder, job.out_name or job.name)
         job.attempts += 1
         job.out_tmp = str(tmp)
         job.state = "claimed"
@@ -614,7 +620,9 @@ class Spool:
             assert job.out_tmp is not None
             Path(job.out_tmp).chmod(job.target.file_mode)
             job.state = "delivering"
-        final = self._place(job, "out", Path(job.out_tmp or ""), self.out_dir(job), job.name)
+        final = self._place(
+            job, "out", Path(job.out_tmp or ""), self.out_dir(job), job.out_name or job.name
+        )
         self._finish(job)
         return final
 

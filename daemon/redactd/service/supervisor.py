@@ -80,6 +80,8 @@ class PipelineLike(Protocol):
 
     def process(self, src: Path, dst: Path, profile: str) -> JobResult: ...
 
+    def output_name(self, src: Path, name: str) -> str: ...
+
     def describe(self) -> Sequence[object]: ...
 
     def close(self) -> None: ...
@@ -627,7 +629,7 @@ class Supervisor:
                 # must run out of attempts).
                 self.spool.count_attempt(job)
                 raise
-            tmp = self.spool.begin_attempt(job)
+            tmp = self.spool.begin_attempt(job, pipeline.output_name(job.src, job.name))
             try:
                 result = pipeline.process(job.src, tmp, job.target.profile)
             except OSError as e:
