@@ -102,7 +102,8 @@ def _ignored(name: str) -> bool:
 #: Suffixes of media files: a directory *named* like one, given as an input, is
 #: almost certainly a mistake and gets its own refusal instead of a silent walk.
 MEDIA_SUFFIXES = frozenset(
-    ".jpg .jpeg .png .tif .tiff .webp .bmp .mp4 .mov .mkv .webm .avi .ts .h264 .h265 .dav".split()
+    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+    | {".mp4", ".mov", ".mkv", ".webm", ".avi", ".ts", ".h264", ".h265", ".dav"}
 )
 
 
