@@ -127,6 +127,36 @@ def _inputs(paths: Sequence[str]) -> Iterator[tuple[Path, Path]]:
             yield p, Path(p.name)
 
 
+class _ProgressBar:
+    """A one-line frame counter on an interactive stderr (videos); no names."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and done != total:
+            return
+        self.last = now
+        if total:
+            width = 30
+            fill = int(width * min(done, total) / total)
+            bar = "#" * fill + "." * (width - fill)
+            text = f"\rjob={self.job} [{bar}] {done}/{total} frames"
+        else:
+            text = f"\rjob={self.job} {done} frames"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from redactd import fsutil
     from redactd.pipeline import Pipeline
@@ -153,7 +183,12 @@ def cmd_process(args: argparse.Namespace) -> int:
                 final = outdir / rel.parent / pipeline.output_name(src, rel.name)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = fsutil.tmp_name(final)
-                result = pipeline.process(src, tmp, args.profile)
+                bar = _ProgressBar(job) if sys.stderr.isatty() else None
+                try:
+                    result = pipeline.process(src, tmp, args.profile, bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
                 fsutil.publish(tmp, final, prof.output.file_mode)
             except (PermanentInputError, TransientError) as e:
                 failed += 1

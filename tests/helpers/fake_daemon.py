@@ -15,6 +15,9 @@ It looks at the top-left pixel (BGR):
   2) and then answers normally;
 * anything else -> one face box over the centre half of the image.
 
+Every call first sleeps ``REDACTD_FAKE_EACH`` seconds (default 0), so that a
+video takes long enough to watch its progress.
+
 ``REDACTD_FAKE_SCRIPT`` is reserved for later scripts ("default" today).
 """
 
@@ -40,6 +43,7 @@ class FakeDetector:
     cls: ObjectClass = "face"
 
     def detect(self, image: np.ndarray, threshold: float) -> list[Detection]:
+        time.sleep(float(os.environ.get("REDACTD_FAKE_EACH", "0")))
         h, w = image.shape[:2]
         b, g, r = (int(v) for v in image[0, 0, :3])
         if (b, g, r) == (0, 0, 255):

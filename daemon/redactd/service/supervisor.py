@@ -78,7 +78,13 @@ _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 class PipelineLike(Protocol):
     """What the supervisor needs of ``redactd.pipeline.Pipeline``."""
 
-    def process(self, src: Path, dst: Path, profile: str) -> JobResult: ...
+    def process(
+        self,
+        src: Path,
+        dst: Path,
+        profile: str,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> JobResult: ...
 
     def output_name(self, src: Path, name: str) -> str: ...
 
@@ -108,6 +114,8 @@ class _Pause:
 class _Active:
     job: Job
     started: float
+    frames_done: int = 0
+    frames_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,8 @@ class Status:
     done: int
     quarantined: int
     paused_folders: int
+    #: Per active video job: frames done and total (None when unknown).
+    progress: tuple[tuple[int, int | None], ...] = ()
 
     def text(self) -> str:
         s = (
@@ -132,6 +142,8 @@ class Status:
             s += f", {self.retrying} retrying"
         if self.paused_folders:
             s += f"; paused: {self.paused_folders} outbound folder(s) full"
+        for done, total in self.progress:
+            s += f"; video {done}/{total} frames" if total else f"; video {done} frames"
         return s
 
 
@@ -331,6 +343,9 @@ class Supervisor:
             retrying = len(self._delayed)
             paused = len(self._paused)
             active = len(self._active)
+            progress = tuple(
+                (a.frames_done, a.frames_total) for a in self._active.values() if a.frames_done
+            )
         if state is None:
             state = "stopping" if self._stopping.is_set() else ("paused" if paused else "running")
         return Status(
@@ -342,7 +357,18 @@ class Supervisor:
             done=self.done,
             quarantined=self.quarantined,
             paused_folders=paused,
+            progress=progress,
         )
+
+    def _progress_of(self, worker: int) -> Callable[[int, int | None], None]:
+        """A progress callback for the job this worker runs (shown in STATUS=)."""
+
+        def progress(done: int, total: int | None) -> None:
+            a = self._active.get(worker)
+            if a is not None:
+                a.frames_done, a.frames_total = done, total
+
+        return progress
 
     def _publish_status(self, now: float, force: bool = False, state: str | None = None) -> None:
         with self._status_lock:
@@ -631,7 +657,9 @@ class Supervisor:
                 raise
             tmp = self.spool.begin_attempt(job, pipeline.output_name(job.src, job.name))
             try:
-                result = pipeline.process(job.src, tmp, job.target.profile)
+                result = pipeline.process(
+                    job.src, tmp, job.target.profile, self._progress_of(threading.get_ident())
+                )
             except OSError as e:
                 if e.errno in _DISK_FULL_ERRNOS:
                     raise _DiskFull() from e
