@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.conftest import SHARED
 from tests.helpers.media import Labelled
 from tests.helpers.service import (
     Daemon,
@@ -50,6 +51,18 @@ def test_kill9_chaos_loses_nothing_and_delivers_each_file_once(
         originals[rel] = sha256(src)
         labels[rel] = lab
         batches[i % 3].append((rel, src))
+    # Videos too: a real one when ../shared is there, and one made here.
+    from tests.helpers.synthvideo import write_clip
+
+    videos = [tmp_path / "made.mp4"]
+    write_clip(videos[0], frames=30, audio="aac")
+    if SHARED is not None:
+        videos.append(SHARED / "eval" / "video" / "face-demographics-walking.mp4")
+    for j, src in enumerate(videos):
+        rel = f"cam{j}/video{j}.mp4"
+        originals[rel] = sha256(src)
+        labels[rel] = None
+        batches[j % 3].append((rel, src))
 
     d = daemons(cfg)
     kills = 0
@@ -98,8 +111,16 @@ def test_kill9_chaos_loses_nothing_and_delivers_each_file_once(
         assert '"too_many_attempts"' in reason
     assert len(out) >= len(originals) - 2
     masked = total = 0
+    import av
+
     for rel in out:
         assert sha256(f.outbound / rel) != originals[rel], "an original was delivered unmasked"
+        if rel.endswith(".mp4"):
+            src = next(v for j, v in enumerate(videos) if rel == f"cam{j}/video{j}.mp4")
+            with av.open(str(src)) as a, av.open(str(f.outbound / rel)) as b:
+                n_in = sum(1 for _ in a.decode(video=0))
+                n_out = sum(1 for _ in b.decode(video=0))
+            assert n_out == n_in, "a delivered video lost frames"
         lab = labels[rel]
         if lab is not None:
             m, t = changed_boxes(lab.path, f.outbound / rel, lab.faces)
