@@ -163,3 +163,38 @@ def test_check_config_refuses_a_world_writable_file(tmp_path: Path) -> None:
     r = _check_config(f)
     assert r.returncode == 78
     assert "world-writable" in r.stderr
+
+
+def _documented_keys_missing(cls: type, doc: dict, prefix: str) -> list[str]:
+    import dataclasses
+    from typing import get_type_hints
+
+    missing = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        if f.name not in doc:
+            missing.append(prefix + f.name)
+        elif dataclasses.is_dataclass(hints[f.name]) and isinstance(doc[f.name], dict):
+            missing += _documented_keys_missing(hints[f.name], doc[f.name], f"{prefix}{f.name}.")
+    return missing
+
+
+def test_documented_config_shows_every_key() -> None:
+    from typing import get_type_hints
+
+    from redactd.config import (
+        Profile,
+        WatchConfig,
+        tomllib,  # tomli on Python 3.10
+    )
+
+    doc = tomllib.loads((REPO / "config" / "redactd.toml").read_text())
+    hints = get_type_hints(Config)
+    missing: list[str] = []
+    for section in ("service", "runtime", "models", "limits", "logging"):
+        missing += _documented_keys_missing(hints[section], doc[section], f"{section}.")
+    missing += _documented_keys_missing(Profile, doc["profiles"]["default"], "profiles.default.")
+    missing += _documented_keys_missing(WatchConfig, doc["watch"][0], "watch.")
+    assert missing == []
