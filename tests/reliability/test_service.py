@@ -54,7 +54,7 @@ def test_notify_ready_status_watchdog_and_stopping(
     assert any(n.startswith("STOPPING=1") for n in d.notifications)
     st = json.loads(f.status.read_text())
     assert st["state"] == "stopped" and st["done"] == 1
-    assert "redactd_jobs_done_total 1" in metrics.read_text().splitlines()
+    assert 'redactd_jobs_total{outcome="done"} 1' in metrics.read_text().splitlines()
 
 
 def test_sigterm_lets_the_job_in_hand_finish_and_exits_0(

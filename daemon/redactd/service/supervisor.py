@@ -202,8 +202,11 @@ class Supervisor:
         self._paused: dict[int, _Pause] = {}
         self._active: dict[int, _Active] = {}
         self._stopping = threading.Event()
-        self._stop_requested = threading.Event()
-        self._reload_requested = threading.Event()
+        # Plain flags, not Events: signal handlers run in the main thread
+        # between bytecodes, possibly while the main thread holds an Event's
+        # internal lock (Event.set() from a handler then deadlocks).
+        self._stop_requested = False
+        self._reload_requested = False
         self._exit_code = EX_OK
         self._healthy = True
         self._threads: list[threading.Thread] = []
@@ -222,10 +225,11 @@ class Supervisor:
         """Ask the loop to stop (signal-handler safe: only sets flags)."""
         if code is not None and self._exit_code == EX_OK:
             self._exit_code = code
-        self._stop_requested.set()
+        self._stop_requested = True
 
     def request_reload(self) -> None:
-        self._reload_requested.set()
+        """Ask the loop to reload the config (signal-handler safe)."""
+        self._reload_requested = True
 
     def abandon(self) -> None:
         """After a crash of the loop: make workers stop taking work (jobs in
@@ -276,7 +280,7 @@ class Supervisor:
         )
         next_ping = now
         next_space = now
-        while not self._stop_requested.is_set():
+        while not self._stop_requested:
             now = self.clock()
             self.tick(now)
             if now >= next_space:
@@ -288,10 +292,11 @@ class Supervisor:
             if interval is not None and self._healthy and now >= next_ping:
                 self.notifier.watchdog()
                 next_ping = now + interval
-            if self._reload_requested.is_set():
-                self._reload_requested.clear()
+            if self._reload_requested:
+                self._reload_requested = False
                 self.reload()
-            self._stop_requested.wait(_TICK)
+            if not self._stop_requested:
+                time.sleep(_TICK)
         return self.shutdown()
 
     def tick(self, now: float) -> None:
