@@ -204,23 +204,10 @@ def cmd_process(args: argparse.Namespace) -> int:
                 _err(f"error job={job}{where}: io_error: {log.scrub(e.strerror or '')}")
                 continue
             ok += 1
-            t = result.timings
             logger.info(
                 "job.done",
                 job=job,
-                kind=result.kind,
-                media_type=result.media_type,
-                faces=result.counts.get("face", 0),
-                plates=result.counts.get("plate", 0),
-                frames=result.frames,
-                width=result.width,
-                height=result.height,
-                input_bytes=result.input_bytes,
-                output_bytes=result.output_bytes,
-                decode_ms=round(t.decode_ms, 1),
-                detect_ms=round(t.detect_ms, 1),
-                mask_ms=round(t.mask_ms, 1),
-                encode_ms=round(t.encode_ms, 1),
+                **result.log_fields(),
                 total_ms=round((time.perf_counter() - t0) * 1000.0, 1),
             )
     finally:

@@ -119,3 +119,22 @@ class JobResult:
     input_bytes: int = 0
     output_bytes: int = 0
     timings: StageTimings = field(default_factory=StageTimings)
+
+    def log_fields(self) -> dict[str, str | int | float]:
+        """The fields of a ``job.done`` event: counts, sizes, timings; no names."""
+        t = self.timings
+        return {
+            "kind": self.kind,
+            "media_type": self.media_type,
+            "faces": self.counts.get("face", 0),
+            "plates": self.counts.get("plate", 0),
+            "frames": self.frames,
+            "width": self.width,
+            "height": self.height,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "decode_ms": round(t.decode_ms, 1),
+            "detect_ms": round(t.detect_ms, 1),
+            "mask_ms": round(t.mask_ms, 1),
+            "encode_ms": round(t.encode_ms, 1),
+        }

@@ -202,7 +202,7 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m redactd.service.daemon CONFIG", file=sys.stderr)  # noqa: T201
+        sys.stderr.write("usage: python -m redactd.service.daemon CONFIG\n")
         return EX_CONFIG
     return run(Path(args[0]))
 

@@ -712,24 +712,11 @@ class Supervisor:
         if result is None:
             self.log.info("job.done", job=job.id, attempts=job.attempts, resumed=True)
             return
-        t = result.timings
         self.log.info(
             "job.done",
             job=job.id,
-            kind=result.kind,
-            media_type=result.media_type,
-            faces=result.counts.get("face", 0),
-            plates=result.counts.get("plate", 0),
-            frames=result.frames,
-            width=result.width,
-            height=result.height,
-            input_bytes=result.input_bytes,
-            output_bytes=result.output_bytes,
+            **result.log_fields(),
             attempts=job.attempts,
-            decode_ms=round(t.decode_ms, 1),
-            detect_ms=round(t.detect_ms, 1),
-            mask_ms=round(t.mask_ms, 1),
-            encode_ms=round(t.encode_ms, 1),
             total_ms=round((time.perf_counter() - t0) * 1000.0, 1),
             queued_s=round(max(0.0, time.time() - job.claimed_at), 3),
         )
