@@ -272,7 +272,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         man = manifest_mod.load()
         if args.action == "list":
             for st in fetch_mod.status(man, store):
-                print(st.line() if hasattr(st, "line") else st)
+                print(st.line())
             return EX_OK
         default = list(man.models) if args.all else list(fetch_mod.DEFAULT_MODELS)
         names = list(args.names) or default
@@ -280,12 +280,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             store.mkdir(parents=True, exist_ok=True)
             mirror = Path(args.from_dir) if args.from_dir else None
             for res in fetch_mod.fetch(man, names, store, mirror=mirror):
-                print(res.line() if hasattr(res, "line") else res)
+                print(res.line())
             return EX_OK
         bad = 0
         for v in fetch_mod.verify(man, names, store):
-            print(v.line() if hasattr(v, "line") else v)
-            bad += 0 if getattr(v, "ok", False) else 1
+            print(v.line())
+            bad += 0 if v.ok else 1
         return EX_OK if bad == 0 else EX_CONFIG
     except ModelError as e:
         _err(f"model error: {e}")
