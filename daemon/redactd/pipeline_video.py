@@ -11,6 +11,16 @@ overlap with detection (PyAV, OpenVINO and OpenCV release the GIL):
 * the **writer** masks each frame (only the rectangle around its boxes is
   converted to BGR and back) and encodes it.
 
+Per-file instructions (``redactd.instructions``) ride along: extra mask
+regions are placed on the frames of their range (``follow`` ones moved by a
+``follow.RegionFollower`` seeded on the range's first frame, which needs that
+frame's picture: the reader converts it like a detector frame); a ``keep``
+seed marks the track of the detection best matching it on the first detector
+frame at or after the seed (within ``SEED_WINDOW_SECONDS``), and that
+track's boxes are taken out of the masks of frames from the seed on when the
+frame leaves the look-ahead buffer. A track that dies is never kept again:
+the person gets a new track and is masked (fail closed).
+
 Memory is bounded: at most ``lookback + 1`` buffered frames plus the queue
 slots, whatever the video's length.
 
@@ -31,10 +41,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from redactd.config import LimitsConfig, Profile
+from redactd import instructions as instr_mod
+from redactd.config import LimitsConfig, MaskConfig, Profile
+from redactd.errors import PermanentInputError
+from redactd.follow import RegionFollower
+from redactd.instructions import Instructions, PixelRegion
 from redactd.mask import MaskRegion, apply_masks
 from redactd.media import video
 from redactd.media.sniff import MediaType
@@ -103,20 +118,34 @@ class VideoPlan:
         return cls(k, lookback, floor, thresholds, True)
 
 
+def extra_mask_region(pr: PixelRegion) -> MaskRegion:
+    """An instruction's extra mask region: its own method, no padding, exactly
+    its box or polygon (upright pixels)."""
+    cfg = MaskConfig(method=pr.region.method, shape="box", padding=0.0)
+    return MaskRegion(box=pr.box, mask=cfg, polygon=pr.polygon)
+
+
 @dataclass
 class _Pending:
-    """A frame in the look-ahead buffer and the boxes (upright pixels) to mask on it."""
+    """A frame in the look-ahead buffer and what to mask on it (upright pixels):
+    ``boxes`` of detections and tracks, ``kept`` boxes (not masked; other
+    masks' padding stays off them), ``extra`` regions of the instructions."""
 
     frame: video.Frame
     boxes: list[Detection] = field(default_factory=list)
+    kept: list[Detection] = field(default_factory=list)
+    extra: list[MaskRegion] = field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=False)
 class _Decoded:
-    """A decoded frame and, on detector frames, its upright BGR picture."""
+    """A decoded frame; its upright BGR picture on detector frames (``detect``)
+    and on frames a followed region needs; ``seconds`` since the first frame."""
 
     frame: video.Frame
     bgr: np.ndarray | None
+    detect: bool = True
+    seconds: float = 0.0
 
 
 @dataclass
@@ -183,6 +212,7 @@ def process_video(
     limits: LimitsConfig,
     detect: DetectFn,
     progress: ProgressFn | None = None,
+    instructions: Instructions | None = None,
 ) -> JobResult:
     """Anonymize the video ``src`` into the new file ``dst``.
 
@@ -193,8 +223,18 @@ def process_video(
     too_long, too_many_pixels, unsupported_type, detector_failed,
     encode_failed), ``TransientError`` (disk full, I/O), or what ``detect``
     or ``progress`` raise.
+    ``instructions``: extra masks and keep seeds (see the module docstring);
+    ``prof`` MUST already carry their overrides (``instructions.resolve``).
+    Keep seeds need the tracker: without it ``instruction_not_allowed``.
     """
+    instr = instructions if instructions is not None else Instructions.EMPTY
     plan = VideoPlan.from_profile(prof)
+    if instr.keep and not plan.tracking:
+        # Without tracks a kept person could not be told from whoever later
+        # stands in the same place.
+        raise PermanentInputError(
+            "instruction_not_allowed", "keep: needs the tracker (track.enabled)", stage="sidecar"
+        )
     muxer, _suffix = video.output_format(media.format, dst.suffix)
     settings = video.EncodeSettings(
         muxer=muxer,
@@ -207,7 +247,8 @@ def process_video(
     tx = video.Transcoder(src, dst, media.format, settings, limits)
     try:
         with tx:
-            counts = _Run(tx, prof, plan, detect, progress, times).execute()
+            run = _Run(tx, prof, plan, detect, progress, times, instr)
+            counts = run.execute()
             out_bytes = tx.finish()
     except BaseException:
         if tx.created:
@@ -231,6 +272,7 @@ def process_video(
             mask_ms=times.mask * 1000.0,
             encode_ms=times.encode * 1000.0,
         ),
+        **run.accounts(),
     )
 
 
@@ -245,8 +287,12 @@ class _Run:
         detect: DetectFn,
         progress: ProgressFn | None,
         times: _Times,
+        instr: Instructions = Instructions.EMPTY,
     ) -> None:
         self.tx = tx
+        self.instr = instr
+        self.follow = tuple(r for r in instr.mask if r.follow)
+        self.directions: _Directions | None = None
         self.prof = prof
         self.plan = plan
         self.detect = detect
@@ -268,12 +314,16 @@ class _Run:
     def _read(self) -> None:
         k = self.plan.detect_every
         t0 = time.perf_counter()
+        start: float | None = None
         for frame in self.tx.frames():
+            start = frame.time if start is None else start
+            seconds = frame.time - start
             bgr = None
-            if frame.index % k == 0:
+            detect = frame.index % k == 0
+            if detect or any(r.in_range(frame.index, seconds) for r in self.follow):
                 bgr = video.rotate_upright(frame.bgr(), frame.rotation)
             self.times.decode += time.perf_counter() - t0
-            _put(self.in_q, _Decoded(frame, bgr), self.stop)
+            _put(self.in_q, _Decoded(frame, bgr, detect, seconds), self.stop)
             t0 = time.perf_counter()
         _put(self.in_q, _END, self.stop)
 
@@ -325,18 +375,27 @@ class _Run:
                 break
             assert isinstance(item, _Decoded)
             frame, bgr = item.frame, item.bgr
+            if self.directions is None:
+                # Placed once the picture size is known; a region wholly
+                # outside the picture fails the job here, before any output frame.
+                w, h = _upright_size(frame)
+                self.directions = _Directions(self.instr, w, h)
             if tracker is None and plan.tracking:
                 w, h = _upright_size(frame)
                 tracker = MultiTracker(self.prof.track, plan.thresholds, w, h, plan.lookback)
             dets: list[Detection] | None = None
-            if bgr is not None:
+            if item.detect:
+                assert bgr is not None
                 t0 = time.perf_counter()
                 dets = list(self.detect(bgr, plan.floor))
                 self.times.detect += time.perf_counter() - t0
             pending = _Pending(frame)
             t1 = time.perf_counter()
+            pending.extra.extend(self.directions.extra(frame.index, item.seconds, bgr))
             if tracker is not None:
                 step = tracker.step(frame.index, dets)
+                assigned = step.assigned if dets is not None else None
+                self.directions.seek(frame.index, item.seconds, assigned)
                 pending.boxes.extend(step.current)
                 first = buffer[0].frame.index if buffer else frame.index
                 for b in step.backfill:
@@ -352,15 +411,28 @@ class _Run:
             self.times.track += time.perf_counter() - t1
             buffer.append(pending)
             while len(buffer) > plan.lookback:
-                _put(self.out_q, buffer.popleft(), self.stop)
+                _put(self.out_q, self._release(buffer.popleft()), self.stop)
                 done += 1
                 self._progress(done)
             if tracker is not None:
                 self.tracks_started = tracker.started()
+        if self.directions is not None:
+            self.directions.finish()
         while buffer:
-            _put(self.out_q, buffer.popleft(), self.stop)
+            _put(self.out_q, self._release(buffer.popleft()), self.stop)
             done += 1
             self._progress(done)
+
+    def _release(self, p: _Pending) -> _Pending:
+        """A frame leaving the buffer: the boxes of kept tracks move to ``kept``
+        (every mark of this frame's kept tracks has been made by now)."""
+        if self.directions is not None and self.directions.kept:
+            index = p.frame.index
+            masked: list[Detection] = []
+            for d in p.boxes:
+                (p.kept if self.directions.is_kept(d, index) else masked).append(d)
+            p.boxes = masked
+        return p
 
     def _progress(self, done: int) -> None:
         if self.progress is not None:
@@ -372,25 +444,162 @@ class _Run:
             return {c: self.tracks_started.get(c, 0) for c in CLASSES}
         return dict(self.raw_counts)
 
+    def accounts(self) -> dict[str, Any]:
+        """The ``JobResult`` counts besides ``counts``: detected, tracked,
+        masked, kept per class, extra regions applied, keep seeds unmatched."""
+        detected = {c: self.raw_counts.get(c, 0) for c in CLASSES}
+        tracked = self._counts() if self.tracks_started is not None else dict(detected)
+        d = self.directions
+        kept = {c: d.kept_count.get(c, 0) if d else 0 for c in CLASSES}
+        return {
+            "detected": detected,
+            "tracked": tracked,
+            "masked": {c: max(0, tracked.get(c, 0) - kept[c]) for c in CLASSES},
+            "kept": kept,
+            "extra_regions": len(d.applied) if d else 0,
+            "keep_unmatched": d.unmatched if d else 0,
+        }
+
     # -- masking (writer thread) ---------------------------------------------
 
     def _mask(self, p: _Pending) -> None:
-        if not p.boxes:
+        if not p.boxes and not p.extra:
             return
         f = p.frame
+        protect = tuple(_to_stored(b, f) for b in instr_mod.protected(p.kept))
         regions = [
-            MaskRegion(box=_to_stored(d.box, f), mask=getattr(self.prof, d.cls).mask)
+            MaskRegion(
+                box=_to_stored(d.box, f), mask=getattr(self.prof, d.cls).mask, protect=protect
+            )
             for d in p.boxes
+        ]
+        regions += [
+            MaskRegion(
+                _to_stored(r.box, f),
+                r.mask,
+                None if r.polygon is None else tuple(_point_to_stored(q, f) for q in r.polygon),
+            )
+            for r in p.extra
         ]
         rect = _union_bounds(regions, f.width, f.height)
         if rect is None:
             return
         region = f.region(*rect)
+        dx, dy = -region.x, -region.y
         apply_masks(
             region.bgr,
-            [MaskRegion(r.box.shifted(-region.x, -region.y), r.mask) for r in regions],
+            [
+                MaskRegion(
+                    r.box.shifted(dx, dy),
+                    r.mask,
+                    None if r.polygon is None else tuple((x + dx, y + dy) for x, y in r.polygon),
+                    tuple(b.shifted(dx, dy) for b in r.protect),
+                )
+                for r in regions
+            ],
         )
         f.paste(region)
+
+
+#: A keep seed that found nothing on the detector frames of this many frames
+#: after it gives up even when the frame times do not advance.
+_SEED_MAX_FRAMES = 250
+
+
+@dataclass
+class _Seed:
+    """A keep region waiting for its person: ``start`` is the first frame at
+    or after the seed (``None``: not reached yet)."""
+
+    pr: PixelRegion
+    start: int | None = None
+    start_seconds: float = 0.0
+
+
+class _Directions:
+    """The instructions of one video job, applied in the caller's thread.
+
+    ``extra`` gives each frame's extra mask regions (moving the followed ones);
+    ``seek`` marks kept tracks; ``is_kept`` tells a kept track's box on a frame
+    from the seed on. Counts: ``applied`` mask regions, ``kept_count`` per
+    class, ``unmatched`` seeds.
+    """
+
+    def __init__(self, instr: Instructions, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.mask = [instr_mod.to_pixels(r, width, height) for r in instr.mask]
+        self.seeds = [_Seed(instr_mod.to_pixels(r, width, height)) for r in instr.keep]
+        self.followers: dict[int, RegionFollower] = {}
+        self.applied: set[int] = set()
+        self.kept: dict[tuple[str, int], int] = {}
+        self.kept_count: dict[str, int] = {}
+        self.unmatched = 0
+
+    def extra(self, index: int, seconds: float, bgr: np.ndarray | None) -> list[MaskRegion]:
+        out: list[MaskRegion] = []
+        for i, pr in enumerate(self.mask):
+            if not pr.region.in_range(index, seconds):
+                continue
+            placed = self._followed(i, pr, bgr) if pr.region.follow else pr
+            out.append(extra_mask_region(placed))
+            self.applied.add(i)
+        return out
+
+    def _followed(self, i: int, pr: PixelRegion, bgr: np.ndarray | None) -> PixelRegion:
+        if bgr is None:  # the reader converts every frame a followed region needs
+            raise RuntimeError("no picture for a followed region")
+        f = self.followers.get(i)
+        if f is None:
+            f = self.followers[i] = RegionFollower(bgr, pr.box)
+            pos = f.current()
+        else:
+            pos = f.update(bgr)
+        if pos.lost:
+            # Fail closed: the last position, grown, as a box (polygon or not).
+            return PixelRegion(pr.region, pos.box.clip(self.width, self.height), None)
+        return pr.shifted(pos.dx, pos.dy, self.width, self.height)
+
+    def seek(self, index: int, seconds: float, assigned: tuple[Detection, ...] | None) -> None:
+        """Frame ``index``: reach seeds; on detector frames (``assigned``: the
+        detections with their track ids) mark the best match of each."""
+        for seed in list(self.seeds):
+            if seed.start is None:
+                if not seed.pr.region.seed_reached(index, seconds):
+                    continue
+                seed.start, seed.start_seconds = index, seconds
+            if assigned is None:
+                continue
+            hits = instr_mod.best_matches([d for d in assigned if d.track_id is not None], seed.pr)
+            if hits:
+                for d in hits:
+                    self._keep(d, seed.start)
+                self.seeds.remove(seed)
+            elif (
+                seconds - seed.start_seconds >= instr_mod.SEED_WINDOW_SECONDS
+                or index - seed.start >= _SEED_MAX_FRAMES
+            ):
+                self.seeds.remove(seed)
+                self.unmatched += 1
+
+    def _keep(self, d: Detection, start: int) -> None:
+        assert d.track_id is not None
+        key = (d.cls, d.track_id)
+        if key in self.kept:
+            self.kept[key] = min(self.kept[key], start)
+            return
+        self.kept[key] = start
+        self.kept_count[d.cls] = self.kept_count.get(d.cls, 0) + 1
+
+    def is_kept(self, d: Detection, index: int) -> bool:
+        if d.track_id is None:
+            return False
+        start = self.kept.get((d.cls, d.track_id))
+        return start is not None and index >= start
+
+    def finish(self) -> None:
+        """The video ended: seeds still waiting matched nothing."""
+        self.unmatched += len(self.seeds)
+        self.seeds.clear()
 
 
 def _upright_size(frame: video.Frame) -> tuple[int, int]:
@@ -403,6 +612,11 @@ def _to_stored(b: Box, f: video.Frame) -> Box:
     return Box(*video.box_to_stored(b.x1, b.y1, b.x2, b.y2, f.rotation, f.width, f.height))
 
 
+def _point_to_stored(p: tuple[float, float], f: video.Frame) -> tuple[float, float]:
+    x, y, _x, _y = video.box_to_stored(p[0], p[1], p[0], p[1], f.rotation, f.width, f.height)
+    return (x, y)
+
+
 def _union_bounds(
     regions: Iterable[MaskRegion], width: int, height: int
 ) -> tuple[int, int, int, int] | None:
@@ -411,9 +625,12 @@ def _union_bounds(
     x2 = y2 = float("-inf")
     for r in regions:
         b = r.box
+        if r.polygon is not None:
+            xs, ys = [q[0] for q in r.polygon], [q[1] for q in r.polygon]
+            b = Box(min(xs), min(ys), max(xs), max(ys))
         if not b.width > 0 or not b.height > 0:
             continue
-        p = b.pad(r.mask.padding)
+        p = b if r.polygon is not None else b.pad(r.mask.padding)
         cx, cy = p.center
         hw, hh = max(p.width, _MIN_SIDE) / 2.0, max(p.height, _MIN_SIDE) / 2.0
         x1, y1 = min(x1, cx - hw), min(y1, cy - hh)
@@ -428,4 +645,11 @@ def _union_bounds(
     return ix1, iy1, ix2, iy2
 
 
-__all__ = ["DetectFn", "ProgressFn", "VideoPlan", "output_suffix", "process_video"]
+__all__ = [
+    "DetectFn",
+    "ProgressFn",
+    "VideoPlan",
+    "extra_mask_region",
+    "output_suffix",
+    "process_video",
+]

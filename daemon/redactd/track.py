@@ -77,11 +77,15 @@ class TrackStep:
     ``current``: every box to mask on the stepped frame (raw detections at or
     above threshold, accepted low-score detections, predicted boxes).
     ``backfill``: boxes for earlier frames (look-back).
+    ``assigned``: the detector's boxes at or above the class threshold, each
+    with the id of the track it started or continued (``track_id``; ids are
+    per class and never reused), for callers that follow one object.
     """
 
     frame: int
     current: tuple[Detection, ...]
     backfill: tuple[Backfill, ...] = ()
+    assigned: tuple[Detection, ...] = ()
 
 
 class KalmanBox:
@@ -214,6 +218,8 @@ class ClassTracker:
     lookback: int
     tracks: list[_Track] = field(default_factory=list)
     started: int = 0
+    #: ``TrackStep.assigned`` of the last step (empty without detector output).
+    last_assigned: list[Detection] = field(default_factory=list)
     _next_id: int = 1
 
     @property
@@ -228,14 +234,20 @@ class ClassTracker:
             t.kf.predict()
         out: list[Detection] = []
         backfill: list[Backfill] = []
+        self.last_assigned = []
         if detections is None:
             for t in self.tracks:
                 t.misses += 1
         else:
             high = [d for d in detections if d.score >= self.threshold]
             low = [d for d in detections if d.score < self.threshold]
-            out.extend(high)  # raw detections are always masked
-            matched_tracks = self._associate(frame, high, low, out, backfill)
+            ids: dict[int, int] = {}
+            matched_tracks = self._associate(frame, high, low, out, backfill, ids)
+            assigned = [
+                Detection(d.cls, d.box, d.score, d.detector, ids.get(i)) for i, d in enumerate(high)
+            ]
+            out.extend(assigned)  # raw detections are always masked
+            self.last_assigned = [self._clipped(d) for d in assigned]
             for t in self.tracks:
                 if t.id not in matched_tracks:
                     t.misses += 1
@@ -254,7 +266,9 @@ class ClassTracker:
         low: list[Detection],
         out: list[Detection],
         backfill: list[Backfill],
+        ids: dict[int, int],
     ) -> set[int]:
+        """Associate; ``ids`` receives, per index into ``high``, its track's id."""
         matched: set[int] = set()
         live = [t for t in self.tracks if t.misses <= self.cfg.max_age]
         # First association: every live track against the confident detections.
@@ -271,6 +285,7 @@ class ClassTracker:
             self._hit(t, d)
             matched.add(t.id)
             used_high.add(c)
+            ids[c] = t.id
             backfill.extend(self._refined_lookback(t, frame))
         # Second association: confirmed tracks left over against low-score boxes.
         rest = [t for t in live if t.id not in matched and t.confirmed]
@@ -289,6 +304,7 @@ class ClassTracker:
             if c in used_high:
                 continue
             t = self._new_track(frame, d)
+            ids[c] = t.id
             backfill.extend(self._birth_lookback(t, frame))
         return matched
 
@@ -409,15 +425,17 @@ class MultiTracker:
         """
         current: list[Detection] = []
         backfill: list[Backfill] = []
+        assigned: list[Detection] = []
         for cls, tr in self.trackers.items():
             dets = None if detections is None else [d for d in detections if d.cls == cls]
             c, b = tr.step(frame, dets)
+            assigned.extend(tr.last_assigned)
             current.extend(c)
             backfill.extend(b)
         if detections is not None:
             # Classes without a tracker: their raw detections still pass through.
             current.extend(d for d in detections if d.cls not in self.trackers)
-        return TrackStep(frame, tuple(current), tuple(backfill))
+        return TrackStep(frame, tuple(current), tuple(backfill), tuple(assigned))
 
     def started(self) -> dict[str, int]:
         """Tracks started per class (distinct objects seen, roughly)."""

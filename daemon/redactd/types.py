@@ -119,10 +119,35 @@ class JobResult:
     input_bytes: int = 0
     output_bytes: int = 0
     timings: StageTimings = field(default_factory=StageTimings)
+    #: Per class: detector hits at or above the class threshold, summed over
+    #: detector frames; tracks started (video; images: = detected); objects
+    #: masked (images: detections, video: tracks) and kept unmasked by a
+    #: ``keep`` instruction (masked + kept = tracked).
+    detected: dict[str, int] = field(default_factory=dict)
+    tracked: dict[str, int] = field(default_factory=dict)
+    masked: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
+    #: Extra ``mask`` regions of the instructions that were applied, and
+    #: ``keep`` regions (video: seeds) that matched no detection.
+    extra_regions: int = 0
+    keep_unmatched: int = 0
 
     def log_fields(self) -> dict[str, str | int | float]:
-        """The fields of a ``job.done`` event: counts, sizes, timings; no names."""
+        """The fields of a ``job.done`` event: counts, sizes, timings; no names.
+
+        Per-class counts appear as ``faces_detected``, ``faces_tracked``,
+        ``faces_masked``, ``faces_kept`` (and ``plates_*``).
+        """
         t = self.timings
+        per_class: dict[str, str | int | float] = {}
+        for cls, plural in (("face", "faces"), ("plate", "plates")):
+            for name, counts in (
+                ("detected", self.detected),
+                ("tracked", self.tracked),
+                ("masked", self.masked),
+                ("kept", self.kept),
+            ):
+                per_class[f"{plural}_{name}"] = counts.get(cls, 0)
         return {
             "kind": self.kind,
             "media_type": self.media_type,
@@ -137,4 +162,7 @@ class JobResult:
             "detect_ms": round(t.detect_ms, 1),
             "mask_ms": round(t.mask_ms, 1),
             "encode_ms": round(t.encode_ms, 1),
+            **per_class,
+            "extra_regions": self.extra_regions,
+            "keep_unmatched": self.keep_unmatched,
         }

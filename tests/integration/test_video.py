@@ -56,7 +56,7 @@ PROFILES = {
     "default": "",
     "off": "[profiles.off.track]\nenabled = false\n",
     "noaudio": "[profiles.noaudio.video]\nkeep_audio = false\n",
-    "fast": "[profiles.fast.video]\ndetect_every = 3\n",
+    "every3": "[profiles.every3.video]\ndetect_every = 3\n",
     "skim": "[profiles.skim.video]\ndetect_every = 5\n",
 }
 
@@ -399,7 +399,7 @@ def test_tracking_beats_single_frame_detection(
 def test_detect_every_k_keeps_faces_masked(
     pipeline: Pipeline, gt_video: GTVideo, tmp_path: Path
 ) -> None:
-    out, result = run(pipeline, gt_video.path, tmp_path, "fast")
+    out, result = run(pipeline, gt_video.path, tmp_path, "every3")
     s = stability(gt_video, out)
     print(f"\ndetect_every=3: {s.line()}")
     assert result.frames == gt_video.frames

@@ -90,23 +90,28 @@ def test_neighbouring_tiles_share_at_least_the_overlap(overlap: int, tile_size: 
             assert (size - (b - a)) * scale >= min(overlap, tile_size // 2) - 2
 
 
-def test_photo_gets_a_coarse_pass_and_one_upscaled_fine_pass() -> None:
-    # 1024 px: coarse at 640 px, fine at 1.5x = 1536 px, small enough for one tile
+def test_photo_gets_a_coarse_pass_and_one_native_fine_pass() -> None:
+    # 1024 px: coarse at 640 px, fine at native size, small enough for one tile
     assert plan(1024, 768, DEFAULT) == [
         Tile(0, 0, 1024, 768, 640, 480),
-        Tile(0, 0, 1024, 768, 1536, 1152),
+        Tile(0, 0, 1024, 768, 1024, 768),
     ]
 
 
-def test_small_image_gets_a_native_and_an_upscaled_pass() -> None:
-    assert plan(400, 300, DEFAULT) == [
+def test_small_image_gets_one_native_pass() -> None:
+    # the coarse pass is already native: a native fine pass would gain nothing
+    assert plan(400, 300, DEFAULT) == [Tile(0, 0, 400, 300, 400, 300)]
+
+
+def test_upscaled_fine_pass_on_a_small_image() -> None:
+    assert plan(400, 300, TilingConfig(upscale=1.5)) == [
         Tile(0, 0, 400, 300, 400, 300),
         Tile(0, 0, 400, 300, 600, 450),
     ]
 
 
 def test_pixel_cap_lowers_the_fine_scale_but_never_below_native() -> None:
-    cfg = TilingConfig(max_fine_pixels=4_000_000)
+    cfg = TilingConfig(upscale=1.5, max_fine_pixels=4_000_000)
     assert multiscale.fine_scale(1000, 1000, cfg) == 1.5  # 2.25 Mpx fits
     assert multiscale.fine_scale(1600, 1600, cfg) == pytest.approx(2000 / 1600)
     assert multiscale.fine_scale(4000, 3000, cfg) == 1.0  # 12 Mpx: native, not less

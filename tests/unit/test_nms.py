@@ -79,3 +79,26 @@ def test_matches_a_reference_greedy_loop() -> None:
 def test_degenerate_boxes_do_not_crash() -> None:
     dets = [det(5, 5, 5, 5, 0.9), det(0, 0, 10, 10, 0.8)]
     assert nms(dets, 0.3) == dets
+
+
+def test_matrix_nms_equals_the_greedy_loop_on_random_boxes() -> None:
+    # nms_indices takes the pairwise-matrix path up to _MATRIX_MAX boxes and a
+    # loop above; both must keep exactly the same boxes in the same order.
+    from redactd.detect import nms as nms_mod
+
+    rng = np.random.default_rng(7)
+    for n in (2, 5, 40, 300):
+        xy = rng.uniform(0, 200, (n, 2))
+        wh = rng.uniform(1, 60, (n, 2))
+        boxes = np.hstack([xy, xy + wh])
+        scores = rng.choice([0.1, 0.2, 0.5, 0.9], n)  # ties on purpose
+        for iou in (0.0, 0.3, 0.7):
+            order = np.argsort(-scores, kind="stable")
+            fast = nms_mod._nms_matrix(boxes, order, iou)
+            saved = nms_mod._MATRIX_MAX
+            nms_mod._MATRIX_MAX = 0  # force the loop
+            try:
+                slow = nms_mod.nms_indices(boxes, scores, iou)
+            finally:
+                nms_mod._MATRIX_MAX = saved
+            assert fast.tolist() == slow.tolist()

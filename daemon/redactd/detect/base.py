@@ -19,7 +19,9 @@ class Detector(Protocol):
     - return every detection with ``score >= threshold``;
     - raise (never return an empty list) when inference fails, so the caller
       can fail closed;
-    - be safe to call from one thread at a time (callers serialise).
+    - be safe to call from several threads at once (``Detectors.find`` runs
+      the passes of one image concurrently when the runtime has streams to
+      spare); the adapters keep no per-call state and ``Network`` is thread-safe.
     """
 
     name: str

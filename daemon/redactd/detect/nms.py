@@ -48,6 +48,8 @@ def nms_indices(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray
         return np.zeros(0, dtype=np.int64)
     # stable sort on -score: equal scores keep input order
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    if len(boxes) <= _MATRIX_MAX:
+        return _nms_matrix(boxes, order, iou)
     keep: list[int] = []
     while order.size:
         i = int(order[0])
@@ -56,6 +58,38 @@ def nms_indices(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray
         if rest.size == 0:
             break
         order = rest[iou_one(boxes[i], boxes[rest]) <= iou]
+    return np.array(keep, dtype=np.int64)
+
+
+#: Up to this many boxes, NMS computes every pair's IoU at once (n*n floats).
+_MATRIX_MAX = 1500
+
+
+def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """``(n, n)`` IoU of every pair of ``(n, 4)`` boxes."""
+    iw = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(
+        boxes[:, None, 0], boxes[None, :, 0]
+    )
+    ih = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(
+        boxes[:, None, 1], boxes[None, :, 1]
+    )
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    a = area(boxes)
+    union = a[:, None] + a[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def _nms_matrix(boxes: np.ndarray, order: np.ndarray, iou: float) -> np.ndarray:
+    """The same greedy NMS as the loop in ``nms_indices``, from the pairwise IoU matrix."""
+    over = pairwise_iou(boxes) > iou
+    alive = np.ones(len(boxes), dtype=bool)
+    keep: list[int] = []
+    for i in order:
+        if not alive[i]:
+            continue
+        keep.append(int(i))
+        alive &= ~over[i]
     return np.array(keep, dtype=np.int64)
 
 

@@ -13,6 +13,8 @@ union and merges it by NMS.
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +33,9 @@ from redactd.detect import (
     yunet,
 )
 from redactd.detect.base import Detector
-from redactd.detect.runtime import Runtime
+from redactd.detect.runtime import Network, Runtime
 from redactd.errors import ConfigError, ConfigErrors, ModelError
-from redactd.models import manifest
+from redactd.models import derived, manifest
 from redactd.models.manifest import ModelSpec
 from redactd.types import CLASSES, Detection, ObjectClass
 
@@ -59,6 +61,9 @@ class ModelInfo:
     identity: str  # ModelSpec.identity: a hash over the model's file hashes
     device: str
     precision: str
+    # sha256 of each model file (verified at load), in file-name order
+    files_sha256: tuple[str, ...] = ()
+    openvino: str = ""  # OpenVINO runtime version
 
 
 DETECTORS: dict[str, DetectorInfo] = {}
@@ -71,6 +76,9 @@ def register(info: DetectorInfo) -> None:
 
 register(DetectorInfo("centerface", "face", "centerface", centerface.create))
 register(DetectorInfo("yunet", "face", "face_detection_yunet", yunet.create))
+# INT8 models made on this server by `redactd models quantize` (models/derived.py)
+register(DetectorInfo("centerface-int8", "face", "centerface-int8", centerface.create))
+register(DetectorInfo("yunet-int8", "face", "face_detection_yunet-int8", yunet.create))
 # Open Model Zoo face detectors: detector name = manifest model name; "-int8"
 # is the FP16-INT8 IR of the same network.
 for _omz in (
@@ -122,6 +130,28 @@ def check_profiles(cfg: Config) -> list[ConfigError]:
     return errors
 
 
+def check_derived(cfg: Config) -> list[ModelError]:
+    """Derived models (``redactd models quantize``) the profiles use that are absent or altered."""
+    names = {
+        DETECTORS[d].model
+        for prof in cfg.profiles.values()
+        for cls in CLASSES
+        if getattr(prof, cls).enabled
+        for d in getattr(prof, cls).detectors
+        if d in DETECTORS and DETECTORS[d].model in derived.RECIPES
+    }
+    if not names:
+        return []
+    models = manifest.load()
+    errors = []
+    for name in sorted(names):
+        try:
+            derived.spec(models, name, cfg.models.dir)
+        except ModelError as e:
+            errors.append(e)
+    return errors
+
+
 def _infer_info(det: Detector) -> tuple[str, str]:
     network = getattr(det, "network", None)
     execution = getattr(network, "execution", None)
@@ -137,15 +167,33 @@ class _Loaded:
     model: ModelInfo
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """One detector run: a class's detector over one tile of the frame."""
+
+    cls: str
+    dname: str
+    detector: Detector
+    tile: multiscale.Tile
+    threshold: float
+
+
+def _networks(detector: object) -> list[Network]:
+    """The runtime networks an adapter holds (``network``, or several as attributes)."""
+    return [v for v in vars(detector).values() if isinstance(v, Network)]
+
+
 @dataclass
 class Detectors:
     """The detectors loaded for one config; ``find`` is the detection stage.
 
-    Not re-entrant: callers serialise ``find`` (the networks reuse one infer request).
+    ``find`` is thread-safe (the networks keep a pool of infer requests).
     """
 
     loaded: dict[str, _Loaded] = field(default_factory=dict)
     runtime: Runtime | None = None
+    _pool: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def find(
         self, image: np.ndarray, profile: Profile, floor: float | None = None
@@ -157,12 +205,17 @@ class Detectors:
         detections with ``score >= threshold`` of the class, or ``>= floor``
         when ``floor`` is given. MUST raise (never return ``[]``) when a
         detector fails, so the caller can fail closed.
+
+        The passes (class x detector x tile) are independent: when the runtime
+        runs several inferences at once (THROUGHPUT hint: one per stream) they
+        run concurrently; the result is the same as in sequence.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError("detectors take HxWx3 uint8 BGR images")
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError("detectors take non-empty images")
-        out: list[Detection] = []
+        h, w = image.shape[:2]
+        passes: list[_Pass] = []
         for cls in CLASSES:
             cc = getattr(profile, cls)
             if not cc.enabled:
@@ -170,13 +223,31 @@ class Detectors:
             if not cc.detectors:
                 raise ModelError(f"no detector configured for enabled class {cls!r}")
             threshold = cc.threshold if floor is None else floor
-            found: list[Detection] = []
             for dname in cc.detectors:
                 entry = self.loaded.get(dname)
                 if entry is None:
                     raise ModelError(f"detector {dname!r} was not loaded for this profile")
+                for tile in multiscale.plan(w, h, cc.tiling):
+                    passes.append(_Pass(cls, dname, entry.detector, tile, threshold))
+        results = self._run(image, passes)
+
+        out: list[Detection] = []
+        for cls in CLASSES:
+            cc = getattr(profile, cls)
+            if not cc.enabled:
+                continue
+            threshold = cc.threshold if floor is None else floor
+            found: list[Detection] = []
+            for dname in cc.detectors:
+                tiles = [
+                    td
+                    for p, r in zip(passes, results, strict=True)
+                    if p.cls == cls and p.dname == dname
+                    for td in r
+                ]
                 found.extend(
-                    multiscale.detect(entry.detector, image, threshold, cc.tiling, cc.nms_iou)
+                    Detection(d.cls, d.box.clip(w, h), d.score, d.detector, d.track_id)
+                    for d in multiscale.merge(tiles, cc.nms_iou)
                 )
             if len(cc.detectors) > 1:
                 # Ensemble: overlapping boxes of different detectors merge into their
@@ -189,12 +260,55 @@ class Detectors:
             out.extend(d for d in found if d.score >= threshold)
         return out
 
+    def _run(
+        self, image: np.ndarray, passes: list[_Pass]
+    ) -> list[list[multiscale.TileDetection]]:
+        """Each pass's detections in frame coordinates, in the order of ``passes``."""
+
+        def one(p: _Pass) -> list[multiscale.TileDetection]:
+            dets = p.detector.detect(multiscale.crop(image, p.tile), p.threshold)
+            return multiscale.to_frame(dets, p.tile)
+
+        pool = self._executor() if len(passes) > 1 else None
+        if pool is None:
+            return [one(p) for p in passes]
+        # Largest passes first: they bound the wall time, the small ones fill in.
+        sizes = [p.tile.out_w * p.tile.out_h for p in passes]
+        order = sorted(range(len(passes)), key=lambda i: -sizes[i])
+        futures = {i: pool.submit(one, passes[i]) for i in order}
+        # .result() re-raises a failed pass's exception: fail closed as in sequence.
+        return [futures[i].result() for i in range(len(passes))]
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        with self._pool_lock:
+            if self._pool is None:
+                n = self.parallel
+                if n <= 1:
+                    return None
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=n, thread_name_prefix="redactd-detect"
+                )
+            return self._pool
+
+    @property
+    def parallel(self) -> int:
+        """Inferences the loaded networks run at once (1 under the LATENCY hint)."""
+        n = 1
+        for entry in self.loaded.values():
+            for net in _networks(entry.detector):
+                n = max(n, net.parallel)
+        return n
+
     def describe(self) -> list[ModelInfo]:
         """One ``ModelInfo`` per loaded detector, in name order."""
         return [self.loaded[n].model for n in sorted(self.loaded)]
 
     def close(self) -> None:
-        """Release the compiled models."""
+        """Release the compiled models (and the pass threads)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         for entry in self.loaded.values():
             close = getattr(entry.detector, "close", None)
             if callable(close):
@@ -231,11 +345,19 @@ def load(cfg: Config, profile_names: Iterable[str] | None = None) -> Detectors:
     try:
         for dname in wanted:
             info = DETECTORS[dname]
-            spec = models.get(info.model)
+            spec = derived.resolve(models, info.model, cfg.models.dir)
             det = info.factory(spec, runtime, cfg.models.dir)
             det.name = dname
             device, precision = _infer_info(det)
-            model = ModelInfo(dname, spec.name, spec.identity, device, precision)
+            model = ModelInfo(
+                dname,
+                spec.name,
+                spec.identity,
+                device,
+                precision,
+                files_sha256=tuple(spec.files[rel] for rel in sorted(spec.files)),
+                openvino=runtime.version,
+            )
             result.loaded[dname] = _Loaded(info, det, model)
             logger.info(
                 "detector.loaded",

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -242,16 +242,54 @@ def _check_io(model: ov.Model, io: NetworkIO, name: str) -> tuple[int, list[int]
     return in_index, out_index
 
 
-class _Compiled:
-    """A compiled model with its one reusable infer request."""
+def _optimal_requests(compiled: ov.CompiledModel) -> int:
+    """How many requests the compiled model runs at once (its streams): 1 under LATENCY."""
+    try:
+        return max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    except Exception:  # a plugin without the property: no concurrency
+        return 1
 
-    def __init__(self, compiled: ov.CompiledModel) -> None:
+
+class _Compiled:
+    """A compiled model and its pool of reusable infer requests.
+
+    One request per concurrent caller, up to ``limit`` (the model's streams):
+    under the THROUGHPUT hint the CPU plugin runs that many inferences at
+    once, one per stream, so callers on different threads (passes of one
+    image, frames of a video, jobs) really overlap. Requests are made on
+    first need (each holds its own activation buffers).
+    """
+
+    def __init__(self, compiled: ov.CompiledModel, limit: int | None = None) -> None:
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        self.limit = _optimal_requests(compiled) if limit is None else max(1, limit)
+        self._free: list[Any] = [compiled.create_infer_request()]
+        self._made = 1
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[Any]:
+        with self._cond:
+            while not self._free and self._made >= self.limit:
+                self._cond.wait()
+            if self._free:
+                req = self._free.pop()
+            else:
+                self._made += 1
+                req = self.compiled.create_infer_request()
+        try:
+            yield req
+        finally:
+            with self._cond:
+                self._free.append(req)
+                self._cond.notify()
 
 
 class Network:
-    """A compiled model ready for ``infer``; one caller at a time (a lock serialises).
+    """A compiled model ready for ``infer``; thread-safe.
+
+    Up to ``parallel`` callers infer at once (the compiled model's streams:
+    1 under the LATENCY hint, one per stream under THROUGHPUT); more wait.
 
     ``input_shape`` is the static input shape, or ``None`` for a dynamic
     network (then H and W may be anything the model supports).
@@ -284,6 +322,8 @@ class Network:
         self.compiles = 0
         self._static: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
         self._main = _Compiled(runtime._compile(model, name, dynamic=policy == "dynamic"))
+        #: inferences this network runs at once (static compilations get the same)
+        self.parallel = self._main.limit
         self.execution = self._execution_info(self._main.compiled)
         shape = model.inputs[in_index].get_partial_shape()
         self.input_shape: tuple[int, ...] | None = (
@@ -360,7 +400,9 @@ class Network:
         except Exception as e:
             raise InferenceError(f"model {self.name!r}: reshape failed ({type(e).__name__})") from e
         try:
-            compiled = _Compiled(self._runtime._compile(model, self.name, cache=False))
+            compiled = _Compiled(
+                self._runtime._compile(model, self.name, cache=False), self.parallel
+            )
         except ModelError as e:
             raise InferenceError(f"model {self.name!r}: compile for a new size failed") from e
         self.compiles += 1
@@ -379,20 +421,20 @@ class Network:
             raise InferenceError(
                 f"model {self.name!r}: input shape {tuple(blob.shape)} != {self.input_shape}"
             )
-        with self._lock:
-            try:
+        try:
+            with self._lock:  # size bookkeeping only; inference runs outside the lock
                 target = self._pick(tuple(int(s) for s in blob.shape))
-                target.request.infer({self._in: blob})
+            with target.request() as request:
+                request.infer({self._in: blob})
                 return [
-                    np.array(target.request.get_output_tensor(i).data, copy=True)
-                    for i in self._out
+                    np.array(request.get_output_tensor(i).data, copy=True) for i in self._out
                 ]
-            except InferenceError:
-                raise
-            except Exception as e:
-                raise InferenceError(
-                    f"inference failed on model {self.name!r} ({type(e).__name__})"
-                ) from e
+        except InferenceError:
+            raise
+        except Exception as e:
+            raise InferenceError(
+                f"inference failed on model {self.name!r} ({type(e).__name__})"
+            ) from e
 
     def close(self) -> None:
         """Drop the compiled models (frees their memory)."""

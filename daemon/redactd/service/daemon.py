@@ -75,7 +75,10 @@ def check_folders(cfg: Config) -> list[ConfigError]:
 
 def _describe(info: Any) -> Any:
     if dataclasses.is_dataclass(info) and not isinstance(info, type):
-        return {k: str(v) for k, v in dataclasses.asdict(info).items()}
+        return {
+            k: [str(x) for x in v] if isinstance(v, (tuple, list)) else str(v)
+            for k, v in dataclasses.asdict(info).items()
+        }
     return str(info)
 
 

@@ -24,6 +24,26 @@ instant leaves each input in exactly one place, and recovery can tell which:
   returned for another run, recorded temporaries that never became results
   are removed.
 
+Pairs (an input with its instruction sidecar, ``NAME.EXT.redact.json``):
+
+* the sidecar's name is recorded in the manifest before the claim; the input
+  is renamed first (it stays the lock), then the sidecar into
+  ``work_dir/<job>/sidecar.json`` (across filesystems: renamed to a claim
+  name, copied, dropped, like the input). A crash between the two is
+  finished by recovery; a sidecar that vanished meanwhile leaves the job
+  without instructions, as if it had come too late;
+* a sidecar is never delivered: it is removed with the original. In
+  quarantine both sit side by side under their original names; when the
+  input's name is taken, ``name (1).ext`` and ``name (1).ext.redact.json``
+  are used, chosen together (a free name for both) and published sidecar
+  first, so a crash never leaves them apart.
+
+Job records (``redactd.record``): the record is written to a temporary in
+the outbound folder before delivery; delivery chooses a name free for both
+the output and ``<output>.redactd.json``, publishes the record first and then
+the output (a consumer that sees an output can read its record), recording
+both names and inodes so that recovery finishes the pair exactly once.
+
 The manifest (``job.json``, mode 0600, in a 0700 directory) is private state,
 not a log: it holds the relative path of the input so that the result can be
 put in the same sub-folder. Names are kept as Python strings with
@@ -55,10 +75,15 @@ from typing import Any, Literal
 
 from redactd import __version__, fsutil, log
 from redactd.errors import REASONS, PermanentInputError, TransientError
+from redactd.instructions import SIDECAR_SUFFIX
+from redactd.record import RECORD_SUFFIX
 from redactd.service.watch import CLAIM_PREFIX, errname
 
 MANIFEST = "job.json"
 SRC = "src"
+SIDECAR = "sidecar.json"
+#: Suffix of a sidecar's cross-filesystem claim name (after CLAIM_PREFIX + job id).
+SIDECAR_CLAIM_SUFFIX = ".sidecar"
 LOCK = ".lock"
 #: Temporaries older than this that no job of ours recorded are removed at
 #: start. Younger ones may belong to a second instance sharing the folder.
@@ -110,6 +135,14 @@ class Job:
     out_name: str | None = None
     q_tmp: str | None = None
     r_tmp: str | None = None
+    # The sidecar's name in the inbound folder. Once the claim is complete,
+    # set means "this job has instructions" (``sidecar_src``); a sidecar that
+    # could not be claimed (not a regular file) leaves it set with no file.
+    sidecar: str | None = None
+    sidecar_claim: str | None = None  # cross-filesystem claim name of the sidecar
+    qs_tmp: str | None = None  # the sidecar's quarantine temporary (cross-filesystem)
+    rec_tmp: str | None = None  # the job record's outbound temporary
+    input_sha256: str | None = None  # computed once (while copying, or before processing)
     places: dict[str, dict[str, Any]] = field(default_factory=dict)
     reason: dict[str, Any] | None = None
     timed_out: bool = False
@@ -120,6 +153,10 @@ class Job:
     @property
     def src(self) -> Path:
         return self.dir / SRC
+
+    @property
+    def sidecar_src(self) -> Path:
+        return self.dir / SIDECAR
 
     @property
     def name(self) -> str:
@@ -146,6 +183,11 @@ class Job:
             "out_name": self.out_name,
             "q_tmp": self.q_tmp,
             "r_tmp": self.r_tmp,
+            "sidecar": self.sidecar,
+            "sidecar_claim": self.sidecar_claim,
+            "qs_tmp": self.qs_tmp,
+            "rec_tmp": self.rec_tmp,
+            "input_sha256": self.input_sha256,
             "places": self.places,
             "reason": self.reason,
             "timed_out": self.timed_out,
@@ -177,10 +219,25 @@ class Job:
             out_name=d.get("out_name"),
             q_tmp=d.get("q_tmp"),
             r_tmp=d.get("r_tmp"),
+            sidecar=_plain_name(d.get("sidecar")),
+            sidecar_claim=_plain_name(d.get("sidecar_claim")),
+            qs_tmp=d.get("qs_tmp"),
+            rec_tmp=d.get("rec_tmp"),
+            input_sha256=d.get("input_sha256"),
             places=dict(d.get("places") or {}),
             reason=d.get("reason"),
             timed_out=bool(d.get("timed_out", False)),
         )
+
+
+def _plain_name(v: object) -> str | None:
+    """A manifest's file name: one plain path component, or None."""
+    if v is None:
+        return None
+    s = str(v)
+    if s in ("", ".", "..") or "/" in s or "\0" in s:
+        raise ValueError("invalid file name in manifest")
+    return s
 
 
 # --------------------------------------------------------------------------- names
@@ -308,8 +365,14 @@ def open_dir_nofollow(root: Path, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def _copy_nofollow(src: Path, dst: Path, src_dir_fd: int | None = None) -> None:
-    """Durable exclusive copy of a regular file, refusing anything else."""
+def _copy_nofollow(
+    src: Path, dst: Path, src_dir_fd: int | None = None, digest: Any = None
+) -> None:
+    """Durable exclusive copy of a regular file, refusing anything else.
+
+    ``digest`` (a hashlib object) is fed the bytes on the way: the copy is the
+    one read of the input a job needs for its sha256.
+    """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     fd_in = os.open(src, flags, dir_fd=src_dir_fd)
     try:
@@ -321,6 +384,8 @@ def _copy_nofollow(src: Path, dst: Path, src_dir_fd: int | None = None) -> None:
                 b = os.read(fd_in, 1 << 20)
                 if not b:
                     break
+                if digest is not None:
+                    digest.update(b)
                 view = memoryview(b)
                 while view:
                     n = os.write(fd_out, view)
@@ -333,6 +398,19 @@ def _copy_nofollow(src: Path, dst: Path, src_dir_fd: int | None = None) -> None:
         os.close(fd_out)
     finally:
         os.close(fd_in)
+
+
+def _temporaries_of(job: Job) -> set[str]:
+    names = {job.out_tmp, job.rec_tmp, job.q_tmp, job.qs_tmp, job.r_tmp}
+    names.update(str(rec.get("staged")) for rec in job.places.values())
+    return {n for n in names if n}
+
+
+def _raise_bad_name(e: OSError) -> None:
+    if e.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
+        raise PermanentInputError(
+            "bad_name", f"the target folder refuses the name ({errname(e)})", "deliver"
+        ) from e
 
 
 def _now_iso() -> str:
@@ -352,6 +430,8 @@ class Spool:
     def __init__(self, work_dir: Path) -> None:
         self.dir = work_dir
         self._lock_fd: int | None = None
+        # Temporaries named by the jobs ``recover`` kept: never strays.
+        self._recorded: set[str] = set()
         self._log = log.get("redactd.spool")
         work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.lstat(work_dir)
@@ -409,8 +489,11 @@ class Spool:
 
     # -- claim ----------------------------------------------------------------
 
-    def claim(self, rel: tuple[str, ...], target: Target, regular: bool) -> Job | None:
-        """Take ``target.inbound/rel`` into the work area.
+    def claim(
+        self, rel: tuple[str, ...], target: Target, regular: bool, sidecar: str | None = None
+    ) -> Job | None:
+        """Take ``target.inbound/rel`` (and its sidecar ``sidecar``, a name in
+        the same folder) into the work area.
 
         The inbound sub-folders are walked with ``O_NOFOLLOW`` directory
         descriptors and the rename is relative to the last one, so a folder
@@ -426,17 +509,34 @@ class Spool:
         except FileNotFoundError:
             return None
         try:
-            return self._claim_in(dfd, name, rel, target, regular)
+            job = self._claim_in(dfd, name, rel, target, regular, sidecar)
+            if job is not None and job.sidecar is not None:
+                self._claim_sidecar(job, dfd)
+                self.save(job)
+            return job
         finally:
             os.close(dfd)
 
     def _claim_in(
-        self, dfd: int, name: str, rel: tuple[str, ...], target: Target, regular: bool
+        self,
+        dfd: int,
+        name: str,
+        rel: tuple[str, ...],
+        target: Target,
+        regular: bool,
+        sidecar: str | None,
     ) -> Job | None:
         job_id = log.new_job_id()
         job_dir = self.dir / job_id
         job_dir.mkdir(0o700)
-        job = Job(id=job_id, dir=job_dir, target=target, rel=rel, claimed_at=time.time())
+        job = Job(
+            id=job_id,
+            dir=job_dir,
+            target=target,
+            rel=rel,
+            claimed_at=time.time(),
+            sidecar=_plain_name(sidecar),
+        )
         try:
             self.save(job)
             fsutil.fsync_dir(self.dir)
@@ -497,13 +597,86 @@ class Spool:
         assert job.claim is not None
         partial = job.dir / (SRC + ".partial")
         _unlink_quiet(partial)
-        _copy_nofollow(Path(job.claim), partial, src_dir_fd=dfd)
+        h = hashlib.sha256()
+        _copy_nofollow(Path(job.claim), partial, src_dir_fd=dfd, digest=h)
         partial.rename(job.src)
         fsutil.fsync_dir(job.dir)
         job.size = os.lstat(job.src).st_size
+        job.input_sha256 = h.hexdigest()
         job.state = "claimed"
         self.save(job)
         self._drop_claim(job, dfd)
+
+    def _claim_sidecar(self, job: Job, dfd: int) -> None:
+        """Move the recorded sidecar into the job folder (after the input, whose
+        rename is the lock between instances). Resumable: recovery calls it again.
+
+        A sidecar that vanished meanwhile is forgotten (the job runs without
+        instructions, as if the sidecar had come too late); one that is not a
+        regular file is left where it is and the job, still naming it, fails
+        as ``invalid_sidecar`` (fail closed: instructions were asked for).
+        """
+        assert job.sidecar is not None
+        dst = job.sidecar_src
+        try:
+            if _lexists(dst):
+                self._drop_sidecar_claim(job, dfd)
+                return
+            if job.sidecar_claim is None:
+                try:
+                    st = os.lstat(job.sidecar, dir_fd=dfd)
+                except FileNotFoundError:
+                    job.sidecar = None
+                    return
+                if not stat.S_ISREG(st.st_mode):
+                    return
+                try:
+                    os.rename(job.sidecar, dst, src_dir_fd=dfd)
+                except FileNotFoundError:
+                    job.sidecar = None
+                    return
+                except OSError as e:
+                    if e.errno != errno.EXDEV:
+                        raise
+                else:
+                    with contextlib.suppress(OSError):
+                        os.fsync(dfd)
+                    fsutil.fsync_dir(job.dir)
+                    return
+                # Across filesystems: the claim name is the lock, as for the input.
+                job.sidecar_claim = CLAIM_PREFIX + job.id + SIDECAR_CLAIM_SUFFIX
+                self.save(job)
+                try:
+                    os.rename(job.sidecar, job.sidecar_claim, src_dir_fd=dfd, dst_dir_fd=dfd)
+                except FileNotFoundError:
+                    job.sidecar = job.sidecar_claim = None
+                    return
+                os.fsync(dfd)
+            partial = job.dir / (SIDECAR + ".partial")
+            _unlink_quiet(partial)
+            try:
+                _copy_nofollow(Path(job.sidecar_claim), partial, src_dir_fd=dfd)
+            except FileNotFoundError:
+                job.sidecar = job.sidecar_claim = None
+                return
+            partial.rename(dst)
+            fsutil.fsync_dir(job.dir)
+            self.save(job)
+            self._drop_sidecar_claim(job, dfd)
+        except (OSError, PermanentInputError) as e:
+            # The input is claimed already; the job, still naming a sidecar it
+            # does not hold, fails closed as invalid_sidecar.
+            err = errname(e) if isinstance(e, OSError) else e.reason
+            self._log.warning("job.sidecar_claim_failed", job=job.id, error=err)
+
+    def _drop_sidecar_claim(self, job: Job, dfd: int) -> None:
+        if job.sidecar_claim is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(job.sidecar_claim, dir_fd=dfd)
+        with contextlib.suppress(OSError):
+            os.fsync(dfd)
+        job.sidecar_claim = None
 
     def _drop_claim(self, job: Job, dfd: int | None = None) -> None:
         """Remove the inbound claim name of a cross-filesystem claim, if any."""
@@ -594,18 +767,26 @@ class Spool:
         self.save(job)
 
     def discard_output(self, job: Job) -> None:
-        """Remove the temporary of a failed attempt (the pipeline usually did).
+        """Remove the temporaries of a failed attempt (the pipeline usually did).
 
         A result already published under its final name stays (it is durable
-        and complete); only an unpublished temporary goes.
+        and complete); only unpublished temporaries go, and a record already
+        published for an output that was not is withdrawn.
         """
         rec = job.places.get("out")
         if rec is not None:
             if self._placed(rec) is not None:
                 return
             job.places.pop("out")
+        side = job.places.pop("record", None)
+        if side is not None:
+            self._withdraw(side)
         _unlink_quiet(job.out_tmp)
         job.out_tmp = None
+        _unlink_quiet(job.rec_tmp)
+        job.rec_tmp = None
+        if job.state == "delivering":
+            job.state = "claimed"  # nothing left to publish: the next attempt runs it again
 
     def undo_attempt(self, job: Job) -> None:
         """Do not count the last attempt (it was stopped by a full disk, not the input)."""
@@ -613,16 +794,57 @@ class Spool:
         self.discard_output(job)
         self.save(job)
 
+    def input_sha256(self, job: Job) -> str:
+        """The claimed input's sha256, read once per job (kept in the manifest)."""
+        if job.input_sha256 is None:
+            fd = os.open(job.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                h = hashlib.sha256()
+                while chunk := os.read(fd, 1 << 20):
+                    h.update(chunk)
+            finally:
+                os.close(fd)
+            job.input_sha256 = h.hexdigest()
+            self.save(job)
+        return job.input_sha256
+
+    def stage_record(self, job: Job, data: bytes) -> None:
+        """Write the job record to a durable temporary in the outbound folder;
+        :meth:`deliver` publishes it (before the output, beside it)."""
+        side = job.places.pop("record", None)
+        if side is not None:
+            self._withdraw(side)
+        _unlink_quiet(job.rec_tmp)
+        tmp = fsutil.tmp_name(self.out_dir(job) / "x.json")
+        job.rec_tmp = str(tmp)
+        self.save(job)  # recorded before it exists: recovery removes it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, job.target.file_mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def deliver(self, job: Job) -> Path:
-        """Publish the finished temporary under the input's name, then remove the
-        original. Returns the final path (callers MUST NOT log it)."""
+        """Publish the finished temporary under the input's name (its record
+        first, when there is one), then remove the original and its sidecar.
+        Returns the final path (callers MUST NOT log it)."""
         if "out" not in job.places:
             assert job.out_tmp is not None
             Path(job.out_tmp).chmod(job.target.file_mode)
             job.state = "delivering"
-        final = self._place(
-            job, "out", Path(job.out_tmp or ""), self.out_dir(job), job.out_name or job.name
-        )
+        folder = self.out_dir(job)
+        name = job.out_name or job.name
+        staged = Path(job.out_tmp or "")
+        if job.rec_tmp is not None or "record" in job.places:
+            final = self._place_pair(
+                job, "out", staged, "record", Path(job.rec_tmp or ""), folder, name, RECORD_SUFFIX
+            )
+        else:
+            final = self._place(job, "out", staged, folder, name)
         self._finish(job)
         return final
 
@@ -650,6 +872,23 @@ class Spool:
             staged.unlink()
             with contextlib.suppress(OSError):
                 fsutil.fsync_dir(staged.parent)
+
+    def _record_ready(self, job: Job) -> bool:
+        """The job's record (if it has one) is staged or published."""
+        side = job.places.get("record")
+        if side is not None:
+            return self._placed(side) is not None or _lexists(Path(side["staged"]))
+        return job.rec_tmp is None or _lexists(Path(job.rec_tmp))
+
+    def _withdraw(self, rec: dict[str, Any]) -> None:
+        """Unpublish a companion whose main file will not be published (ours:
+        the recorded inode), and drop its temporary."""
+        done = self._placed(rec)
+        if done is not None:
+            done.unlink()
+            with contextlib.suppress(OSError):
+                fsutil.fsync_dir(done.parent)
+        self._drop_staged(rec)
 
     def _place(self, job: Job, key: str, staged: Path, folder: Path, name: str) -> Path:
         """Give ``staged`` (same filesystem as ``folder``) a free name in
@@ -679,15 +918,86 @@ class Spool:
             except FileExistsError:
                 continue
             except OSError as e:
-                if e.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
-                    raise PermanentInputError(
-                        "bad_name", f"the target folder refuses the name ({errname(e)})", "deliver"
-                    ) from e
+                _raise_bad_name(e)
+                raise
+            return cand
+
+    def _place_pair(
+        self,
+        job: Job,
+        key: str,
+        staged: Path,
+        ckey: str,
+        cstaged: Path,
+        folder: Path,
+        name: str,
+        suffix: str,
+        required: bool = True,
+    ) -> Path:
+        """Like :meth:`_place`, with a companion named ``<final name><suffix>``.
+
+        The name is chosen free for both; the companion is published first,
+        so whoever sees the main file finds its companion. A companion that
+        was published beside a name that is taken by the time the main file
+        is linked (a crash in between, then a new file) moves along with it.
+        A companion that is gone (its temporary removed by someone) raises
+        FileNotFoundError when ``required`` (a record: never an output
+        without it), else the main file is placed alone.
+        """
+        rec = job.places.get(key)
+        if rec is None:
+            st = os.lstat(staged)
+            rec = {"staged": str(staged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            job.places[key] = rec
+        crec = job.places.get(ckey)
+        if crec is None and required and not _lexists(cstaged):
+            raise FileNotFoundError(errno.ENOENT, "staged companion vanished")
+        if crec is None and _lexists(cstaged):
+            st = os.lstat(cstaged)
+            crec = {"staged": str(cstaged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            job.places[ckey] = crec
+        done = self._placed(rec)
+        if done is not None:
+            self._drop_staged(rec)
+            if crec is not None:
+                self._drop_staged(crec)
+            return done
+        if not _lexists(Path(rec["staged"])):
+            raise FileNotFoundError(errno.ENOENT, "staged file vanished")
+        limit = name_max(folder) - _blen(suffix)
+        i = 0
+        while True:
+            cand = folder / numbered(name, i, limit)
+            ccand = folder / (cand.name + suffix)
+            i += 1
+            at = self._placed(crec) if crec is not None else None
+            if crec is not None and at is None and not _lexists(Path(crec["staged"])):
+                if required:
+                    raise FileNotFoundError(errno.ENOENT, "staged companion vanished")
+                job.places.pop(ckey, None)  # the companion is gone: place the main file alone
+                crec = None
+            if _lexists(cand) or (crec is not None and at != ccand and _lexists(ccand)):
+                continue
+            rec["cand"] = str(cand)
+            if crec is not None and at != ccand:
+                if at is not None:
+                    crec["staged"] = str(at)  # published beside an older choice: move it
+                crec["cand"] = str(ccand)
+            self.save(job)  # both names are recorded before either can exist
+            try:
+                if crec is not None and at != ccand:
+                    fsutil.link_noreplace(Path(crec["staged"]), ccand)
+                fsutil.link_noreplace(Path(rec["staged"]), cand)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                _raise_bad_name(e)
                 raise
             return cand
 
     def _finish(self, job: Job) -> None:
         _unlink_quiet(job.src)
+        _unlink_quiet(job.sidecar_src)
         self._drop_claim(job)
         shutil.rmtree(job.dir, ignore_errors=True)
 
@@ -711,34 +1021,50 @@ class Spool:
         self.save(job)
 
     def quarantine(self, job: Job) -> Path:
-        """Move the original into quarantine (keeping its sub-folder) with a
-        reason file. Returns the quarantined path (MUST NOT be logged)."""
+        """Move the original (and its sidecar, beside it) into quarantine,
+        keeping its sub-folder, with a reason file. Returns the quarantined
+        path (MUST NOT be logged)."""
         assert job.reason is not None
         qdir = ensure_dirs(job.target.quarantine, job.rel[:-1])
-        rec = job.places.get("orig")
-        final = self._placed(rec) if rec is not None else None
-        if final is not None:
-            self._drop_staged(rec or {})
-        elif rec is not None and _lexists(Path(rec["staged"])):
-            final = self._place(job, "orig", Path(rec["staged"]), qdir, job.name)
+        staged = self._stage_quarantine(job, "orig", job.src, qdir, "q_tmp")
+        if staged is None:
+            raise FileNotFoundError(errno.ENOENT, "the claimed original is missing")
+        side: Path | None = None
+        if job.sidecar is not None or "qside" in job.places:
+            side = self._stage_quarantine(job, "qside", job.sidecar_src, qdir, "qs_tmp")
+        if side is not None:
+            final = self._place_pair(
+                job, "orig", staged, "qside", side, qdir, job.name, SIDECAR_SUFFIX, required=False
+            )
         else:
-            job.places.pop("orig", None)
-            if not _lexists(job.src):
-                raise FileNotFoundError(errno.ENOENT, "the claimed original is missing")
-            if os.lstat(job.src).st_dev == qdir.stat().st_dev:
-                staged = job.src
-            else:
-                tmp = tmp_for(qdir, job.name)
-                _unlink_quiet(job.q_tmp)
-                job.q_tmp = str(tmp)
-                self.save(job)
-                _copy_nofollow(job.src, tmp)
-                staged = tmp
             final = self._place(job, "orig", staged, qdir, job.name)
         _unlink_quiet(job.src)
+        _unlink_quiet(job.sidecar_src)
         self._write_reason(job, qdir, final)
         self._finish(job)
         return final
+
+    def _stage_quarantine(
+        self, job: Job, key: str, src: Path, qdir: Path, tmp_attr: str
+    ) -> Path | None:
+        """What to link into ``qdir`` for ``src``: itself on the same
+        filesystem, else a durable copy (recorded in ``job.<tmp_attr>``).
+        Resumes an earlier staging; None when there is nothing to stage."""
+        rec = job.places.get(key)
+        if rec is not None:
+            if self._placed(rec) is not None or _lexists(Path(rec["staged"])):
+                return Path(rec["staged"])
+            job.places.pop(key)
+        if not _lexists(src):
+            return None
+        if os.lstat(src).st_dev == qdir.stat().st_dev:
+            return src
+        tmp = tmp_for(qdir, job.name)
+        _unlink_quiet(getattr(job, tmp_attr))
+        setattr(job, tmp_attr, str(tmp))
+        self.save(job)
+        _copy_nofollow(src, tmp)
+        return tmp
 
     def _write_reason(self, job: Job, qdir: Path, final: Path) -> None:
         rec = job.places.get("reason")
@@ -808,6 +1134,7 @@ class Spool:
                 keep = True  # left in the work area; tried again as a normal job
             if keep:
                 jobs.append(job)
+                self._recorded.update(_temporaries_of(job))
         return jobs
 
     def _drop_job_dir(self, job_dir: Path) -> None:
@@ -831,23 +1158,50 @@ class Spool:
                 return False
         else:
             self._drop_claim(job)
+        if (
+            job.state == "claimed"
+            and job.sidecar is not None
+            and (job.sidecar_claim is not None or not _lexists(job.sidecar_src))
+        ):
+            # The input is ours; finish taking its sidecar (it is taken after it).
+            _unlink_quiet(job.dir / (SIDECAR + ".partial"))
+            try:
+                dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
+            except OSError:
+                pass  # no folder to take it from: the job fails as invalid_sidecar
+            else:
+                try:
+                    self._claim_sidecar(job, dfd)
+                finally:
+                    os.close(dfd)
         if job.state == "delivering":
             rec = job.places.get("out")
             if rec is None or (self._placed(rec) is None and not _lexists(Path(rec["staged"]))):
                 job.state = "claimed"  # nothing to publish: run it again
+            elif self._placed(rec) is None and not self._record_ready(job):
+                job.state = "claimed"  # its record is lost: never an output without it
         if job.state == "claimed" and not _lexists(job.src):
             # Someone removed the claimed original from the private work area:
             # nothing left to run. Kept for inspection, not retried forever.
             self._log.error("job.orphaned", job=job.id, problem="source missing")
             return False
         if job.state == "claimed":
-            # An attempt was cut short: its temporary is a partial output.
+            # An attempt was cut short: its temporary is a partial output (and
+            # a record, even one published, describes an output that never was).
             _unlink_quiet(job.out_tmp)
             job.out_tmp = None
             job.places.pop("out", None)
+            side = job.places.pop("record", None)
+            if side is not None:
+                self._withdraw(side)
+            _unlink_quiet(job.rec_tmp)
+            job.rec_tmp = None
         if job.state in ("claimed", "quarantining") and job.q_tmp and "orig" not in job.places:
             _unlink_quiet(job.q_tmp)
             job.q_tmp = None
+        if job.state in ("claimed", "quarantining") and job.qs_tmp and "qside" not in job.places:
+            _unlink_quiet(job.qs_tmp)
+            job.qs_tmp = None
         self.save(job)
         return True
 
@@ -867,6 +1221,8 @@ class Spool:
                     if not f.startswith(fsutil.TMP_PREFIX):
                         continue
                     p = Path(root) / f
+                    if str(p) in self._recorded:
+                        continue  # a recovered job's (a staged output or record)
                     try:
                         st = os.lstat(p)
                         if now - st.st_mtime >= STRAY_MIN_AGE_SECONDS:

@@ -20,6 +20,19 @@ What happens to a job, by outcome:
 * anything else is a bug: the one per-job catch-all logs it (scrubbed) and
   quarantines the job as ``internal_error``; the daemon keeps running.
 
+Sidecars: a job claimed with its sidecar runs with its instructions; an
+invalid sidecar (``invalid_sidecar``, ``instruction_not_allowed``) or one
+for a profile whose instructions are off (``instructions_disabled``) sends
+the input and its sidecar to quarantine together. A sidecar claimed alone
+(the watcher gave up waiting for its input) is quarantined as
+``sidecar_without_input``.
+
+Job records: for a profile with ``record.enabled`` the input's sha256 is
+taken once before processing, the output's from the written temporary; the
+record is staged in the outbound folder and published before the output
+(``spool``). The ``job.done`` event carries the same fields
+(``JobRecord.log_fields``), minus the input's sha256.
+
 A job running longer than ``service.job_timeout_seconds`` cannot be
 interrupted (Python threads cannot be killed and the detectors run native
 code), so the loop marks it ``timed_out`` in its manifest, stops sending
@@ -51,8 +64,9 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -60,11 +74,16 @@ from redactd import config as config_mod
 from redactd import log
 from redactd.config import Config
 from redactd.errors import REASONS, ConfigError, ModelError, PermanentInputError, TransientError
+from redactd.instructions import Instructions, load_sidecar, resolve
+from redactd.record import FileDigest, InstructionsUsed, JobRecord, digest_file, models_used
 from redactd.service.metrics import Metrics
 from redactd.service.notify import Notifier
 from redactd.service.spool import Job, NotMovable, Spool, Target, free_bytes
-from redactd.service.watch import Candidate, FolderWatcher, errname
+from redactd.service.watch import Candidate, FolderWatcher, errname, is_sidecar_name
 from redactd.types import JobResult
+
+if TYPE_CHECKING:  # the registry pulls in OpenVINO: only the daemon's start loads it
+    from redactd.detect.registry import ModelInfo
 
 EX_OK = 0
 EX_TEMPFAIL = 75  # restart me: a job hung (see module docstring)
@@ -84,11 +103,12 @@ class PipelineLike(Protocol):
         dst: Path,
         profile: str,
         progress: Callable[[int, int | None], None] | None = None,
+        instructions: Instructions | None = None,
     ) -> JobResult: ...
 
     def output_name(self, src: Path, name: str) -> str: ...
 
-    def describe(self) -> Sequence[object]: ...
+    def describe(self) -> Sequence[ModelInfo]: ...
 
     def close(self) -> None: ...
 
@@ -596,7 +616,7 @@ class Supervisor:
                 return None  # parked with the watcher's in-flight mark kept
             if not cand.regular and not self._special_movable(cand, target):
                 raise NotMovable()
-            job = self.spool.claim(cand.rel, target, cand.regular)
+            job = self.spool.claim(cand.rel, target, cand.regular, cand.sidecar)
         except NotMovable:
             # Never read, never followed; it stays where it is, said once.
             refused = (cand.dev, cand.ino)
@@ -620,6 +640,8 @@ class Supervisor:
             size=job.size,
             regular=cand.regular,
             depth=len(cand.rel) - 1,
+            sidecar=job.sidecar is not None,
+            sidecar_alone=cand.orphan,
         )
         return job
 
@@ -634,6 +656,10 @@ class Supervisor:
             return
         if job.state == "delivering":
             self._deliver(job, None, 0.0)
+            return
+        if is_sidecar_name(job.name):
+            # A sidecar claimed alone: its input never came. Never media.
+            self._quarantine(job, "sidecar_without_input", "sidecar")
             return
         svc = self.cfg.service
         if job.attempts >= svc.max_attempts:
@@ -654,21 +680,48 @@ class Supervisor:
         t0 = time.perf_counter()
         try:
             try:
-                self.spool.preflight(job, self.cfg.limits.max_file_bytes)
+                st = self.spool.preflight(job, self.cfg.limits.max_file_bytes)
             except (TransientError, PermanentInputError):
                 # It was looked at: that is an attempt (and an unreadable file
                 # must run out of attempts).
                 self.spool.count_attempt(job)
                 raise
+            instructions = self._instructions(job)
+            prof = self.cfg.profile(job.target.profile)
+            # The record is off by default: hashing reads input and output once more.
+            keep_record = prof.record.enabled
+            digest_in = (
+                FileDigest(self.spool.input_sha256(job), st.st_size) if keep_record else None
+            )
+            started = datetime.now(timezone.utc)
             tmp = self.spool.begin_attempt(job, pipeline.output_name(job.src, job.name))
             try:
                 result = pipeline.process(
-                    job.src, tmp, job.target.profile, self._progress_of(threading.get_ident())
+                    job.src,
+                    tmp,
+                    job.target.profile,
+                    self._progress_of(threading.get_ident()),
+                    instructions=instructions,
                 )
             except OSError as e:
                 if e.errno in _DISK_FULL_ERRNOS:
                     raise _DiskFull() from e
                 raise  # any other raw OSError from the pipeline is a bug: catch-all
+            # The output's sha256 from the written file, before it is published.
+            digest_out = digest_file(tmp) if keep_record else None
+            record = JobRecord(
+                job=job.id,
+                profile=job.target.profile,
+                result=result,
+                models=models_used(pipeline.describe(), resolve(instructions, prof)),
+                instructions=InstructionsUsed.of(instructions),
+                started=started,
+                finished=datetime.now(timezone.utc),
+                input=digest_in,
+                output=digest_out,
+            )
+            if keep_record:
+                self.spool.stage_record(job, record.to_bytes())
         except PermanentInputError as e:
             self._quarantine(job, e.reason, e.stage or "process", e.detail)
             return
@@ -692,9 +745,30 @@ class Supervisor:
             else:
                 self._transient(job, errname(e).lower(), "spool")
             return
-        self._deliver(job, result, t0)
+        self._deliver(job, result, t0, record)
 
-    def _deliver(self, job: Job, result: JobResult | None, t0: float) -> None:
+    def _instructions(self, job: Job) -> Instructions | None:
+        """The job's sidecar, read and validated; None when it came without one.
+
+        Raises ``PermanentInputError``: ``instructions_disabled`` when the
+        profile takes none (fail closed: the operator asked for something we
+        will not do), ``invalid_sidecar`` naming the field. Either way the
+        input and its sidecar go to quarantine together.
+        """
+        if job.sidecar is None:
+            return None
+        if not self.cfg.profile(job.target.profile).instructions.enabled:
+            raise PermanentInputError(
+                "instructions_disabled", "profile instructions.enabled is false", "sidecar"
+            )
+        if not job.sidecar_src.is_file() or job.sidecar_src.is_symlink():
+            # It could not be claimed (not a regular file) or was removed.
+            raise PermanentInputError("invalid_sidecar", "not a regular file", "sidecar")
+        return load_sidecar(job.sidecar_src)
+
+    def _deliver(
+        self, job: Job, result: JobResult | None, t0: float, record: JobRecord | None = None
+    ) -> None:
         try:
             self.spool.deliver(job)
         except PermanentInputError as e:
@@ -712,14 +786,15 @@ class Supervisor:
         if result is None:
             self.log.info("job.done", job=job.id, attempts=job.attempts, resumed=True)
             return
-        self.log.info(
-            "job.done",
-            job=job.id,
-            **result.log_fields(),
-            attempts=job.attempts,
-            total_ms=round((time.perf_counter() - t0) * 1000.0, 1),
-            queued_s=round(max(0.0, time.time() - job.claimed_at), 3),
-        )
+        # The record's own fields (minus the input's sha256) override the
+        # pipeline's flat ones where both speak, so log and record agree.
+        fields: dict[str, object] = {"job": job.id, **result.log_fields()}
+        if record is not None:
+            fields.update(record.log_fields())
+        fields["attempts"] = job.attempts
+        fields["total_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        fields["queued_s"] = round(max(0.0, time.time() - job.claimed_at), 3)
+        self.log.info("job.done", **fields)
 
     def _needed(self, job: Job) -> int:
         # Resume only when there is clearly room for this result again (twice

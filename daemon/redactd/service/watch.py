@@ -12,6 +12,15 @@ mtime and inode stayed the same for ``settle_seconds`` with no event in that
 time, and (inotify only) it was closed after its last write. Ready files are
 handed out once: they stay in an in-flight set until the worker releases them.
 
+Sidecars: ``NAME.EXT.redact.json`` (``redactd.instructions``) carries the
+instructions for ``NAME.EXT`` and is never handed out as media. An input and
+its sidecar are one *pair*, tracked under the input's path: an event on
+either is an event of the pair, and the pair is quiet only when both files
+are. A settled input without a sidecar waits ``sidecar_wait_seconds`` more
+(a sidecar that appears meanwhile joins it); a sidecar alone waits for its
+input and is handed out as an orphan (to be quarantined) after
+``sidecar_orphan_seconds``.
+
 Paths and names never reach a log line here; only watch indexes, counts and
 errno names do.
 """
@@ -50,6 +59,7 @@ from watchdog.observers.polling import PollingObserverVFS
 from redactd import log
 from redactd.config import DEFAULT_IGNORE, WatchConfig
 from redactd.fsutil import TMP_PREFIX
+from redactd.instructions import SIDECAR_SUFFIX, media_name_of, sidecar_path
 
 #: Prefix of the name a cross-filesystem claim gives the inbound file while it
 #: is copied into the work area (see ``spool``); always ignored.
@@ -152,6 +162,11 @@ def resolve_mode(w: WatchConfig, mountinfo: str | None = None) -> ResolvedMode:
 # --------------------------------------------------------------------------- names
 
 
+def is_sidecar_name(name: str) -> bool:
+    """True for an instruction sidecar's name (``NAME.EXT.redact.json``): never media."""
+    return name.endswith(SIDECAR_SUFFIX) or media_name_of(name) is not None
+
+
 def is_ignored(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
     """True when any path component matches an ignore glob or is ours."""
     for part in parts:
@@ -197,6 +212,14 @@ class FileState:
         return cls(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+@dataclass(frozen=True)
+class PairState:
+    """An input and its sidecar looked at together (None: that file is absent)."""
+
+    media: FileState | None
+    sidecar: FileState | None
+
+
 #: What an event says about a file: opened, closed, written to, or anything
 #: else (created, moved in, attributes).
 EventKind = Literal["open", "close", "write", "other"]
@@ -204,7 +227,7 @@ EventKind = Literal["open", "close", "write", "other"]
 
 @dataclass
 class _Entry:
-    state: FileState | None = None
+    state: FileState | PairState | None = None
     changed_at: float = 0.0
     last_change: float = float("-inf")  # last write or other event
     last_activity: float = float("-inf")  # last open, close or write event
@@ -261,7 +284,7 @@ class StabilityTracker:
         # First sighting: look at once; otherwise wait for quiet.
         self._schedule(key, e, now + self.settle if e.state is not None else now)
 
-    def observe(self, key: str, state: FileState, now: float) -> bool:
+    def observe(self, key: str, state: FileState | PairState, now: float) -> bool:
         """Record a fresh look at ``key``; True when it is ready now.
 
         A ready key stays tracked until :meth:`forget` (the caller hands it out
@@ -285,6 +308,12 @@ class StabilityTracker:
             self._schedule(key, e, quiet_since + self.settle)
             return False
         return True
+
+    def recheck(self, key: str, at: float) -> None:
+        """Look at ``key`` again at ``at`` without counting a change (a timed wait)."""
+        e = self._entries.get(key)
+        if e is not None:
+            self._schedule(key, e, at)
 
     def due(self, now: float) -> list[str]:
         """Keys that should be looked at (``lstat``) now."""
@@ -344,7 +373,12 @@ _F_SETLEASE: int = getattr(fcntl, "F_SETLEASE", 1024)
 
 @dataclass(frozen=True)
 class Candidate:
-    """A complete inbound entry handed to a worker (paths only, no content)."""
+    """A complete inbound entry handed to a worker (paths only, no content).
+
+    ``sidecar`` is the name of the input's settled sidecar (same folder), to
+    be claimed together with it. ``orphan`` marks a sidecar whose input never
+    came (``path`` and ``rel`` then name the sidecar): it is to be quarantined.
+    """
 
     watch: int
     path: Path
@@ -353,10 +387,14 @@ class Candidate:
     size: int
     dev: int
     ino: int
+    sidecar: str | None = None
+    orphan: bool = False
+    pair: str = ""  # the watcher's key (the input's path) when it is not ``path``
 
     @property
     def key(self) -> str:
-        return str(self.path)
+        """What :meth:`FolderWatcher.release` takes back."""
+        return self.pair or str(self.path)
 
 
 class _Hints(FileSystemEventHandler):
@@ -407,6 +445,12 @@ class FolderWatcher:
         self.mode: ResolvedMode = resolve_mode(cfg, mountinfo)
         self.rescan_seconds = rescan_seconds
         self.tracker = StabilityTracker(settle_seconds)
+        wait = cfg.sidecar_wait_seconds
+        self.sidecar_wait = settle_seconds if wait is None else wait
+        self.orphan_after = cfg.sidecar_orphan_seconds
+        # pair key -> when it was first found settled without its sidecar / input
+        self._alone: dict[str, float] = {}
+        self._orphans: dict[str, float] = {}
         self._hints = _Hints()
         self._observer: BaseObserver | None = None
         self._inflight: set[str] = set()
@@ -542,7 +586,10 @@ class FolderWatcher:
                 continue
             if not self.cfg.recursive and len(rel) != 1:
                 continue
-            key = str(path)
+            pair = self._pair_key(path)
+            if pair is None:
+                continue
+            key = str(pair)  # a sidecar's events are its input's
             with self._lock:
                 if key in self._inflight:
                     continue
@@ -580,7 +627,10 @@ class FolderWatcher:
                         continue
                     if not self.cfg.recursive and len(rel) != 1:
                         continue
-                    key = str(path)
+                    pair = self._pair_key(path)
+                    if pair is None:
+                        continue
+                    key = str(pair)
                     if key in self.tracker:
                         continue
                     with self._lock:
@@ -590,7 +640,7 @@ class FolderWatcher:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
-                    if self._is_refused(key, st):
+                    if pair == path and self._is_refused(key, st):
                         continue
                     self.tracker.event(key, now)
         if errors > 1:
@@ -606,28 +656,72 @@ class FolderWatcher:
             del self._refused[key]  # something new under the old name
             return False
 
-    def _look(self, key: str, now: float) -> Candidate | None:
-        path = Path(key)
-        try:
-            st = os.lstat(path)
-        except OSError:
-            self.tracker.forget(key)
-            return None
-        if stat.S_ISDIR(st.st_mode):
-            self.tracker.forget(key)
-            return None
-        if self._is_refused(key, st):
-            self.tracker.forget(key)
-            return None
-        if not self.tracker.observe(key, FileState.of(st), now):
-            return None
-        if stat.S_ISREG(st.st_mode) and writer_active(path):
-            # Still open for writing (an open we did not see: it happened
-            # before the folder was watched). Look again after another quiet period.
-            self.tracker.event(key, now)
-            return None
-        rel = relative_parts(self.root, path, self.cfg.recursive)
+    # -- pairs ---------------------------------------------------------------
+
+    def _pair_key(self, path: Path) -> Path | None:
+        """The path an entry is tracked under: its own, or its input's for a
+        sidecar (None for a sidecar name without an input name)."""
+        if not is_sidecar_name(path.name):
+            return path
+        media = media_name_of(path.name)
+        return path.with_name(media) if media else None
+
+    def _media_name_ok(self, name: str) -> bool:
+        """Whether a file of this name may be processed as an input."""
+        if is_sidecar_name(name):
+            return False  # a sidecar (of a sidecar) is never media
+        return not is_ignored((name,), self.patterns)
+
+    def _drop(self, key: str) -> None:
         self.tracker.forget(key)
+        self._alone.pop(key, None)
+        self._orphans.pop(key, None)
+
+    def _look(self, key: str, now: float) -> Candidate | None:
+        media = Path(key)
+        side = sidecar_path(media)
+        m_st = _lstat_file(media) if self._media_name_ok(media.name) else None
+        s_st = _lstat_file(side)
+        if m_st is None and s_st is None:
+            self._drop(key)
+            return None
+        ref = m_st if m_st is not None else s_st
+        assert ref is not None
+        if self._is_refused(key, ref):
+            self._drop(key)
+            return None
+        state = PairState(
+            FileState.of(m_st) if m_st is not None else None,
+            FileState.of(s_st) if s_st is not None else None,
+        )
+        if not self.tracker.observe(key, state, now):
+            self._alone.pop(key, None)  # something changed: a new wait when quiet again
+            return None
+        if m_st is None:
+            # A sidecar alone: its input may still come.
+            since = self._orphans.setdefault(key, now)
+            if now - since < self.orphan_after:
+                self.tracker.recheck(key, since + self.orphan_after)
+                return None
+            path, st = side, s_st
+        else:
+            self._orphans.pop(key, None)
+            if s_st is None and self.sidecar_wait > 0:
+                # Settled without a sidecar: give the sidecar its chance to come.
+                since = self._alone.setdefault(key, now)
+                if now - since < self.sidecar_wait:
+                    self.tracker.recheck(key, since + self.sidecar_wait)
+                    return None
+            path, st = media, m_st
+        assert st is not None
+        for p, pst in ((media, m_st), (side, s_st)):
+            if pst is not None and stat.S_ISREG(pst.st_mode) and writer_active(p):
+                # Still open for writing (an open we did not see: it happened
+                # before the folder was watched). Look again after another quiet period.
+                self.tracker.event(key, now)
+                return None
+        rel = relative_parts(self.root, path, self.cfg.recursive)
+        self._drop(key)
         if rel is None:
             return None
         with self._lock:
@@ -642,4 +736,16 @@ class FolderWatcher:
             size=st.st_size,
             dev=st.st_dev,
             ino=st.st_ino,
+            sidecar=side.name if m_st is not None and s_st is not None else None,
+            orphan=m_st is None,
+            pair=key if path != media else "",
         )
+
+
+def _lstat_file(path: Path) -> os.stat_result | None:
+    """``lstat`` of a non-directory entry, or None (absent, unreadable, a folder)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return None if stat.S_ISDIR(st.st_mode) else st
