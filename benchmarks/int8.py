@@ -10,7 +10,10 @@ For each quantization variant (nncf preset x output heads in float or INT8):
    ``centerface`` (f32) and one using ``centerface-int8``; plates are off in
    both, so only the face detector differs; everything else is the default
    profile;
-3. time single inferences with the LATENCY hint at 640x384, 1280x736 and
+3. (``--process N``) time whole images through the pipeline
+   (``Pipeline.process``: decode, both passes, mask, encode) on N images of
+   the first eval set, f32 and the first variant alternating image by image;
+4. time single inferences with the LATENCY hint at 640x384, 1280x736 and
    1536x1056 (one static compilation per size, as the runtime serves a
    repeated size), f32 and every variant interleaved in one loop, so the
    load of the shared machine hits all of them alike; the median of
@@ -201,6 +204,41 @@ def speed(models: dict[str, tuple[Path, Any]], repeats: int) -> list[dict[str, A
     return rows
 
 
+def pipeline_speed(config: Path, dataset: Path, n: int, rounds: int = 2) -> dict[str, Any]:
+    """Images/s of ``Pipeline.process`` for profiles f32 and int8, alternating per image."""
+    import tempfile
+
+    from redactd.config import load
+    from redactd.pipeline import Pipeline
+
+    labels = [json.loads(x) for x in (dataset / "labels.jsonl").read_text().splitlines() if x]
+    step = max(1, len(labels) // n)
+    images = [dataset / d["image"] for d in labels[::step][:n]]
+    cfg = load(config)
+    pipe = Pipeline.load(cfg, ["f32", "int8"])
+    spent = {"f32": 0.0, "int8": 0.0}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(rounds):
+                for i, src in enumerate(images):
+                    order = ("f32", "int8") if (i + r) % 2 == 0 else ("int8", "f32")
+                    for prof in order:
+                        dst = Path(tmp) / f"{prof}-{i}{src.suffix}"
+                        t0 = time.perf_counter()
+                        pipe.process(src, dst, prof)
+                        spent[prof] += time.perf_counter() - t0
+                        dst.unlink()
+    finally:
+        pipe.close()
+    done = len(images) * rounds
+    return {
+        "set": dataset.name, "images": len(images), "rounds": rounds,
+        "f32_images_per_s": round(done / spent["f32"], 3),
+        "int8_images_per_s": round(done / spent["int8"], 3),
+        "ratio": round(spent["f32"] / spent["int8"], 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--calibration", type=Path, nargs="+", required=True)
@@ -217,6 +255,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/redactd-int8"))
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--process", type=int, default=0, metavar="N",
+                    help="also time N images through the whole pipeline")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cal_dir = merged_calibration(args.calibration, args.eval, args.work)
@@ -250,6 +290,12 @@ def main() -> None:
                 result["variants"][name]["eval"].append(run_eval(
                     args.work / f"config-{name}.toml", "int8", ds,
                     args.work / f"eval-{name}-{ds.name}"))
+    if args.process:
+        first = next(iter(stores))
+        print(f"pipeline f32 vs {first} on {args.eval[0].name} ...", file=sys.stderr, flush=True)
+        result["pipeline"] = pipeline_speed(
+            args.work / f"config-{first}.toml", args.eval[0], args.process)
+        result["pipeline"]["variant"] = first
     if not args.no_speed:
         man = manifest.load()
         models = {"f32": (man.get("centerface").main_path(args.models), man.get("centerface"))}
@@ -279,6 +325,11 @@ def print_summary(r: dict[str, Any]) -> None:
                 print(f"| {e['set']} ({e['images']}) | {n} | {e['masked_recall']:.4f} | "
                       f"{delta:+.2f} | {e['small_masked_recall']:.4f} | {e['strict_recall']:.4f} | "
                       f"{_num(e['box_recall'])} | {_num(e['precision'])} | {e['seconds']} |")
+    if r.get("pipeline"):
+        p = r["pipeline"]
+        print(f"\nwhole pipeline, {p['images']} images of {p['set']} x {p['rounds']} rounds "
+              f"(alternating): f32 {p['f32_images_per_s']} images/s, {p['variant']} "
+              f"{p['int8_images_per_s']} images/s, ratio {p['ratio']}")
     if r["speed"]:
         print("\n| size | model | ms/inference (median) | f32 / model |")
         print("|---|---|---:|---:|")
