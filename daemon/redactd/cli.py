@@ -215,22 +215,19 @@ def _job_record(
     tmp: Path,
 ) -> JobRecord:
     """The job record of one ``process`` run (hashes only when the profile keeps records)."""
-    from redactd.instructions import resolve
-    from redactd.record import InstructionsUsed, digest_file, models_used
+    from redactd.record import digest_file
 
     keep = prof.record.enabled
-    digest_in = digest_file(src) if keep else None
-    digest_out = digest_file(tmp) if keep else None
-    return JobRecord(
-        job=job,
-        profile=profile_name,
-        result=result,
-        models=models_used(pipeline.describe(), resolve(instr, prof)),
-        instructions=InstructionsUsed.of(instr),
-        started=started,
-        finished=datetime.now(timezone.utc),
-        input=digest_in,
-        output=digest_out,
+    return JobRecord.of_job(
+        job,
+        profile_name,
+        prof,
+        result,
+        pipeline.describe(),
+        instr,
+        started,
+        input=digest_file(src) if keep else None,
+        output=digest_file(tmp) if keep else None,
     )
 
 

@@ -151,6 +151,35 @@ class JobRecord:
     input: FileDigest | None = None
     output: FileDigest | None = None
 
+    @classmethod
+    def of_job(
+        cls,
+        job: str,
+        profile_name: str,
+        profile: Profile,
+        result: JobResult,
+        models: Sequence[ModelInfo],
+        instructions: Instructions | None,
+        started: datetime,
+        *,
+        input: FileDigest | None = None,
+        output: FileDigest | None = None,
+    ) -> JobRecord:
+        """The record of a job that just finished (CLI and daemon build it alike)."""
+        from redactd.instructions import resolve
+
+        return cls(
+            job=job,
+            profile=profile_name,
+            result=result,
+            models=models_used(models, resolve(instructions, profile)),
+            instructions=InstructionsUsed.of(instructions),
+            started=started,
+            finished=datetime.now(timezone.utc),
+            input=input,
+            output=output,
+        )
+
     def fields(self, *, with_input_sha256: bool = True) -> dict[str, Any]:
         """The record as a JSON-able dict; also the ``job.done`` log fields
         (``with_input_sha256=False``). The one place that decides the fields."""

@@ -74,8 +74,8 @@ from redactd import config as config_mod
 from redactd import log
 from redactd.config import Config
 from redactd.errors import REASONS, ConfigError, ModelError, PermanentInputError, TransientError
-from redactd.instructions import Instructions, load_sidecar, resolve
-from redactd.record import FileDigest, InstructionsUsed, JobRecord, digest_file, models_used
+from redactd.instructions import Instructions, load_sidecar
+from redactd.record import FileDigest, JobRecord, digest_file
 from redactd.service.metrics import Metrics
 from redactd.service.notify import Notifier
 from redactd.service.spool import Job, NotMovable, Spool, Target, free_bytes
@@ -709,14 +709,14 @@ class Supervisor:
                 raise  # any other raw OSError from the pipeline is a bug: catch-all
             # The output's sha256 from the written file, before it is published.
             digest_out = digest_file(tmp) if keep_record else None
-            record = JobRecord(
-                job=job.id,
-                profile=job.target.profile,
-                result=result,
-                models=models_used(pipeline.describe(), resolve(instructions, prof)),
-                instructions=InstructionsUsed.of(instructions),
-                started=started,
-                finished=datetime.now(timezone.utc),
+            record = JobRecord.of_job(
+                job.id,
+                job.target.profile,
+                prof,
+                result,
+                pipeline.describe(),
+                instructions,
+                started,
                 input=digest_in,
                 output=digest_out,
             )
