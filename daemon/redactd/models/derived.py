@@ -31,18 +31,15 @@ models through it).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from redactd.errors import ModelError
-from redactd.models.manifest import Manifest, ModelSpec, sha256_file
+from redactd.models.manifest import NAME_RE, SHA256_RE, Manifest, ModelSpec, sha256_file
 
 PROVENANCE = "provenance.json"
 SCHEMA = 1
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -180,8 +177,8 @@ class Provenance:
         if (
             not prov.files
             or prov.main not in prov.files
-            or not all(_PLAIN.fullmatch(f) and f != PROVENANCE for f in prov.files)
-            or not all(_SHA256.fullmatch(x) for x in digests)
+            or not all(NAME_RE.fullmatch(f) and f != PROVENANCE for f in prov.files)
+            or not all(SHA256_RE.fullmatch(x) for x in digests)
         ):
             raise bad
         return prov

@@ -36,10 +36,10 @@ else:  # pragma: no cover
 #: Tasks a model can serve; the same names as ``redactd.types.ObjectClass``.
 TASKS: tuple[str, ...] = ("face", "plate")
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # A model name or mirror folder becomes one path component: no separators, no
 # leading dot (that would hide it, or collide with the store's temporaries).
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -150,13 +150,13 @@ def _check_rel(name: str, rel: str) -> None:
 
 
 def _check_digest(name: str, what: str, digest: object) -> None:
-    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+    if not isinstance(digest, str) or not SHA256_RE.fullmatch(digest):
         raise _bad(name, f"{what}: sha256 must be 64 lowercase hex digits")
 
 
 def _validate(spec: ModelSpec) -> None:
     n = spec.name
-    if not _NAME.fullmatch(n):
+    if not NAME_RE.fullmatch(n):
         raise _bad(n, "model name must be a plain folder name")
     if spec.task not in TASKS:
         raise _bad(n, f"task must be one of {', '.join(TASKS)}")
@@ -169,7 +169,7 @@ def _validate(spec: ModelSpec) -> None:
         _check_digest(n, f"file {rel!r}", digest)
     if spec.main not in spec.files:
         raise _bad(n, "main is not one of the files")
-    if not _NAME.fullmatch(spec.mirror_dir):
+    if not NAME_RE.fullmatch(spec.mirror_dir):
         raise _bad(n, "source.mirror_dir must be a plain folder name")
     for rel, size in spec.sizes.items():
         if rel not in spec.files:
