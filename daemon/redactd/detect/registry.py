@@ -316,10 +316,14 @@ class Detectors:
         self.loaded.clear()
 
 
-def load(cfg: Config, profile_names: Iterable[str] | None = None) -> Detectors:
+def load(
+    cfg: Config, profile_names: Iterable[str] | None = None, concurrency: int = 1
+) -> Detectors:
     """Load (verify and compile) every detector the named profiles use, once each.
 
-    ``profile_names`` defaults to every profile of the config. Raises
+    ``profile_names`` defaults to every profile of the config; ``concurrency``
+    is how many jobs will use the detectors at once (it resolves the
+    ``"auto"`` performance hint, see ``Runtime``). Raises
     ``ConfigError`` for an unknown profile or detector name, ``ModelError``
     when a model is missing, fails its sha256 check or cannot be compiled.
     """
@@ -339,7 +343,7 @@ def load(cfg: Config, profile_names: Iterable[str] | None = None) -> Detectors:
     if not wanted:
         return result
     models = manifest.load()
-    runtime = Runtime(cfg.runtime)
+    runtime = Runtime(cfg.runtime, concurrency)
     result.runtime = runtime
     logger = log.get("redactd.detect")
     try:
@@ -367,6 +371,7 @@ def load(cfg: Config, profile_names: Iterable[str] | None = None) -> Detectors:
                 device=device,
                 precision=precision,
                 openvino=runtime.version,
+                hint=runtime.hint,
             )
     except BaseException:
         result.close()

@@ -17,7 +17,11 @@ Input sizes. CenterFace and YuNet run at the size of the image they get
 has its own, while video frames and tiles repeat one size. A ``"dynamic"``
 network compiles once with ``[1, C, -1, -1]`` and serves any size at once;
 sizes seen ``static_after`` times get their own static compilation (10-20 %
-faster per inference on the CPU plugin, see ``benchmarks/runtime_shapes.py``).
+faster per inference on the CPU plugin, see ``benchmarks/runtime_shapes.py``),
+made on a background thread while the dynamic one goes on serving: a
+compilation takes 150-400 ms, which a video frame or a photo batch should
+not wait for, and a size that is not worth it (a batch of photos in many
+sizes) never pays for one.
 Those live in an LRU bounded by a pixel budget (a compiled model holds its
 activation buffers: hundreds of MB at 2 Mpx) and bypass the on-disk cache
 (one blob of ~7 MB per size would grow the cache without bound when every
@@ -99,9 +103,18 @@ def _short(e: BaseException) -> str:
 class Runtime:
     """One OpenVINO core for the process, configured from ``RuntimeConfig``."""
 
-    def __init__(self, cfg: RuntimeConfig) -> None:
+    def __init__(self, cfg: RuntimeConfig, concurrency: int = 1) -> None:
         self.cfg = cfg
         self.device = cfg.device
+        #: The hint compilations get: ``"auto"`` resolved by how many callers
+        #: infer at once. Several jobs sharing one LATENCY network take turns,
+        #: each inference spread over every core (thread hand-offs, idle cores
+        #: while Python decodes); THROUGHPUT streams of fewer threads each run
+        #: side by side: measured 1.2-1.4x images/s with 2 jobs on 2 cores
+        #: (benchmarks/RESULTS.md), while one job alone is fastest under LATENCY.
+        self.hint = cfg.performance_hint
+        if self.hint == "auto":
+            self.hint = "THROUGHPUT" if concurrency > 1 else "LATENCY"
         try:
             self._core = ov.Core()
             if cfg.cache_dir is not None:
@@ -118,7 +131,7 @@ class Runtime:
 
     def compile_config(self) -> dict[str, Any]:
         """Properties passed to every ``compile_model`` call."""
-        props: dict[str, Any] = {"PERFORMANCE_HINT": self.cfg.performance_hint}
+        props: dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
         if self.cfg.precision != "auto":
             props["INFERENCE_PRECISION_HINT"] = _PRECISIONS[self.cfg.precision]
         if self.cfg.num_threads > 0:
@@ -132,7 +145,7 @@ class Runtime:
         *,
         name: str,
         policy: ShapePolicy = "fixed",
-        static_after: int = 4,
+        static_after: int = 8,
         static_budget_px: int = 3_000_000,
     ) -> Network:
         """Read, check and compile the model at ``path``.
@@ -141,7 +154,8 @@ class Runtime:
         ranks); a mismatch raises ``ModelError``, as does any OpenVINO failure.
         ``policy="dynamic"`` makes the input's last two dimensions (H, W) free;
         then sizes used ``static_after`` times (0 = never) get a static
-        compilation while their summed H*W stays within ``static_budget_px``.
+        compilation (in the background) while their summed H*W stays within
+        ``static_budget_px``.
         """
         try:
             model = self._core.read_model(str(path))
@@ -321,6 +335,11 @@ class Network:
         #: static compilations made so far (for benchmarks and tests)
         self.compiles = 0
         self._static: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
+        #: the background static compilation in progress (one at a time)
+        self._worker: threading.Thread | None = None
+        #: sizes whose static compilation failed: served by the main one for good
+        self._failed: set[tuple[int, ...]] = set()
+        self._closed = False
         self._main = _Compiled(runtime._compile(model, name, dynamic=policy == "dynamic"))
         #: inferences this network runs at once (static compilations get the same)
         self.parallel = self._main.limit
@@ -360,14 +379,17 @@ class Network:
         return list(self._static)
 
     def _pick(self, shape: tuple[int, ...]) -> _Compiled:
-        """The compilation serving ``shape``; may compile a static one (see the module doc).
+        """The compilation serving ``shape``; may start a static one (see the module doc).
 
         A size is promoted once used ``static_after`` times, and only if the
         sizes it would evict from the pixel budget were used at most half as
         often: without that margin, sizes taking turns (the passes of every
         photo) would evict each other and recompile on nearly every call.
         Use counts halve every ``_AGING`` calls, so the sizes of the current
-        work (the next video) win over those of past work.
+        work (the next video) win over those of past work. The compilation
+        runs on a background thread; until it is ready (or if it fails) the
+        dynamic compilation serves the size, so promotion never delays a call.
+        Called with ``self._lock`` held.
         """
         pixels = shape[-1] * shape[-2]
         if self._policy == "fixed" or self._static_after <= 0 or pixels > self._budget:
@@ -383,33 +405,66 @@ class Network:
         if hit is not None:
             self._static.move_to_end(shape)
             return hit
-        if count < self._static_after:
+        if (
+            count < self._static_after
+            or self._worker is not None
+            or self._closed
+            or shape in self._failed
+            or self._evictions(shape) is None
+        ):
             return self._main
+        self._worker = threading.Thread(
+            target=self._compile_static, args=(shape,), name="redactd-compile", daemon=True
+        )
+        self._worker.start()
+        return self._main
+
+    def _evictions(self, shape: tuple[int, ...]) -> list[tuple[int, ...]] | None:
+        """Static sizes to drop to make room for ``shape`` (least recently used
+        first), or ``None`` when one of them is busier (see ``_pick``)."""
+        count = self._seen.get(shape, 0)
         evict: list[tuple[int, ...]] = []
-        used = pixels + sum(s[-1] * s[-2] for s in self._static)
-        for old in self._static:  # least recently used first
+        used = shape[-1] * shape[-2] + sum(s[-1] * s[-2] for s in self._static)
+        for old in self._static:
             if used <= self._budget:
                 break
             if 2 * self._seen.get(old, 0) > count:
-                return self._main  # keep the busier size; stay dynamic for this one
+                return None
             evict.append(old)
             used -= old[-1] * old[-2]
-        model = self._model.clone()
+        return evict
+
+    def _compile_static(self, shape: tuple[int, ...]) -> None:
+        """Background thread: reshape and compile for ``shape``, then install it."""
+        compiled: _Compiled | None = None
         try:
+            model = self._model.clone()
             model.reshape({model.inputs[self._in]: ov.PartialShape(list(shape))})
-        except Exception as e:
-            raise InferenceError(f"model {self.name!r}: reshape failed ({type(e).__name__})") from e
-        try:
             compiled = _Compiled(
                 self._runtime._compile(model, self.name, cache=False), self.parallel
             )
-        except ModelError as e:
-            raise InferenceError(f"model {self.name!r}: compile for a new size failed") from e
-        self.compiles += 1
-        for old in evict:
-            del self._static[old]
-        self._static[shape] = compiled
-        return compiled
+        except Exception:  # the dynamic compilation keeps serving this size
+            compiled = None
+        with self._lock:
+            self._worker = None
+            if compiled is None:
+                self._failed.add(shape)
+                return
+            # The use counts moved on while compiling: decide on them again.
+            evict = None if self._closed else self._evictions(shape)
+            if evict is None:
+                return
+            for old in evict:
+                del self._static[old]
+            self._static[shape] = compiled
+            self.compiles += 1
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for the background static compilation in progress, if any."""
+        with self._lock:
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
 
     def infer(self, blob: np.ndarray) -> list[np.ndarray]:
         """Run one input; returns the outputs in the adapter's ``NetworkIO`` order.
@@ -439,5 +494,10 @@ class Network:
     def close(self) -> None:
         """Drop the compiled models (frees their memory)."""
         with self._lock:
+            self._closed = True  # a compilation finishing now is not installed
+            worker = self._worker
             self._static.clear()
             self._seen.clear()
+        if worker is not None:
+            # Not left compiling in native code while the interpreter shuts down.
+            worker.join()

@@ -350,7 +350,7 @@ class Supervisor:
             # Still claimed in the work area: the next start runs them again.
             self.log.warning("service.stop_timeout", jobs=len(left), requeued=left)
         else:
-            for p in self.pipelines:
+            for p in {id(p): p for p in self.pipelines}.values():  # workers may share one
                 with contextlib.suppress(Exception):
                     p.close()
         self._publish_status(self.clock(), force=True, state="stopped")
