@@ -550,7 +550,7 @@ def to_markdown(sc: dict[str, Any]) -> list[str]:
         f"`redactd run` (profile {sc['profile']}) on {sc['images']} WIDER FACE images "
         f"({sc['megapixels']:.1f} MP){vids}, all renamed into the inbound folder at once; "
         f"time from the drop to the last output (settling {sc['settle_seconds']} s included). "
-        "Workers are threads with one pipeline each in one process; two daemons share the "
+        "Workers are threads sharing one pipeline in one process; two daemons share the "
         f"inbound, outbound and quarantine folders. {sc['usable_cpus']} usable CPUs.",
         "",
         "| variant | images/s | / 1 worker | video frames/s | / 1 worker | jobs per daemon "

@@ -242,7 +242,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         given = _cli_instructions(args)
         check_allowed(given, prof)
         todo = list(_inputs(args.inputs))
-        # No more jobs than files: one video alone runs fastest under the
+        # No more jobs than files: a file alone runs fastest under the
         # LATENCY hint, which "auto" picks for a single job.
         jobs = max(1, min(args.jobs, len(todo)))
         pipeline = Pipeline.load(cfg, [args.profile], concurrency=jobs)
@@ -311,7 +311,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         else:
             # Several files at once: one's decode, mask and encode overlap the
             # other's inference (the pipeline is thread-safe; the detectors'
-            # networks run side by side under the THROUGHPUT hint "auto" picks).
+            # networks take turns, or run side by side as THROUGHPUT streams).
             with concurrent.futures.ThreadPoolExecutor(jobs, "redactd-process") as pool:
                 futures = [pool.submit(one, src, rel) for src, rel in todo]
                 for fut in futures:
@@ -647,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="files processed at once (default 1; 2 overlaps one file's decoding and "
         "encoding with another's detection; with runtime.performance_hint \"auto\" "
-        "the detectors then run one OpenVINO stream per job)",
+        "and a one-pass profile such as fast, one OpenVINO stream per job)",
     )
     sp.add_argument(
         "--mask",

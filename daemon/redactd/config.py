@@ -298,8 +298,9 @@ class RuntimeConfig:
     """OpenVINO runtime choices."""
 
     device: str = "CPU"
-    #: "auto": LATENCY for one job at a time, THROUGHPUT (one stream per
-    #: concurrent job) when several jobs share the detectors (``process --jobs``).
+    #: "auto": THROUGHPUT (one stream per concurrent job) when several jobs
+    #: share the detectors and every profile runs one pass per class, else
+    #: LATENCY (``redactd.detect.registry.load``).
     performance_hint: Literal["auto", "LATENCY", "THROUGHPUT"] = "auto"
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
     num_threads: int = _f(0, 0, 1024)

@@ -90,7 +90,6 @@ REASONS: dict[str, str] = {
     "encode_failed": "the masked result could not be encoded",
     "unprocessed_frames": "some video frames could not be decoded and checked",
     "bad_name": "the file name cannot be represented safely in the outbound folder",
-    "bad_sidecar": "the instruction sidecar is invalid",
     "sidecar_without_input": "the sidecar's input never arrived (watch.sidecar_orphan_seconds)",
     "instructions_disabled": "a sidecar came with an input whose profile has instructions disabled",
     "invalid_sidecar": "the per-file instructions (sidecar or command line) are invalid",

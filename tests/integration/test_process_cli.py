@@ -213,19 +213,21 @@ def test_parallel_jobs_give_the_same_outputs_as_one_at_a_time(
         assert np.array_equal(a, b), f"file {i} differs between --jobs 1 and --jobs 2"
 
 
-def test_auto_hint_gives_parallel_jobs_throughput_streams_and_one_file_latency(
+def test_auto_hint_gives_parallel_one_pass_jobs_throughput_streams(
     tmp_path: Path, models_dir: Path
 ) -> None:
-    # runtime.performance_hint "auto": --jobs 2 over two files shares the
-    # detectors between two jobs (THROUGHPUT); over one file it stays LATENCY.
+    # runtime.performance_hint "auto": --jobs 2 over two files with the
+    # one-pass `fast` profile runs a stream per job (THROUGHPUT); over one
+    # file, or with the multi-pass default profile, it stays LATENCY.
     inbound = tmp_path / "in"
     inbound.mkdir()
     for i in range(2):
         Image.new("RGB", (96, 64), (40 * i, 90, 120)).save(inbound / f"{i}.png")
     cfg = _config(tmp_path, models_dir)
 
-    def hints(*inputs: str) -> set[str]:
-        r = _process(cfg, *inputs, "-o", str(tmp_path / "out"), "--jobs", "2")
+    def hints(*inputs: str, profile: str = "fast") -> set[str]:
+        out = ["-o", str(tmp_path / "out"), "--jobs", "2", "--profile", profile]
+        r = _process(cfg, *inputs, *out)
         assert r.returncode == 0, r.stderr
         loaded = [ln for ln in r.stdout.splitlines() if '"event": "detector.loaded"' in ln]
         assert loaded
@@ -233,3 +235,4 @@ def test_auto_hint_gives_parallel_jobs_throughput_streams_and_one_file_latency(
 
     assert hints(str(inbound)) == {"THROUGHPUT"}
     assert hints(str(inbound / "0.png")) == {"LATENCY"}
+    assert hints(str(inbound), profile="default") == {"LATENCY"}

@@ -57,11 +57,11 @@ def test_notify_ready_status_watchdog_and_stopping(
     assert 'redactd_jobs_total{outcome="done"} 1' in metrics.read_text().splitlines()
 
 
-def test_workers_share_one_pipeline_with_one_stream_each(
+def test_workers_share_one_pipeline(
     tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path
 ) -> None:
-    # Two workers, one set of loaded detectors (not one per worker), run with
-    # the THROUGHPUT hint that "auto" picks for two concurrent jobs.
+    # Two workers, one set of loaded detectors (not one per worker). The
+    # default profile has several passes per image: "auto" keeps LATENCY.
     f, cfg = fake_config(tmp_path, models_dir, workers=2)
     d = daemons(cfg, fake="default").start()
     d.wait_ready()
@@ -71,7 +71,7 @@ def test_workers_share_one_pipeline_with_one_stream_each(
     assert d.stop() == 0
     loaded = d.events("detector.loaded")
     assert len(loaded) == 1, loaded
-    assert loaded[0]["hint"] == "THROUGHPUT"
+    assert loaded[0]["hint"] == "LATENCY"
     assert d.events("service.ready")[0]["workers"] == 2
     assert len(d.events("job.done")) == 4
 

@@ -322,8 +322,8 @@ def load(
     """Load (verify and compile) every detector the named profiles use, once each.
 
     ``profile_names`` defaults to every profile of the config; ``concurrency``
-    is how many jobs will use the detectors at once (it resolves the
-    ``"auto"`` performance hint, see ``Runtime``). Raises
+    is how many jobs will use the detectors at once (with the profiles'
+    passes it resolves the ``"auto"`` performance hint, see below). Raises
     ``ConfigError`` for an unknown profile or detector name, ``ModelError``
     when a model is missing, fails its sha256 check or cannot be compiled.
     """
@@ -343,7 +343,20 @@ def load(
     if not wanted:
         return result
     models = manifest.load()
-    runtime = Runtime(cfg.runtime, concurrency)
+    # The "auto" hint: concurrent jobs get one OpenVINO stream each only where
+    # a job's inferences are small, i.e. profiles of one pass per class (no
+    # tiles or fine pass; `fast`): there 2 streams beat 2 threads on one
+    # small input by ~20 %. With the default profile's native-size and plate
+    # passes, streams ran slower and the daemon's peak memory grew 1.6x
+    # (benchmarks/RESULTS.md), so such jobs share one LATENCY stream.
+    profiles = [cfg.profile(p) for p in names]
+    one_pass = all(
+        not getattr(p, cls).tiling.enabled
+        for p in profiles
+        for cls in CLASSES
+        if getattr(p, cls).enabled
+    )
+    runtime = Runtime(cfg.runtime, concurrency if one_pass else 1)
     result.runtime = runtime
     logger = log.get("redactd.detect")
     try:

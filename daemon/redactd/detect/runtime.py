@@ -107,11 +107,10 @@ class Runtime:
         self.cfg = cfg
         self.device = cfg.device
         #: The hint compilations get: ``"auto"`` resolved by how many callers
-        #: infer at once. Several jobs sharing one LATENCY network take turns,
-        #: each inference spread over every core (thread hand-offs, idle cores
-        #: while Python decodes); THROUGHPUT streams of fewer threads each run
-        #: side by side: measured 1.2-1.4x images/s with 2 jobs on 2 cores
-        #: (benchmarks/RESULTS.md), while one job alone is fastest under LATENCY.
+        #: should infer side by side (``registry.load`` decides: concurrent
+        #: jobs of one-pass profiles). Jobs sharing one LATENCY network take
+        #: turns, each inference spread over every core; THROUGHPUT streams of
+        #: fewer threads run side by side, which pays for small inputs only.
         self.hint = cfg.performance_hint
         if self.hint == "auto":
             self.hint = "THROUGHPUT" if concurrency > 1 else "LATENCY"

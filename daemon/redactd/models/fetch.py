@@ -214,7 +214,7 @@ def fetch(
     )
     results: list[FetchResult] = []
     failures: list[FetchFailure] = []
-    with _store_lock(store):  # raises ModelError when busy or unusable
+    with store_lock(store):  # raises ModelError when busy or unusable
         _remove_stale_temporaries(store)
         work = _mkdir_private(store / f"{TMP_PREFIX}{secrets.token_hex(6)}")
         ctx.wheels_dir = work / "wheels"
@@ -315,7 +315,7 @@ def _fetch_one(spec: ModelSpec, store: Path, work: Path, ctx: _Context) -> Fetch
             shutil.rmtree(stage, ignore_errors=True)
             continue
         try:
-            action = _install(spec, stage, store, work)
+            action = install_staged(spec, stage, store, work)
         except OSError as e:
             raise ModelError(
                 f"model {spec.name!r}: installing the verified copy failed: {e.strerror or e}"
@@ -573,7 +573,7 @@ def _sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- install
 
 
-def _install(
+def install_staged(
     spec: ModelSpec, stage: Path, store: Path, work: Path
 ) -> Literal["installed", "replaced"]:
     """Publish a fully verified staged folder as ``<store>/<name>``."""
@@ -623,8 +623,8 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _store_lock(store: Path) -> Iterator[None]:
-    """One fetch per store at a time, so staging folders can be cleaned safely."""
+def store_lock(store: Path) -> Iterator[None]:
+    """One fetch or quantization per store at a time, so staging folders can be cleaned safely."""
     try:
         fd = os.open(store / _LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as e:

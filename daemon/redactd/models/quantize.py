@@ -49,7 +49,7 @@ from redactd import __version__, log
 from redactd.errors import ModelError, RedactdError
 from redactd.fsutil import TMP_PREFIX, fsync_dir, fsync_file
 from redactd.models import derived
-from redactd.models.fetch import DIR_MODE, FILE_MODE, _install, _store_lock
+from redactd.models.fetch import DIR_MODE, FILE_MODE, install_staged, store_lock
 from redactd.models.manifest import ModelSpec
 
 Preset = Literal["performance", "mixed"]
@@ -294,7 +294,7 @@ def _install_artefact(
         store.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ModelError(f"the model store cannot be created: {e.strerror}") from e
-    with _store_lock(store):
+    with store_lock(store):
         work = store / f"{TMP_PREFIX}{secrets.token_hex(6)}"
         try:
             work.mkdir(mode=0o700)
@@ -306,7 +306,7 @@ def _install_artefact(
             (stage / derived.PROVENANCE).chmod(FILE_MODE)
             fsync_file(stage / derived.PROVENANCE)
             fsync_dir(stage)
-            # _install needs the target's name only; its files are checked above
+            # install_staged needs the target's name only; its files are checked above
             target = ModelSpec(
                 name=recipe.name,
                 task=source.task,
@@ -315,7 +315,7 @@ def _install_artefact(
                 main=recipe.main,
                 files=files,
             )
-            action = _install(target, stage, store, work)
+            action = install_staged(target, stage, store, work)
         except OSError as e:
             raise ModelError(
                 f"model {recipe.name!r}: writing the quantized model failed: {e.strerror or e}"

@@ -86,8 +86,10 @@ def _load_pipelines(cfg: Config) -> list[PipelineLike]:
     from redactd.pipeline import Pipeline  # models are heavy: import when needed
 
     # One pipeline shared by every worker (it is thread-safe): one copy of
-    # each compiled model instead of one per worker, and with the "auto"
-    # hint one OpenVINO stream per worker instead of workers x all cores.
+    # each compiled model instead of one per worker (measured with 2 workers:
+    # peak RSS 2.5 GB instead of 3.6-4 GB), and no workers x all-cores
+    # oversubscription; the "auto" hint decides whether the workers' inferences
+    # take turns or run as streams (see registry.load).
     pipeline = Pipeline.load(cfg, concurrency=cfg.service.workers)
     log.get("redactd.service").info(
         "service.models", models=[_describe(m) for m in pipeline.describe()]
