@@ -24,7 +24,7 @@ import pytest
 from redactd import config as config_mod
 from redactd.config import ClassConfig, Config, Profile, TilingConfig
 from redactd.detect import centerface, registry
-from redactd.detect.runtime import InferenceError, NetworkIO, Runtime, TensorSpec
+from redactd.detect.runtime import InferenceError, Network, NetworkIO, Runtime, TensorSpec
 from redactd.errors import ModelError
 from redactd.evaluation.labels import LabelledImage, load_set
 from redactd.evaluation.matching import coverage, match_image, summarise
@@ -234,15 +234,23 @@ def test_runtime_reports_device_and_precision_and_keeps_a_private_cache(
     assert any(cache_dir.iterdir()), "the compiled model is cached"
 
 
-def test_repeated_size_gets_a_static_compilation_with_the_same_result(
-    models_dir: Path, cache_dir: Path
-) -> None:
+def dynamic_centerface(
+    models_dir: Path, cache_dir: Path, **kw: Any
+) -> tuple[Runtime, Network]:
+    """CenterFace compiled with a dynamic input size (``kw``: static promotion settings)."""
     spec = manifest.load().get("centerface")
     runtime = Runtime(config_mod.RuntimeConfig(cache_dir=cache_dir))
     net = runtime.load(
         spec.main_path(models_dir), centerface.network_io(spec), name="centerface",
-        policy="dynamic", static_after=2,
+        policy="dynamic", **kw,
     )
+    return runtime, net
+
+
+def test_repeated_size_gets_a_static_compilation_with_the_same_result(
+    models_dir: Path, cache_dir: Path
+) -> None:
+    _rt, net = dynamic_centerface(models_dir, cache_dir, static_after=2)
     det = centerface.CenterFace(net)
     rng = np.random.default_rng(3)
     image = rng.integers(0, 255, size=(360, 500, 3), dtype=np.uint8)
@@ -264,12 +272,9 @@ def test_repeated_size_gets_a_static_compilation_with_the_same_result(
 def test_sizes_taking_turns_do_not_recompile_on_every_call(
     models_dir: Path, cache_dir: Path
 ) -> None:
-    spec = manifest.load().get("centerface")
-    runtime = Runtime(config_mod.RuntimeConfig(cache_dir=cache_dir))
     # room for one static size only: the two sizes compete for it
-    net = runtime.load(
-        spec.main_path(models_dir), centerface.network_io(spec), name="centerface",
-        policy="dynamic", static_after=2, static_budget_px=64 * 64,
+    _rt, net = dynamic_centerface(
+        models_dir, cache_dir, static_after=2, static_budget_px=64 * 64
     )
     blobs = [np.zeros((1, 3, 64, 64), np.float32), np.zeros((1, 3, 32, 64), np.float32)]
     for i in range(40):
@@ -283,12 +288,7 @@ def test_sizes_taking_turns_do_not_recompile_on_every_call(
 def test_failed_static_compilation_keeps_the_dynamic_one_serving(
     models_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = manifest.load().get("centerface")
-    runtime = Runtime(config_mod.RuntimeConfig(cache_dir=cache_dir))
-    net = runtime.load(
-        spec.main_path(models_dir), centerface.network_io(spec), name="centerface",
-        policy="dynamic", static_after=2,
-    )
+    runtime, net = dynamic_centerface(models_dir, cache_dir, static_after=2)
     real = runtime._compile
 
     def no_static(model: Any, name: str, cache: bool = True, dynamic: bool = False) -> Any:
@@ -310,12 +310,7 @@ def test_failed_static_compilation_keeps_the_dynamic_one_serving(
 def test_close_waits_for_a_compilation_in_progress_and_drops_it(
     models_dir: Path, cache_dir: Path
 ) -> None:
-    spec = manifest.load().get("centerface")
-    runtime = Runtime(config_mod.RuntimeConfig(cache_dir=cache_dir))
-    net = runtime.load(
-        spec.main_path(models_dir), centerface.network_io(spec), name="centerface",
-        policy="dynamic", static_after=1,
-    )
+    _rt, net = dynamic_centerface(models_dir, cache_dir, static_after=1)
     net.infer(np.zeros((1, 3, 256, 320), np.float32))  # starts a static compilation
     net.close()
     assert not [t for t in threading.enumerate() if t.name == "redactd-compile"]
