@@ -4,7 +4,9 @@ Everything runs in one session on the same inputs, so ratios are meaningful
 on the machine at hand (absolute numbers are not: the machine may be shared):
 
 * **images**: WIDER FACE images from ../shared/eval through `redactd process`
-  and through deface (its own venv, see ``deface_env.py``); images/s and the
+  and through deface (its own venv, see ``deface_env.py``), in 3 interleaved
+  rounds (``--repeat``; the median time per tool counts, so a load spike on
+  the shared machine does not land on one side of a ratio only); images/s and the
   masked recall of both outputs, scored by the same code
   (``redactd.evaluation.pixels``: share of each labelled face's pixels that
   changed, anonymized at >= 50 %).
@@ -629,8 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeat",
         type=int,
-        default=1,
-        help="images: rounds of every tool, interleaved; the median time counts (default 1)",
+        help="images: rounds of every tool, interleaved; the median time counts "
+        "(default 3, quick 1)",
     )
     ap.add_argument(
         "--int8",
@@ -688,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             "cfg": cfg,
             "profile": args.profile,
             "jobs": args.jobs,
-            "repeat": args.repeat,
+            "repeat": args.repeat or (1 if quick else 3),
         }
         # The profile under test, and (with the run's own config) the same without plates.
         ctx["runs"] = [("redactd", args.profile)]
