@@ -298,9 +298,10 @@ class RuntimeConfig:
     """OpenVINO runtime choices."""
 
     device: str = "CPU"
-    #: "auto": THROUGHPUT (one stream per concurrent job) when several jobs
-    #: share the detectors and every profile runs one pass per class, else
-    #: LATENCY (``redactd.detect.registry.load``).
+    #: "auto": THROUGHPUT (one stream per concurrent job) when several jobs of
+    #: ``process --jobs`` share the detectors and every profile runs one pass
+    #: per class, else LATENCY (``redactd.detect.registry.load``; the daemon
+    #: loads with concurrency 1).
     performance_hint: Literal["auto", "LATENCY", "THROUGHPUT"] = "auto"
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
     num_threads: int = _f(0, 0, 1024)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import REPO
@@ -192,19 +193,24 @@ def test_detect_json_lists_faces(tmp_path: Path, eval_dir: Path, models_dir: Pat
     assert all(d["cls"] == "face" and len(d["box"]) == 4 and 0 <= d["score"] <= 1 for d in dets)
 
 
+@pytest.mark.parametrize("profile", ["default", "fast"])
 def test_parallel_jobs_give_the_same_outputs_as_one_at_a_time(
-    tmp_path: Path, eval_dir: Path, models_dir: Path
+    tmp_path: Path, eval_dir: Path, models_dir: Path, profile: str
 ) -> None:
     # --jobs 2 runs two files at once through one pipeline (shared, thread-safe
     # detectors): every file must come out, masked exactly as when run alone.
+    # With the one-pass `fast` profile the two jobs run as THROUGHPUT streams
+    # ("auto" hint), alone as LATENCY: the hint must not change a mask.
     items = _pick(eval_dir, 6)
     inbound = tmp_path / "in"
     inbound.mkdir()
     for i, it in enumerate(items):
         Image.open(it.path).convert("RGB").save(inbound / f"{i:03d}.png")
     cfg = _config(tmp_path, models_dir)
-    r1 = _process(cfg, str(inbound), "-o", str(tmp_path / "one"))
-    r2 = _process(cfg, str(inbound), "-o", str(tmp_path / "two"), "--jobs", "2")
+    r1 = _process(cfg, str(inbound), "-o", str(tmp_path / "one"), "--profile", profile)
+    r2 = _process(
+        cfg, str(inbound), "-o", str(tmp_path / "two"), "--jobs", "2", "--profile", profile
+    )
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
     assert r2.stdout.count('"event": "job.done"') == len(items)
     for i in range(len(items)):

@@ -61,7 +61,8 @@ def test_workers_share_one_pipeline(
     tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path
 ) -> None:
     # Two workers, one set of loaded detectors (not one per worker). The
-    # default profile has several passes per image: "auto" keeps LATENCY.
+    # daemon's workers take turns on LATENCY networks ("auto" never gives
+    # the unattended service THROUGHPUT streams).
     f, cfg = fake_config(tmp_path, models_dir, workers=2)
     d = daemons(cfg, fake="default").start()
     d.wait_ready()

@@ -348,7 +348,8 @@ def load(
     # tiles or fine pass; `fast`): there 2 streams beat 2 threads on one
     # small input by ~20 %. With the default profile's native-size and plate
     # passes, streams ran slower and the daemon's peak memory grew 1.6x
-    # (benchmarks/RESULTS.md), so such jobs share one LATENCY stream.
+    # (benchmarks/RESULTS.md), so such jobs share one LATENCY stream. The
+    # daemon passes concurrency 1 (see service.daemon._load_pipelines).
     profiles = [cfg.profile(p) for p in names]
     one_pass = all(
         not getattr(p, cls).tiling.enabled

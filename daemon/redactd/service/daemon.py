@@ -88,9 +88,12 @@ def _load_pipelines(cfg: Config) -> list[PipelineLike]:
     # One pipeline shared by every worker (it is thread-safe): one copy of
     # each compiled model instead of one per worker (measured with 2 workers:
     # peak RSS 2.5 GB instead of 3.6-4 GB), and no workers x all-cores
-    # oversubscription; the "auto" hint decides whether the workers' inferences
-    # take turns or run as streams (see registry.load).
-    pipeline = Pipeline.load(cfg, concurrency=cfg.service.workers)
+    # oversubscription. The workers' inferences take turns on LATENCY
+    # networks: the unattended service does not get the "auto" hint's
+    # THROUGHPUT streams (one `process --jobs 2` run under heavy load hung
+    # once with them and could not be reproduced; an operator may still set
+    # performance_hint = "THROUGHPUT").
+    pipeline = Pipeline.load(cfg)
     log.get("redactd.service").info(
         "service.models", models=[_describe(m) for m in pipeline.describe()]
     )
