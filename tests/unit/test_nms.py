@@ -81,6 +81,12 @@ def test_degenerate_boxes_do_not_crash() -> None:
     assert nms(dets, 0.3) == dets
 
 
+def random_boxes(rng: np.random.Generator, n: int, span: float, min_side: float) -> np.ndarray:
+    """``n`` random ``[x1, y1, x2, y2]`` boxes in ``[0, span]``, sides ``min_side`` to 60."""
+    xy = rng.uniform(0, span, (n, 2))
+    return np.hstack([xy, xy + rng.uniform(min_side, 60, (n, 2))])
+
+
 def test_matrix_nms_equals_the_greedy_loop_on_random_boxes() -> None:
     # nms_indices takes the pairwise-matrix path up to _MATRIX_MAX boxes and a
     # loop above; both must keep exactly the same boxes in the same order.
@@ -88,10 +94,10 @@ def test_matrix_nms_equals_the_greedy_loop_on_random_boxes() -> None:
 
     rng = np.random.default_rng(7)
     for n in (2, 5, 40, 300):
-        xy = rng.uniform(0, 200, (n, 2))
-        wh = rng.uniform(1, 60, (n, 2))
-        boxes = np.hstack([xy, xy + wh])
-        scores = rng.choice([0.1, 0.2, 0.5, 0.9], n)  # ties on purpose
+        boxes = random_boxes(rng, n, 200, 1)
+        # ties on purpose; 0.1 and 0.2 are no float32 values, so nms_indices
+        # never hands these to OpenCV: its numpy loop is what is compared
+        scores = rng.choice([0.1, 0.2, 0.5, 0.9], n)
         for iou in (0.0, 0.3, 0.7):
             order = np.argsort(-scores, kind="stable")
             fast = nms_mod._nms_matrix(boxes, order, iou)
@@ -111,9 +117,7 @@ def test_opencv_path_keeps_exactly_what_the_numpy_path_keeps() -> None:
 
     rng = np.random.default_rng(11)
     for n in (8, 40, 300, 2000):
-        xy = rng.uniform(0, 400, (n, 2))
-        wh = rng.uniform(0.5, 60, (n, 2))
-        boxes = np.hstack([xy, xy + wh])
+        boxes = random_boxes(rng, n, 400, 0.5)
         # float32 values (as detectors give them), ties on purpose
         scores = rng.choice(np.float32([0.05, 0.1, 0.2, 0.5, 0.9]), n).astype(np.float64)
         for iou in (0.0, 0.3, 0.7):
