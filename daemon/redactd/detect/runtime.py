@@ -203,6 +203,32 @@ class Runtime:
             ) from e
 
 
+_primed: set[str] = set()
+_primed_lock = threading.Lock()
+
+
+def _prime_numpy_bridge(types: Sequence[Any]) -> None:
+    """Make OpenVINO's Python bindings set up their numpy bridge on this thread.
+
+    The first ``Tensor.data`` of a process initialises a function-local static
+    inside ``_pyopenvino`` whose initialiser releases and re-takes the GIL
+    (pybind11's ``gil_safe_call_once_and_store``). When two threads make their
+    first inference at the same moment, one waits for that static while holding
+    the GIL and the other waits for the GIL inside it: both hang for good
+    (seen with ``process --jobs 2`` on THROUGHPUT networks; reproduced 7 times
+    in 40 with two bare requests). Touching ``.data`` once per element type,
+    on the loading thread before any worker infers, leaves nothing to race for.
+    """
+    with _primed_lock:
+        for t in types:
+            key = str(t)
+            if key in _primed:
+                continue
+            with contextlib.suppress(Exception):  # a type without a numpy view
+                ov.Tensor(t, ov.Shape([1])).data  # noqa: B018 - the access is the point
+            _primed.add(key)
+
+
 def _make_private_dir(path: Path) -> None:
     """Create the cache folder with mode 0700 (compiled blobs are the service's own state)."""
     if not path.is_dir():
@@ -340,6 +366,7 @@ class Network:
         self._failed: set[tuple[int, ...]] = set()
         self._closed = False
         self._main = _Compiled(runtime._compile(model, name, dynamic=policy == "dynamic"))
+        _prime_numpy_bridge([p.get_element_type() for p in (*model.inputs, *model.outputs)])
         #: inferences this network runs at once (static compilations get the same)
         self.parallel = self._main.limit
         self.execution = self._execution_info(self._main.compiled)

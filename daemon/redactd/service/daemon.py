@@ -89,10 +89,10 @@ def _load_pipelines(cfg: Config) -> list[PipelineLike]:
     # each compiled model instead of one per worker (measured with 2 workers:
     # peak RSS 2.5 GB instead of 3.6-4 GB), and no workers x all-cores
     # oversubscription. The workers' inferences take turns on LATENCY
-    # networks: the unattended service does not get the "auto" hint's
-    # THROUGHPUT streams (one `process --jobs 2` run under heavy load hung
-    # once with them and could not be reproduced; an operator may still set
-    # performance_hint = "THROUGHPUT").
+    # networks: the service does not get the "auto" hint's THROUGHPUT
+    # streams, which measured slower on the multi-pass default profile and
+    # grew peak memory to 4 GB (benchmarks/RESULTS.md); an operator may still
+    # set performance_hint = "THROUGHPUT".
     pipeline = Pipeline.load(cfg)
     log.get("redactd.service").info(
         "service.models", models=[_describe(m) for m in pipeline.describe()]
