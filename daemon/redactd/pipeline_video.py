@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,10 +51,16 @@ from redactd.errors import PermanentInputError
 from redactd.follow import RegionFollower
 from redactd.instructions import Instructions, PixelRegion
 from redactd.mask import MaskRegion, apply_masks
-from redactd.media import video
 from redactd.media.sniff import MediaType
 from redactd.track import MultiTracker
 from redactd.types import CLASSES, Box, Detection, JobResult, ObjectClass, StageTimings
+
+if TYPE_CHECKING:
+    # At run time ``media.video`` is imported by the functions that use it:
+    # it loads PyAV (FFmpeg's libraries, ~60 ms), which a run on photos never
+    # needs and which would otherwise be a tenth of `redactd process`'s
+    # start-up.
+    from redactd.media import video
 
 #: ``progress(frames_done, frames_total_or_None)``; called from the caller's
 #: thread after each frame is handed to the encoder. It may raise to abort
@@ -84,6 +90,8 @@ def output_suffix(media: MediaType, src_suffix: str) -> str:
     dot, may be empty); WebM becomes ``.mkv`` (WebM cannot carry H.264);
     AVI, MPEG-TS/PS, FLV, raw H.264/HEVC streams and Dahua DAV become ``.mp4``.
     """
+    from redactd.media import video
+
     return video.output_format(media.format, src_suffix)[1]
 
 
@@ -227,6 +235,8 @@ def process_video(
     ``prof`` MUST already carry their overrides (``instructions.resolve``).
     Keep seeds need the tracker: without it ``instruction_not_allowed``.
     """
+    from redactd.media import video
+
     instr = instructions if instructions is not None else Instructions.EMPTY
     plan = VideoPlan.from_profile(prof)
     if instr.keep and not plan.tracking:
@@ -312,6 +322,8 @@ class _Run:
     # -- threads -------------------------------------------------------------
 
     def _read(self) -> None:
+        from redactd.media import video
+
         k = self.plan.detect_every
         t0 = time.perf_counter()
         start: float | None = None
@@ -609,10 +621,14 @@ def _upright_size(frame: video.Frame) -> tuple[int, int]:
 
 
 def _to_stored(b: Box, f: video.Frame) -> Box:
+    from redactd.media import video
+
     return Box(*video.box_to_stored(b.x1, b.y1, b.x2, b.y2, f.rotation, f.width, f.height))
 
 
 def _point_to_stored(p: tuple[float, float], f: video.Frame) -> tuple[float, float]:
+    from redactd.media import video
+
     x, y, _x, _y = video.box_to_stored(p[0], p[1], p[0], p[1], f.rotation, f.width, f.height)
     return (x, y)
 
