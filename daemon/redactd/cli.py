@@ -645,9 +645,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="files processed at once (default 1; 2 overlaps one file's decoding and "
-        "encoding with another's detection; with runtime.performance_hint \"auto\" "
-        "and a one-pass profile such as fast, one OpenVINO stream per job)",
+        help="files processed at once (default 1; more overlap one file's decoding and "
+        "encoding with another's detection, and one more than the CPU cores keeps them "
+        "all busy; with runtime.performance_hint \"auto\" and a one-pass profile such "
+        "as fast, the jobs share OpenVINO's THROUGHPUT streams)",
     )
     sp.add_argument(
         "--mask",
