@@ -124,10 +124,16 @@ class VideoConfig:
     keep_audio: bool = True
     crf: int = _f(20, 0, 51)
     preset: str = "veryfast"
-    # 2: the tracker carries masks over every other frame; on the labelled
-    # synthetic video as many face-frames are masked as with 1, at ~1.8x the
-    # speed (benchmarks/RESULTS.md)
+    # At most every k-th frame may go undetected, and only a frame that is
+    # proven to show what the last detected frame showed: the video runs at
+    # skip_min_fps or more (its own timestamps), the last detected frame is
+    # at most 1 / skip_min_fps s and k - 1 frames back, and no 8x8 pixel
+    # window (Y, U or V) differs from it by more than skip_max_change levels
+    # on average. Any change, cut or low frame rate: the detectors run
+    # (``pipeline_video.ChangeGate``). 1: detect on every frame.
     detect_every: int = _f(2, 1, 30)
+    skip_min_fps: float = _f(10.0, 1.0, 1000.0)
+    skip_max_change: float = _f(6.0, 0.0, 255.0)
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,8 @@ def _fast_profile() -> Profile:
     every video frame (the tracker carries masks over the frames in between).
     512 px at 0.05 beat 640 px at 0.1 on recall (WIDER coverage 0.880 vs
     0.852) at 0.64x the inference; the price is more masked background.
+    Video frames skipped by ``detect_every = 3`` are only those the change
+    gate proves unchanged (``VideoConfig``).
     """
     base = Profile()
     return dataclasses.replace(

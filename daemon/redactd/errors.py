@@ -82,6 +82,12 @@ REASONS: dict[str, str] = {
     "truncated": "the file ends before its content does",
     "too_many_pixels": "the image or frame is larger than limits.max_pixels",
     "too_many_pages": "the image has more pages or frames than limits.max_pages",
+    "too_many_total_pixels": (
+        "the pages or frames of the image decode to more than limits.max_total_pixels"
+    ),
+    "undecodable_stream": (
+        "a video stream cannot be decoded (it may show people; it is not dropped)"
+    ),
     "too_large": "the file is larger than limits.max_file_bytes",
     "too_long": "the video is longer than limits.max_video_seconds",
     "not_regular_file": "not a regular file (symlink, directory, device, FIFO or socket)",
@@ -94,6 +100,13 @@ REASONS: dict[str, str] = {
     "instructions_disabled": "a sidecar came with an input whose profile has instructions disabled",
     "invalid_sidecar": "the per-file instructions (sidecar or command line) are invalid",
     "instruction_not_allowed": "the per-file instructions ask for what the profile does not allow",
+    "keep_limit_exceeded": (
+        "a keep instruction exceeds instructions.keep_max_regions or keep_max_share"
+    ),
+    "sidecar_untrusted": (
+        "the sidecar is not from instructions.trusted_dir or lacks a valid HMAC "
+        "(instructions.hmac_key_file)"
+    ),
     "too_many_attempts": "the job failed transiently more often than service.max_attempts",
     "job_timeout": "processing took longer than service.job_timeout_seconds",
     "internal_error": "an unexpected error; the job is kept for inspection",

@@ -24,11 +24,12 @@ the person gets a new track and is masked (fail closed).
 Memory is bounded: at most ``lookback + 1`` buffered frames plus the queue
 slots, whatever the video's length.
 
-Fail closed: every written frame has been through the detectors (or, with
-``detect_every = k``, through the tracker's prediction between two detector
-frames); any error in any thread stops all three, removes the output and
-raises. Frame count, timestamps, audio and rotation are the transcoder's
-contract (``media.video``).
+Fail closed: every written frame has been judged by the detectors, or, with
+``detect_every = k`` > 1, is a frame the ``ChangeGate`` proved to show what
+the last detected frame (at most ``k - 1`` frames and ``1 / skip_min_fps``
+seconds back) showed, masked by the tracker's boxes; any error in any thread
+stops all three, removes the output and raises. Frame count, timestamps,
+audio and rotation are the transcoder's contract (``media.video``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from redactd import instructions as instr_mod
@@ -95,6 +97,88 @@ def output_suffix(media: MediaType, src_suffix: str) -> str:
     return video.output_format(media.format, src_suffix)[1]
 
 
+class ChangeGate:
+    """Decides, frame by frame, whether the detectors must see a frame.
+
+    A frame may go undetected only when all of these hold (else it is
+    detected, and becomes the reference):
+
+    * fewer than ``every - 1`` frames were skipped since the reference (the
+      last detected frame);
+    * it is at most ``1 / min_fps`` seconds after the reference by the
+      frames' own timestamps (a 1-5 fps NVR export or a time-lapse, where a
+      person moves far between frames, is detected on every frame);
+    * it has the reference's size, and no ``CELL`` x ``CELL`` pixel window of
+      its luma (nor the matching chroma window) differs from the reference
+      by more than ``max_change`` levels on average: a face appearing, a
+      person entering or a scene cut changes windows far beyond compression
+      noise.
+
+    The comparison is against the last *detected* frame, never the previous
+    one, so slow changes add up until they force a detection.
+    ``detected``/``skipped`` count the frames of each kind.
+    """
+
+    #: Side of the averaging window in luma pixels: a face the detectors find
+    #: (>= ~10 px) covers a whole window when it is 2 windows wide or less.
+    CELL = 8
+
+    def __init__(self, every: int, min_fps: float, max_change: float) -> None:
+        self.every = every
+        self.max_gap = 1.0 / min_fps + 1e-6
+        self.max_change = max_change
+        self._ref: np.ndarray | None = None
+        self._ref_time = 0.0
+        self._since = 0
+        self.detected = 0
+        self.skipped = 0
+
+    def must_detect(self, frame: video.Frame) -> bool:
+        """Decide for ``frame`` (call once per frame, in order)."""
+        if self.every > 1 and self._may_skip(frame):
+            self._since += 1
+            self.skipped += 1
+            return False
+        if self.every > 1:
+            # Kept apart from the frame, which is masked in place later.
+            self._ref = frame.yuv.copy()
+        self._ref_time = frame.time
+        self._since = 0
+        self.detected += 1
+        return True
+
+    def _may_skip(self, frame: video.Frame) -> bool:
+        ref = self._ref
+        if ref is None or self._since + 1 >= self.every:
+            return False
+        if not 0.0 <= frame.time - self._ref_time <= self.max_gap:
+            return False
+        if ref.shape != frame.yuv.shape:
+            return False
+        return not self.changed(frame.yuv, ref, frame.width, frame.height)
+
+    def changed(self, yuv: np.ndarray, ref: np.ndarray, width: int, height: int) -> bool:
+        """Does any window of the I420 pictures differ beyond ``max_change``?"""
+        diff = cv2.absdiff(yuv, ref).reshape(-1)
+        n = width * height
+        cw, ch = width // 2, height // 2
+        planes = (
+            (diff[:n].reshape(height, width), self.CELL),
+            (diff[n : n + cw * ch].reshape(ch, cw), self.CELL // 2),
+            (diff[n + cw * ch : n + 2 * cw * ch].reshape(ch, cw), self.CELL // 2),
+        )
+        for plane, cell in planes:
+            if plane.size == 0:
+                continue
+            k = (min(cell, plane.shape[1]), min(cell, plane.shape[0]))
+            # The mean of every k-window (borders replicated): its maximum is
+            # at least the mean of any aligned block.
+            means = cv2.blur(plane, k, borderType=cv2.BORDER_REPLICATE)
+            if float(means.max()) > self.max_change:
+                return True
+        return False
+
+
 @dataclass(frozen=True)
 class VideoPlan:
     """The per-job video settings derived from a profile."""
@@ -104,6 +188,12 @@ class VideoPlan:
     floor: float | None
     thresholds: dict[ObjectClass, float]
     tracking: bool
+    skip_min_fps: float = 10.0
+    skip_max_change: float = 6.0
+
+    def gate(self) -> ChangeGate:
+        """A new ``ChangeGate`` for one job."""
+        return ChangeGate(self.detect_every, self.skip_min_fps, self.skip_max_change)
 
     @classmethod
     def from_profile(cls, prof: Profile) -> VideoPlan:
@@ -115,15 +205,17 @@ class VideoPlan:
             # Without a tracker nothing covers the frames between detector runs:
             # every frame is detected.
             return cls(1, 0, None, thresholds, False)
-        k = prof.video.detect_every
-        # A face first visible between two detector frames is found up to k - 1
-        # frames late: the look-back must reach back that far at least.
+        v = prof.video
+        k = v.detect_every
+        # Skipped frames are proven unchanged (ChangeGate); the look-back still
+        # reaches k - 1 frames so a track's first boxes cover any skipped
+        # frame before its first detection.
         lookback = max(tr.lookback, k - 1)
         # One floor for every detector call: never above a class threshold,
         # or that class would lose detections between the two.
         low = [t for t in thresholds.values() if tr.low_threshold < t]
         floor = min(tr.low_threshold, *thresholds.values()) if low else None
-        return cls(k, lookback, floor, thresholds, True)
+        return cls(k, lookback, floor, thresholds, True, v.skip_min_fps, v.skip_max_change)
 
 
 def extra_mask_region(pr: PixelRegion) -> MaskRegion:
@@ -313,6 +405,7 @@ class _Run:
         self.out_q: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
         self.raw_counts: dict[str, int] = {c: 0 for c in CLASSES}
         self.tracks_started: dict[str, int] | None = None
+        self.gate = plan.gate()
         info = tx.info
         if info.fps and info.duration:
             self.total: int | None = info.frames or round(info.fps * info.duration)
@@ -324,14 +417,14 @@ class _Run:
     def _read(self) -> None:
         from redactd.media import video
 
-        k = self.plan.detect_every
+        gate = self.gate
         t0 = time.perf_counter()
         start: float | None = None
         for frame in self.tx.frames():
             start = frame.time if start is None else start
             seconds = frame.time - start
             bgr = None
-            detect = frame.index % k == 0
+            detect = gate.must_detect(frame)
             if detect or any(r.in_range(frame.index, seconds) for r in self.follow):
                 bgr = video.rotate_upright(frame.bgr(), frame.rotation)
             self.times.decode += time.perf_counter() - t0
@@ -662,6 +755,7 @@ def _union_bounds(
 
 
 __all__ = [
+    "ChangeGate",
     "DetectFn",
     "ProgressFn",
     "VideoPlan",

@@ -413,11 +413,18 @@ class Transcoder:
         # cameras) cannot go into one masked stream, and dropping one would
         # lose it when the original is removed: refused.
         still = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
-        videos = [
-            s
-            for s in self._in.streams.video
-            if s.codec_context is not None and not (s.disposition & still)
-        ]
+        moving = [s for s in self._in.streams.video if not (s.disposition & still)]
+        videos = [s for s in moving if s.codec_context is not None]
+        if len(videos) < len(moving):
+            # A video stream this FFmpeg cannot decode may be a second camera:
+            # dropping it would lose it (or deliver it unmasked) once the
+            # original is removed. Only a stream flagged as a still picture
+            # (a cover, masked by never being written) is provably not one.
+            raise PermanentInputError(
+                "undecodable_stream",
+                f"{len(moving) - len(videos)} of {len(moving)} video streams",
+                stage="probe",
+            )
         if not videos:
             raise PermanentInputError("unsupported_type", "no video stream", stage="probe")
         if len(videos) > 1:
