@@ -180,26 +180,30 @@ class _ProgressBar:
 
 #: Reasons whose detail (naming a field of the instructions, never a value) is
 #: more useful on stderr than the reason's general description.
-_DETAILED_REASONS = frozenset({"invalid_sidecar", "instruction_not_allowed"})
+_DETAILED_REASONS = frozenset(
+    {"invalid_sidecar", "instruction_not_allowed", "keep_limit_exceeded", "sidecar_untrusted"}
+)
 
 
-def _cli_instructions(args: argparse.Namespace) -> Instructions:
-    """``--sidecar FILE`` plus every ``--mask`` / ``--keep`` SPEC."""
+def _cli_instructions(args: argparse.Namespace, prof: Profile) -> Instructions:
+    """``--sidecar FILE`` (under the profile's trust rules) plus every
+    ``--mask`` / ``--keep`` SPEC (typed by the operator: trusted)."""
     from redactd.instructions import load_sidecar, parse_spec
 
-    base = load_sidecar(Path(args.sidecar)) if args.sidecar else Instructions.EMPTY
+    policy = prof.instructions
+    base = load_sidecar(Path(args.sidecar), policy=policy) if args.sidecar else Instructions.EMPTY
     masks = tuple(parse_spec(s, "mask", f"--mask[{i}]") for i, s in enumerate(args.mask))
     keeps = tuple(parse_spec(s, "keep", f"--keep[{i}]") for i, s in enumerate(args.keep))
     return base.merged(Instructions(masks, keeps))
 
 
-def _instructions_for(src: Path, given: Instructions) -> Instructions:
+def _instructions_for(src: Path, given: Instructions, prof: Profile) -> Instructions:
     """The command line's instructions plus the input's own sidecar, if any."""
     from redactd.instructions import load_sidecar, sidecar_path
 
     side = sidecar_path(src)
     if side.exists() or side.is_symlink():
-        return given.merged(load_sidecar(side))
+        return given.merged(load_sidecar(side, policy=prof.instructions))
     return given
 
 
@@ -239,7 +243,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     try:
         cfg = _load_config(args.config)
         prof = cfg.profile(args.profile)
-        given = _cli_instructions(args)
+        given = _cli_instructions(args, prof)
         check_allowed(given, prof)
         todo = list(_inputs(args.inputs))
         # No more jobs than files: a file alone runs fastest under the
@@ -270,7 +274,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             tmp = fsutil.tmp_name(final)
             bar = _ProgressBar(job) if jobs == 1 and sys.stderr.isatty() else None
             try:
-                instr = _instructions_for(src, given)
+                instr = _instructions_for(src, given, prof)
                 result = pipeline.process(src, tmp, args.profile, bar, instr)
             finally:
                 if bar is not None:

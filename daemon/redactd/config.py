@@ -157,14 +157,29 @@ class InstructionsConfig:
     may do in this profile (``redactd.instructions``, docs/SIDECAR.md).
 
     Extra ``mask`` regions are always accepted when ``enabled``: they only add
-    masks. ``keep`` (leave matching people unmasked) needs ``allow_keep``;
-    profile overrides need their name in ``allow_overrides``: ``mask_method``
-    (another mask method per class), ``classes`` (switch a class off).
+    masks. ``keep`` (leave matching people unmasked) needs ``allow_keep``
+    (off by default: whoever can write to an inbound folder could otherwise
+    unmask everyone) and is bounded: at most ``keep_max_regions`` regions, each
+    at most ``keep_max_share`` of the picture, each keeping at most one
+    detection per class (per picture, per video track). Profile overrides
+    need their name in ``allow_overrides``: ``mask_method`` (another mask
+    method per class), ``classes`` (switch a class off).
+
+    Trust: with ``trusted_dir`` and/or ``hmac_key_file`` set, a sidecar is
+    used only when it lies in ``trusted_dir`` (the daemon looks there for
+    ``REL/NAME.EXT.redact.json``, REL being the input's folder below its
+    inbound) or carries a valid ``"hmac"`` keyed by ``hmac_key_file`` (a file
+    only its owner may read); any other sidecar fails its input with
+    ``sidecar_untrusted``.
     """
 
     enabled: bool = True
-    allow_keep: bool = True
+    allow_keep: bool = False
     allow_overrides: tuple[InstructionOverride, ...] = _f(("mask_method",))
+    keep_max_regions: int = _f(4, 0, 1000)
+    keep_max_share: float = _f(0.25, 0.0, 1.0)
+    trusted_dir: Path | None = None
+    hmac_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +347,9 @@ class LimitsConfig:
     max_video_seconds: float = _f(6 * 3600.0, 1.0)
     max_frames: int = _f(2_000_000, 1)
     max_pages: int = _f(500, 1)
+    # All pages (animation frames) of one image are held decoded at once, with
+    # a masked copy: ~7 bytes per pixel. 250 M pixels: ~1.8 GB at most.
+    max_total_pixels: int = _f(250_000_000, 1)
 
 
 @dataclass(frozen=True)

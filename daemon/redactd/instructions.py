@@ -18,16 +18,27 @@ Contract:
   pixels, like detections); a region wholly outside the picture raises
   ``invalid_sidecar`` naming the region.
 * Keep matching (``split_kept``, ``best_matches``): a detection matches a
-  keep region when at least ``KEEP_SHARE`` of its box lies inside it.
+  keep region when at least ``KEEP_SHARE`` of its box lies inside it; a
+  region keeps at most its best match per class. ``check_allowed`` and
+  ``place_keep`` bound keep (``keep_limit_exceeded``): how many regions, and
+  how much of the picture each may cover.
+* Trust (``load_sidecar(policy=...)``, ``load_instructions``,
+  ``sidecar_source``): with ``trusted_dir`` or ``hmac_key_file`` configured,
+  a sidecar is used only from the trusted folder or with a valid ``hmac``;
+  else ``sidecar_untrusted``.
+* Hostile documents (huge or non-finite numbers, deep nesting, non-UTF-8,
+  duplicate keys) raise ``invalid_sidecar``, never another exception.
 
 Pure computation (numpy-free even): no frames, no files except
-``load_sidecar``'s one read.
+``load_sidecar``'s one read (and the HMAC key file's).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -38,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-from redactd.config import MaskMethod, Profile
+from redactd.config import InstructionsConfig, MaskMethod, Profile
 from redactd.errors import PermanentInputError
 from redactd.types import CLASSES, Box, Detection, ObjectClass
 
@@ -54,6 +65,9 @@ MAX_BYTES = 1 << 20
 MAX_REGIONS = 1000
 MAX_POINTS = 1000
 MAX_COORD = 1_000_000.0
+#: Longest integer literal read (a 400-digit number is no coordinate; Python
+#: refuses > 4300 digits with a ValueError of its own).
+MAX_INT_DIGITS = 20
 
 #: Share of a detection's box that must lie in a keep region for it to match.
 KEEP_SHARE = 0.5
@@ -249,14 +263,32 @@ def _no_constant(name: str) -> Any:
     raise _invalid(f"non-finite number {name} is not JSON")
 
 
-def parse(data: bytes | str, *, max_bytes: int = MAX_BYTES) -> Instructions:
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _invalid(f"an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):  # 1e309 and the like overflow to infinity
+        raise _invalid("a number beyond the floating-point range")
+    return v
+
+
+def parse(
+    data: bytes | str, *, max_bytes: int = MAX_BYTES, trust: Trust | None = None
+) -> Instructions:
     """Validate a sidecar document (UTF-8 JSON, a BOM allowed).
 
     Raises ``PermanentInputError("invalid_sidecar", detail)``; ``detail``
     names the field and the rule (``"mask[1].box: expected 4 numbers x1<x2,
-    y1<y2"``, ``"unknown key 'maks'"``).
+    y1<y2"``, ``"unknown key 'maks'"``). Hostile documents (huge numbers,
+    deep nesting, non-UTF-8) end the same way, never in another exception.
+    ``trust``: where the file came from and the HMAC key; an untrusted
+    document raises ``sidecar_untrusted`` (``Trust.check``).
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > max_bytes:
         raise _invalid(f"larger than {max_bytes} bytes")
     try:
@@ -264,17 +296,168 @@ def parse(data: bytes | str, *, max_bytes: int = MAX_BYTES) -> Instructions:
     except UnicodeDecodeError:
         raise _invalid("not UTF-8 text") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_int=_int,
+            parse_float=_float,
+        )
     except json.JSONDecodeError as e:
         raise _invalid(f"not valid JSON (line {e.lineno}, column {e.colno})") from None
     except RecursionError:
         raise _invalid("nested too deeply") from None
-    return from_object(doc)
+    except (ValueError, OverflowError, MemoryError):
+        raise _invalid("not valid JSON") from None
+    if trust is not None:
+        trust.check(doc)
+    try:
+        return from_object(doc)
+    except RecursionError:
+        raise _invalid("nested too deeply") from None
+    except (ValueError, OverflowError, TypeError):
+        # A rule not spelled out above broke on a hostile value: still the
+        # sidecar's fault, never a traceback.
+        raise _invalid("a value out of range") from None
 
 
-def load_sidecar(path: Path, *, max_bytes: int = MAX_BYTES) -> Instructions:
+# --------------------------------------------------------------------------- trust
+
+
+def _untrusted(detail: str) -> PermanentInputError:
+    return PermanentInputError("sidecar_untrusted", detail, stage="sidecar")
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What is known about one sidecar's origin (``trust_for``).
+
+    ``required``: the profile names ``trusted_dir`` or ``hmac_key_file``;
+    ``in_trusted_dir``: the file lies in ``trusted_dir``; ``key``: the HMAC
+    key (``None``: no key configured).
+    """
+
+    required: bool = False
+    in_trusted_dir: bool = False
+    key: bytes | None = None
+
+    def check(self, doc: Any) -> None:
+        """Raise ``sidecar_untrusted`` unless the document may be used.
+
+        A document with an ``"hmac"`` is checked against the key (a wrong
+        one is refused wherever the file lies); one without is used only
+        from the trusted folder, or when no trust is configured.
+        """
+        mac = doc.get("hmac") if isinstance(doc, dict) else None
+        if self.key is not None and mac is not None:
+            if not isinstance(mac, str) or not hmac.compare_digest(
+                mac.lower(), sidecar_hmac(doc, self.key)
+            ):
+                raise _untrusted("hmac: does not match the document")
+            return
+        if self.required and not self.in_trusted_dir:
+            raise _untrusted("not from instructions.trusted_dir and no valid hmac")
+
+
+def canonical(doc: dict[str, Any]) -> bytes:
+    """The bytes an HMAC covers: the document without ``"hmac"``, keys
+    sorted, no whitespace, UTF-8 (``json.dumps(..., sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)``)."""
+    body = {k: v for k, v in doc.items() if k != "hmac"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+def sidecar_hmac(doc: dict[str, Any], key: bytes) -> str:
+    """The hex HMAC-SHA256 of ``canonical(doc)`` (what ``"hmac"`` must hold)."""
+    return hmac.new(key, canonical(doc), hashlib.sha256).hexdigest()
+
+
+def read_hmac_key(path: Path) -> bytes:
+    """The HMAC key file's bytes (surrounding whitespace stripped). It must be a
+    regular file readable by its owner only: else ``sidecar_untrusted``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        raise _untrusted("instructions.hmac_key_file: cannot be read") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+            raise _untrusted("instructions.hmac_key_file: must be a file of mode 0600 or stricter")
+        key = os.read(fd, 4096).strip()
+    except OSError:
+        raise _untrusted("instructions.hmac_key_file: cannot be read") from None
+    finally:
+        os.close(fd)
+    if len(key) < 16:
+        raise _untrusted("instructions.hmac_key_file: key shorter than 16 bytes")
+    return key
+
+
+def _inside(a: Path, b: Path) -> bool:
+    try:
+        a.relative_to(b)
+        return True
+    except ValueError:
+        return False
+
+
+def trust_for(cfg: InstructionsConfig, path: Path) -> Trust:
+    """The ``Trust`` of the sidecar file ``path`` under a profile's settings."""
+    required = cfg.trusted_dir is not None or cfg.hmac_key_file is not None
+    if not required:
+        return Trust()
+    in_dir = False
+    if cfg.trusted_dir is not None:
+        with_links = path.parent.resolve()  # a symlinked folder is judged by its target
+        in_dir = _inside(with_links, cfg.trusted_dir.resolve())
+    key = read_hmac_key(cfg.hmac_key_file) if cfg.hmac_key_file is not None else None
+    return Trust(True, in_dir, key)
+
+
+def sidecar_source(cfg: InstructionsConfig, rel: Sequence[str]) -> Path | None:
+    """The trusted sidecar of an input, if there is one.
+
+    ``rel``: the input's path below its inbound folder, as parts (the file's
+    name last). With ``cfg.trusted_dir`` set this is
+    ``trusted_dir/REL.../NAME.EXT.redact.json`` when that name exists (even as
+    a symlink: ``load_sidecar`` then refuses it); else ``None``.
+    """
+    if cfg.trusted_dir is None or not rel:
+        return None
+    parts = list(rel[:-1])
+    if any(p in ("", ".", "..") or "/" in p for p in (*parts, rel[-1])):
+        return None
+    p = cfg.trusted_dir.joinpath(*parts, rel[-1] + SIDECAR_SUFFIX)
+    return p if (p.exists() or p.is_symlink()) else None
+
+
+def load_instructions(
+    cfg: InstructionsConfig, inbound: Path | None, rel: Sequence[str]
+) -> Instructions | None:
+    """Everything a job's sidecars say (the daemon's entry point).
+
+    ``inbound``: the sidecar that came with the input (``None``: none);
+    ``rel``: the input's path below its inbound (``sidecar_source``). Both are
+    read under ``cfg``'s trust rules and merged; ``None`` when neither exists.
+    """
+    found = [p for p in (inbound, sidecar_source(cfg, rel)) if p is not None]
+    if not found:
+        return None
+    out = Instructions.EMPTY
+    for p in found:
+        out = out.merged(load_sidecar(p, policy=cfg))
+    return out
+
+
+def load_sidecar(
+    path: Path, *, max_bytes: int = MAX_BYTES, policy: InstructionsConfig | None = None
+) -> Instructions:
     """Read and ``parse`` a sidecar file. It MUST be a regular file (symlinks
-    refused: ``not_regular_file``); unreadable -> ``unreadable``."""
+    refused: ``not_regular_file``); unreadable -> ``unreadable``.
+    ``policy``: the profile's instruction settings, whose trust rules apply
+    (``trust_for``; ``None``: trusted, e.g. a test)."""
+    trust = trust_for(policy, path) if policy is not None else None
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -299,22 +482,22 @@ def load_sidecar(path: Path, *, max_bytes: int = MAX_BYTES) -> Instructions:
         raise PermanentInputError("unreadable", "sidecar", stage="sidecar") from None
     finally:
         os.close(fd)
-    return parse(b"".join(chunks), max_bytes=max_bytes)
+    return parse(b"".join(chunks), max_bytes=max_bytes, trust=trust)
 
 
 def from_object(doc: Any) -> Instructions:
     """Validate an already decoded JSON document (see ``parse``)."""
     if not isinstance(doc, dict):
         raise _invalid("expected a JSON object at the top level")
-    _unknown(doc, ("version", "mask", "keep", "profile"), "")
+    _unknown(doc, ("version", "mask", "keep", "profile", "hmac"), "")
     if "version" in doc and (_is_bool(doc["version"]) or doc["version"] != VERSION):
         raise _invalid(f"version: only {VERSION} is understood")
-    mask = tuple(
-        _region(obj, f"mask[{i}]", "mask") for i, obj in enumerate(_list(doc, "mask"))
-    )
-    keep = tuple(
-        _region(obj, f"keep[{i}]", "keep") for i, obj in enumerate(_list(doc, "keep"))
-    )
+    if "hmac" in doc and not (
+        isinstance(doc["hmac"], str) and re.fullmatch(r"[0-9a-fA-F]{64}", doc["hmac"])
+    ):
+        raise _invalid("hmac: expected 64 hex digits (HMAC-SHA256)")
+    mask = tuple(_region(obj, f"mask[{i}]", "mask") for i, obj in enumerate(_list(doc, "mask")))
+    keep = tuple(_region(obj, f"keep[{i}]", "keep") for i, obj in enumerate(_list(doc, "keep")))
     overrides = _overrides(doc["profile"]) if "profile" in doc else Overrides()
     return Instructions(mask, keep, overrides)
 
@@ -333,14 +516,19 @@ def _is_bool(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v) and abs(v) <= 1e300
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def _is_int(v: Any) -> bool:
     # JSON Schema's "integer" includes 1.0; so does this parser.
     if isinstance(v, float):
-        return math.isfinite(v) and v.is_integer()
-    return isinstance(v, int) and not isinstance(v, bool)
+        return math.isfinite(v) and v.is_integer() and abs(v) < 2**63
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63
 
 
 _COMMON_KEYS = ("box", "polygon", "units")
@@ -580,6 +768,13 @@ def check_allowed(instr: Instructions, profile: Profile) -> None:
         raise _not_allowed("instructions: not accepted by this profile")
     if instr.keep and not cfg.allow_keep:
         raise _not_allowed("keep: not allowed by this profile")
+    if len(instr.keep) > cfg.keep_max_regions:
+        raise PermanentInputError(
+            "keep_limit_exceeded",
+            f"keep: {len(instr.keep)} regions, over instructions.keep_max_regions "
+            f"({cfg.keep_max_regions})",
+            stage="sidecar",
+        )
     for cls in CLASSES:
         o = instr.overrides.get(cls)
         if o.mask_method is not None and "mask_method" not in cfg.allow_overrides:
@@ -647,6 +842,26 @@ def to_pixels(region: Region, width: int, height: int) -> PixelRegion:
     if clipped.width <= 0 or clipped.height <= 0:
         raise _invalid(f"{region.ref}: outside the {width}x{height} picture")
     return PixelRegion(region, clipped, pts if region.shape == "polygon" else None)
+
+
+def place_keep(region: Region, width: int, height: int, max_share: float) -> PixelRegion:
+    """``to_pixels`` for a keep region, which may cover at most ``max_share``
+    of the picture (``instructions.keep_max_share``): a region over the whole
+    frame would keep whoever stands anywhere. Else ``keep_limit_exceeded``."""
+    pr = to_pixels(region, width, height)
+    area = pr.box.area
+    if pr.polygon is not None:
+        part = _clip_polygon(pr.polygon, Box(0.0, 0.0, float(width), float(height)))
+        area = abs(polygon_area(part)) if len(part) >= 3 else 0.0
+    share = area / float(width * height)
+    if share > max_share + 1e-9:
+        raise PermanentInputError(
+            "keep_limit_exceeded",
+            f"{region.ref}: covers {share:.2f} of the picture, over "
+            f"instructions.keep_max_share ({max_share:g})",
+            stage="sidecar",
+        )
+    return pr
 
 
 def polygon_area(pts: Sequence[Point]) -> float:
@@ -720,11 +935,12 @@ class KeepSplit:
 
 
 def split_kept(detections: Sequence[Detection], keeps: Sequence[PixelRegion]) -> KeepSplit:
-    """Images: every detection matching a keep region is kept, the rest masked."""
+    """Images: each keep region keeps at most one detection per class (its
+    best match, as ``best_matches``); every other detection is masked."""
     kept_idx: set[int] = set()
     matched: set[int] = set()
     for k, pr in enumerate(keeps):
-        hit = {i for i, d in enumerate(detections) if matches(d, pr)}
+        hit = _best_indices(detections, pr)
         kept_idx |= hit
         if hit:
             matched.add(k)
@@ -741,15 +957,25 @@ def protected(kept: Iterable[Detection]) -> tuple[Box, ...]:
     return tuple(d.box.pad(KEEP_MARGIN) for d in kept)
 
 
-def best_matches(detections: Sequence[Detection], pr: PixelRegion) -> list[Detection]:
-    """Video seeds: per class of the region, the matching detection with the
-    highest IoU with the region's box (none for a class without a match)."""
-    out: list[Detection] = []
+def _best_indices(detections: Sequence[Detection], pr: PixelRegion) -> set[int]:
+    out: set[int] = set()
     for cls in pr.region.classes:
-        cands = [d for d in detections if d.cls == cls and matches(d, pr)]
+        cands = [i for i, d in enumerate(detections) if d.cls == cls and matches(d, pr)]
         if cands:
-            out.append(max(cands, key=lambda d: (d.box.iou(pr.box), coverage(d.box, pr))))
+            out.add(
+                max(
+                    cands,
+                    key=lambda i: (detections[i].box.iou(pr.box), coverage(detections[i].box, pr)),
+                )
+            )
     return out
+
+
+def best_matches(detections: Sequence[Detection], pr: PixelRegion) -> list[Detection]:
+    """Per class of the region, the matching detection with the highest IoU
+    with the region's box (none for a class without a match): a region keeps
+    at most one person (one plate) per picture, per video track."""
+    return [detections[i] for i in sorted(_best_indices(detections, pr))]
 
 
 __all__ = [
@@ -767,19 +993,27 @@ __all__ = [
     "Overrides",
     "PixelRegion",
     "Region",
+    "Trust",
     "best_matches",
+    "canonical",
     "check_allowed",
     "coverage",
     "from_object",
+    "load_instructions",
     "load_sidecar",
     "matches",
     "media_name_of",
     "parse",
     "parse_spec",
+    "place_keep",
     "polygon_area",
     "protected",
+    "read_hmac_key",
     "resolve",
+    "sidecar_hmac",
     "sidecar_path",
+    "sidecar_source",
     "split_kept",
     "to_pixels",
+    "trust_for",
 ]

@@ -200,7 +200,8 @@ class Pipeline:
                 pipeline_video.extra_mask_region(instr_mod.to_pixels(r, pw, ph))
                 for r in instr.mask
             )
-            keeps = [instr_mod.to_pixels(r, pw, ph) for r in instr.keep]
+            share = prof.instructions.keep_max_share
+            keeps = [instr_mod.place_keep(r, pw, ph, share) for r in instr.keep]
             t1 = time.perf_counter()
             dets = self.detect_frame(page.bgr, prof)
             detect_ms += _ms(t1)

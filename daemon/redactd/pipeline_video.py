@@ -484,7 +484,8 @@ class _Run:
                 # Placed once the picture size is known; a region wholly
                 # outside the picture fails the job here, before any output frame.
                 w, h = _upright_size(frame)
-                self.directions = _Directions(self.instr, w, h)
+                share = self.prof.instructions.keep_max_share
+                self.directions = _Directions(self.instr, w, h, share)
             if tracker is None and plan.tracking:
                 w, h = _upright_size(frame)
                 tracker = MultiTracker(self.prof.track, plan.thresholds, w, h, plan.lookback)
@@ -630,10 +631,14 @@ class _Directions:
     class, ``unmatched`` seeds.
     """
 
-    def __init__(self, instr: Instructions, width: int, height: int) -> None:
+    def __init__(
+        self, instr: Instructions, width: int, height: int, keep_max_share: float = 1.0
+    ) -> None:
         self.width, self.height = width, height
         self.mask = [instr_mod.to_pixels(r, width, height) for r in instr.mask]
-        self.seeds = [_Seed(instr_mod.to_pixels(r, width, height)) for r in instr.keep]
+        self.seeds = [
+            _Seed(instr_mod.place_keep(r, width, height, keep_max_share)) for r in instr.keep
+        ]
         self.followers: dict[int, RegionFollower] = {}
         self.applied: set[int] = set()
         self.kept: dict[tuple[str, int], int] = {}

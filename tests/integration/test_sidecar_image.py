@@ -115,6 +115,8 @@ def _config(tmp: Path, models_dir: Path) -> Path:
         f'[models]\ndir = "{models_dir}"\n'
         # faces only: plate masks of signs would change pixels these tests compare
         "[profiles.default.plate]\nenabled = false\n"
+        # keep is off by default (anyone who writes to inbound could unmask)
+        "[profiles.default.instructions]\nallow_keep = true\n"
         "[profiles.strict.plate]\nenabled = false\n"
         "[profiles.strict.instructions]\nallow_keep = false\n"
     )

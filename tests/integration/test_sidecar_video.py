@@ -145,9 +145,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iter
         # faces only, one full-frame pass: these tests are about instructions
         "[profiles.default.face.tiling]\nenabled = false\n"
         "[profiles.default.plate]\nenabled = false\n"
+        "[profiles.default.instructions]\nallow_keep = true\n"
         "[profiles.off.face.tiling]\nenabled = false\n"
         "[profiles.off.plate]\nenabled = false\n"
         "[profiles.off.track]\nenabled = false\n"
+        "[profiles.off.instructions]\nallow_keep = true\n"
     )
     p = Pipeline.load(load(cfg), ["default", "off"])
     yield p

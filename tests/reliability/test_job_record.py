@@ -215,7 +215,12 @@ def test_a_kept_face_stays_while_the_other_is_masked_with_the_real_model(
     keep_box, other = item.faces
     f = Folders.make(tmp_path / "svc")
     cfg = write_config(tmp_path / "redactd.toml", f, models_dir, cache_dir=ov_cache)
-    cfg.write_text(cfg.read_text() + "\n[profiles.default.plate]\nenabled = false\n" + RECORD_ON)
+    cfg.write_text(
+        cfg.read_text()
+        + "\n[profiles.default.plate]\nenabled = false\n"
+        + "[profiles.default.instructions]\nallow_keep = true\n"
+        + RECORD_ON
+    )
     d = daemons(cfg).start()
     d.wait_ready()
     x, y, w, h = keep_box

@@ -281,12 +281,16 @@ def test_image_keep_keeps_detections_half_inside_their_region() -> None:
     half = face(150, 100, 250, 200)  # exactly 50 %
     less = face(160, 100, 260, 200)  # 40 %
     plate = face(110, 110, 190, 150, "plate")  # not a kept class
-    split = split_kept([inside, half, less, plate], keep)
-    assert split.kept == (inside, half)
-    assert split.masked == (less, plate)
+    split = split_kept([half, plate], keep)
+    assert split.kept == (half,)
+    assert split.masked == (plate,)
     assert split.matched == frozenset({0})
     none = split_kept([less], keep)
     assert none.kept == () and none.matched == frozenset()
+    # A region keeps one person per picture: the best match; the rest stay masked.
+    split = split_kept([inside, half, less, plate], keep)
+    assert split.kept == (inside,)
+    assert split.masked == (half, less, plate)
 
 
 # --------------------------------------------------------------------------- profile rules

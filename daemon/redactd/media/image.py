@@ -5,9 +5,11 @@ Contract of this module:
 * Everything is read through one descriptor opened by ``sniff.open_regular``
   (regular file, no symlink), the type comes from content, and Pillow is only
   allowed the one decoder the content sniffed as.
-* ``probe`` reads headers only. File size, pixels per page and page count are
-  checked there, before any pixel buffer is allocated, so a PNG declaring
-  100000x100000 pixels costs a few hundred bytes of reading.
+* ``probe`` reads headers only. File size, pixels per page, page count and
+  the pixels of all pages together are checked there, before any pixel
+  buffer is allocated, so a PNG declaring 100000x100000 pixels costs a few
+  hundred bytes of reading, and a 1 MB TIFF of 40 4000x4000 pages (or a long
+  animated WebP) is refused before it takes gigabytes.
 * ``decode`` loads every page completely (``LOAD_TRUNCATED_IMAGES`` must stay
   False: a truncated file is an error, never grey padding the detector would
   happily find no face in), applies the EXIF/TIFF orientation so arrays are
@@ -68,21 +70,26 @@ _MULTI_PAGE = frozenset({"tiff", "webp"})
 
 _ORIENTATION_TAG = 0x0112
 
-#: EXIF tags never kept even when metadata is kept: the orientation (output is
-#: upright) and containers that may embed preview images or other metadata.
-_EXIF_DROP = frozenset(
-    {
-        _ORIENTATION_TAG,
-        0x927C,  # MakerNote (vendor blobs, often with preview JPEGs)
-        0x02BC,  # XMP packet
-        0x83BB,  # IPTC
-        0x8649,  # Photoshop resources
-        0x8773,  # ICC profile (written separately, or not at all)
-        0xC4A5,  # PrintIM
-        0xC634,  # DNG private data
-        0xA005,  # Interoperability IFD pointer
-    }
+#: With ``strip_metadata = false`` only these plain tags are written (an
+#: allow-list: vendors and tools put whole JPEGs into private tags). IFD0:
+#: description, camera make and model, software, date, artist, copyright,
+#: resolution.
+_EXIF_KEEP = frozenset(
+    {0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298, 0x011A, 0x011B, 0x0128}
 )
+#: Exif sub-IFD: exposure, aperture, ISO, dates and time offsets, focal length,
+#: flash, metering, white balance, colour space, lens make and model.
+_EXIF_KEEP_SUB = frozenset(
+    {
+        0x829A, 0x829D, 0x8822, 0x8827, 0x8830, 0x8832, 0x9000, 0x9003, 0x9004,
+        0x9010, 0x9011, 0x9012, 0x9201, 0x9202, 0x9203, 0x9204, 0x9205, 0x9206,
+        0x9207, 0x9208, 0x9209, 0x920A, 0x9290, 0x9291, 0x9292, 0xA000, 0xA001,
+        0xA401, 0xA402, 0xA403, 0xA404, 0xA405, 0xA406, 0xA407, 0xA408, 0xA409,
+        0xA40A, 0xA40C, 0xA432, 0xA433, 0xA434,
+    }
+)  # fmt: skip
+_EXIF_VERSION_TAGS = frozenset({0x9000, 0xA000})  # ExifVersion, FlashpixVersion
+_EXIF_MAX_TEXT = 256
 
 _TIFF_LOSSLESS = frozenset(
     {"raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits", "tiff_raw_16"}
@@ -118,8 +125,9 @@ class Page:
 class DecodedImage:
     """A decoded still image and what is needed to write it back faithfully.
 
-    ``exif`` is a sanitised EXIF block (no orientation, no thumbnail, no maker
-    note), written only when ``OutputConfig.strip_metadata`` is off.
+    ``exif`` is a new EXIF block of allow-listed plain tags only (no
+    orientation, GPS, thumbnail, maker note or private tag), written only
+    when ``OutputConfig.strip_metadata`` is off.
     ``bits_reduced`` tells that 16-bit samples were reduced to 8 bits.
     """
 
@@ -146,6 +154,8 @@ def probe(path: Path, limits: LimitsConfig) -> tuple[int, int, int]:
     orientations 5-8). Raises ``PermanentInputError``: ``too_large`` (file
     bytes over ``limits.max_file_bytes``), ``too_many_pixels`` (any page over
     ``limits.max_pixels``), ``too_many_pages`` (over ``limits.max_pages``),
+    ``too_many_total_pixels`` (all pages together over
+    ``limits.max_total_pixels``),
     ``unsupported_type`` (not an image), ``corrupt``/``truncated`` (headers
     unreadable), plus the reasons of ``sniff.open_regular``. No pixel data is
     decoded.
@@ -193,11 +203,19 @@ def _page_count(im: Image.Image, fmt: str) -> int:
 
 
 def _check_pages(im: Image.Image, fmt: str, limits: LimitsConfig) -> int:
-    """Check page count and every page's pixel count from headers; return the count."""
+    """Check page count, every page's pixel count and their sum from headers;
+    return the count.
+
+    Every page is held decoded at once (and a masked copy of it), so the
+    sum is what bounds memory: 40 compressed 4000x4000 pages are a 1 MB file
+    and 640 million pixels (``too_many_total_pixels`` over
+    ``limits.max_total_pixels``).
+    """
     if fmt == "tiff":
         # Walk the IFD chain ourselves so a file with a million pages stops
         # at max_pages + 1 instead of being counted to the end.
         n = 0
+        total = 0
         while True:
             try:
                 im.seek(n)
@@ -207,13 +225,25 @@ def _check_pages(im: Image.Image, fmt: str, limits: LimitsConfig) -> int:
             if n > limits.max_pages:
                 raise PermanentInputError("too_many_pages", f"over {limits.max_pages}", "decode")
             _check_pixels(im.size, limits)
+            total += im.size[0] * im.size[1]
+            _check_total(total, limits)
         im.seek(0)
         return n
     n = _page_count(im, fmt)
     if n > limits.max_pages:
         raise PermanentInputError("too_many_pages", f"{n} pages", stage="decode")
     _check_pixels(im.size, limits)  # animated WebP frames share the canvas size
+    _check_total(n * im.size[0] * im.size[1], limits)
     return n
+
+
+def _check_total(total: int, limits: LimitsConfig) -> None:
+    if total > limits.max_total_pixels:
+        raise PermanentInputError(
+            "too_many_total_pixels",
+            f"over {limits.max_total_pixels} pixels in all pages (limits.max_total_pixels)",
+            stage="decode",
+        )
 
 
 def _check_pixels(size: tuple[int, int], limits: LimitsConfig) -> None:
@@ -418,22 +448,42 @@ def _jpeg_subsampling(im: Image.Image) -> int | None:
     return s if s in (0, 1, 2) else None
 
 
+def _plain(value: Any, tag: int) -> bool:
+    """A value that is plain data: short text, numbers, a few of them, or the
+    4-byte version tags; never a blob that could hold a picture."""
+    if isinstance(value, str):
+        return len(value) <= _EXIF_MAX_TEXT
+    if isinstance(value, bytes):
+        return tag in _EXIF_VERSION_TAGS and len(value) <= 4
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if isinstance(value, tuple):
+        return len(value) <= 8 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+    # Pillow's IFDRational is a numbers.Rational, not an int or a float.
+    return type(value).__name__ == "IFDRational"
+
+
 def _kept_exif(im: Image.Image) -> bytes | None:
-    """EXIF without orientation, thumbnail, maker note or embedded containers."""
+    """A new EXIF block holding only the allow-listed plain tags (``_EXIF_KEEP``,
+    ``_EXIF_KEEP_SUB``) with plain values: no orientation, no GPS, no maker
+    note, no thumbnail (IFD1), no private tag (which may hold a whole JPEG)."""
     try:
-        exif = im.getexif()
-        if not exif:
+        src = im.getexif()
+        if not src:
             return None
-        for tag in list(exif):
-            if tag in _EXIF_DROP:
-                del exif[tag]
-        sub = exif.get_ifd(ExifTags.IFD.Exif)
-        for tag in list(sub):
-            if tag in _EXIF_DROP:
-                del sub[tag]
-        # Exif.tobytes writes IFD0 with its Exif and GPS sub-IFDs only, so
-        # IFD1 (the thumbnail) is left behind.
-        return exif.tobytes()
+        out = Image.Exif()
+        for tag, value in src.items():
+            if tag in _EXIF_KEEP and _plain(value, tag):
+                out[tag] = value
+        sub_src = src.get_ifd(ExifTags.IFD.Exif)
+        kept = {t: v for t, v in sub_src.items() if t in _EXIF_KEEP_SUB and _plain(v, t)}
+        if kept:
+            out.get_ifd(ExifTags.IFD.Exif).update(kept)
+        if not out and not kept:
+            return None
+        return out.tobytes()
     except Exception:  # unreadable EXIF: nothing is kept
         return None
 

@@ -74,7 +74,7 @@ from redactd import config as config_mod
 from redactd import log
 from redactd.config import Config
 from redactd.errors import REASONS, ConfigError, ModelError, PermanentInputError, TransientError
-from redactd.instructions import Instructions, load_sidecar
+from redactd.instructions import Instructions, load_instructions, sidecar_source
 from redactd.record import FileDigest, JobRecord, digest_file
 from redactd.service.metrics import Metrics
 from redactd.service.notify import Notifier
@@ -755,16 +755,22 @@ class Supervisor:
         will not do), ``invalid_sidecar`` naming the field. Either way the
         input and its sidecar go to quarantine together.
         """
-        if job.sidecar is None:
+        policy = self.cfg.profile(job.target.profile).instructions
+        # A sidecar in the operator's trusted folder counts as one too.
+        if job.sidecar is None and sidecar_source(policy, job.rel) is None:
             return None
-        if not self.cfg.profile(job.target.profile).instructions.enabled:
+        if not policy.enabled:
             raise PermanentInputError(
                 "instructions_disabled", "profile instructions.enabled is false", "sidecar"
             )
-        if not job.sidecar_src.is_file() or job.sidecar_src.is_symlink():
+        if job.sidecar is not None and (
+            not job.sidecar_src.is_file() or job.sidecar_src.is_symlink()
+        ):
             # It could not be claimed (not a regular file) or was removed.
             raise PermanentInputError("invalid_sidecar", "not a regular file", "sidecar")
-        return load_sidecar(job.sidecar_src)
+        inbound = job.sidecar_src if job.sidecar is not None else None
+        # Trust rules (trusted_dir / hmac_key_file): sidecar_untrusted otherwise.
+        return load_instructions(policy, inbound, job.rel)
 
     def _deliver(
         self, job: Job, result: JobResult | None, t0: float, record: JobRecord | None = None
