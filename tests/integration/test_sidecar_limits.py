@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from redactd.config import load
+from redactd.errors import PermanentInputError
 from redactd.instructions import parse
 from redactd.pipeline import Pipeline
 from redactd.types import Box, Detection
@@ -223,8 +224,6 @@ HOSTILE: dict[str, bytes] = {
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_sidecar_is_invalid_never_a_traceback(name: str) -> None:
     """The parser itself: every hostile document is ``invalid_sidecar``."""
-    from redactd.errors import PermanentInputError
-
     with pytest.raises(PermanentInputError) as ei:
         parse(HOSTILE[name])
     assert ei.value.reason == "invalid_sidecar"
@@ -245,3 +244,18 @@ def test_a_bom_is_allowed(tmp_path: Path, models_dir: Path) -> None:
     doc = b'\xef\xbb\xbf{"mask": [{"box": [0, 0, 10, 10]}]}'
     r = _run_sidecar(tmp_path, _config(tmp_path, models_dir), doc)
     assert r.returncode == 0, r.stderr
+
+
+def test_video_keep_everyone_exceeds_the_share_limit(tmp_path: Path, models_dir: Path) -> None:
+    from tests.integration.test_video_unjudged import RedFaceDetector, _background, write_video
+
+    cfg = load(_config(tmp_path, models_dir, "allow_keep = true"))
+    src = tmp_path / "clip.mp4"
+    write_video(src, [_background(i) for i in range(6)], 25)
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(PermanentInputError) as ei:
+        Pipeline(cfg, RedFaceDetector()).process(  # type: ignore[arg-type]
+            src, dst, "default", instructions=parse(json.dumps(EVERYONE))
+        )
+    assert ei.value.reason == "keep_limit_exceeded"
+    assert not dst.exists()
