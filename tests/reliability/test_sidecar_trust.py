@@ -26,6 +26,8 @@ EVERYONE = {"keep": [{"box": [0, 0, 1, 1], "units": "rel", "classes": ["face", "
 def _quarantined_with(f: object, name: str, d: Daemon) -> dict[str, object]:
     q = f.quarantine  # type: ignore[attr-defined]
     wait_until(lambda: len(rel_names(q)) == 2, 30, "quarantine", d)
+    # the reason file is published after the two files
+    wait_until(lambda: (q / (name + ".reason.json")).exists(), 30, "reason file", d)
     assert rel_names(q) == [name, name + SIDE]
     assert name not in rel_names(f.outbound)  # type: ignore[attr-defined]
     reason: dict[str, object] = json.loads((q / (name + ".reason.json")).read_text())
