@@ -133,8 +133,11 @@ install -d -m 0755 "$PREFIX/share"
 install -m 0644 "$DEPLOY/../README.md" "$PREFIX/share/README.md" 2>/dev/null || true
 
 # Compiled blobs written by an older version (whose unit could write them)
-# are never trusted: OpenVINO would load them unchecked.
-rm -rf /var/lib/redactd/cache/openvino /var/lib/redactd/*/cache/openvino
+# are never trusted: OpenVINO would load them unchecked. The folder stays,
+# empty: the unit mounts it read-only (ReadOnlyPaths= skips a missing one).
+for d in /var/lib/redactd/cache/openvino /var/lib/redactd/*/cache/openvino; do
+  [ -d "$d" ] && find "$d" -mindepth 1 -delete
+done
 
 # 6. Units and snippets; folders with their groups (tmpfiles "d" also fixes
 #    the mode and group of folders an older version made).
