@@ -487,6 +487,30 @@ def test_memory_deny_write_execute_breaks_openvino_so_it_stays_off(box: nspawn.C
     assert "cannot be compiled" in results["yes"].stderr
 
 
+def test_instance_gets_its_own_folders_config_and_metrics(box: nspawn.Container) -> None:
+    """install.sh --instance hr: /etc/redactd/hr.toml names /srv/redactd/hr/...,
+    its folders exist with the audiences' groups, and redactd@hr serves them."""
+    r = box.run(
+        "/mnt/bundle/deploy/install.sh", "--offline", "/mnt/bundle", "--instance", "hr",
+        "--no-start", check=False, timeout=900,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    hr = f"{SRV}/hr"
+    assert _stat(box, f"{hr}/inbound") == ("2770", "redactd", "redactd-in")
+    assert _stat(box, f"{hr}/quarantine") == ("2750", "redactd", "redactd-admin")
+    assert _stat(box, f"{hr}/.work") == ("700", "redactd", "redactd")
+    box.run("systemctl", "start", "redactd@hr.service", timeout=180)
+    try:
+        data, _faces = _face_image()
+        box.write_as(PRODUCER, f"{hr}/inbound/.{SECRET}.jpg.part", data)
+        box.run_as(PRODUCER, "mv", f"{hr}/inbound/.{SECRET}.jpg.part", f"{hr}/inbound/{SECRET}.jpg")
+        _wait(lambda: _exists(box, f"{hr}/outbound/{SECRET}.jpg"), 120, "the instance's output")
+        assert _stat(box, f"{hr}/outbound/{SECRET}.jpg") == ("640", "redactd", "redactd-out")
+        _wait(lambda: _exists(box, "/var/lib/redactd-metrics/hr.prom"), 60, "its metrics")
+    finally:
+        box.run("systemctl", "stop", "redactd@hr.service", check=False, timeout=120)
+
+
 def test_upgrade_with_a_bad_model_leaves_the_running_version(
     box: nspawn.Container, bundle: Path, tmp_path: Path
 ) -> None:
