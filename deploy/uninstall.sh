@@ -23,7 +23,8 @@ if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   done
 fi
 WORK=(/var/lib/redactd /srv/redactd/.work /srv/redactd/*/.work)
-if [ "$FORCE" -ne 1 ] && find "${WORK[@]}" -name job.json 2>/dev/null | grep -q .; then
+# (not find | grep: under pipefail a missing folder would hide a found job)
+if [ "$FORCE" -ne 1 ] && [ -n "$(find "${WORK[@]}" -name job.json -print -quit 2>/dev/null)" ]; then
   echo "uninstall.sh: unfinished jobs in a work area (/srv/redactd/.work); restart the service to finish them or use --force" >&2
   exit 1
 fi

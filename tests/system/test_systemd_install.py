@@ -543,3 +543,21 @@ def test_upgrade_with_a_bad_model_leaves_the_running_version(
     assert box.show("redactd.service", "MainPID") == before
     assert box.run("/opt/redactd/venv/bin/redactd", "models", "verify",
                    "--config", "/etc/redactd/redactd.toml", check=False).returncode == 0
+
+
+def test_uninstall_refuses_with_unfinished_jobs_then_keeps_data_and_config(
+    box: nspawn.Container,
+) -> None:
+    """Last in this module: it removes the install."""
+    job = f"{WORK}/0123456789abcdef"
+    box.run("install", "-d", "-o", "redactd", "-m", "0700", job)
+    box.run("touch", f"{job}/job.json")
+    r = box.run("/mnt/bundle/deploy/uninstall.sh", check=False)
+    assert r.returncode == 1 and "unfinished jobs" in r.stderr, r.stdout + r.stderr
+    assert _exists(box, "/opt/redactd/venv")
+    box.run("rm", "-rf", job)
+    box.run("/mnt/bundle/deploy/uninstall.sh")
+    for gone in ("/opt/redactd", "/etc/systemd/system/redactd.service", "/var/lib/redactd-metrics"):
+        assert not _exists(box, gone), gone
+    for kept in ("/etc/redactd/redactd.toml", f"{SRV}/outbound/{SECRET}.jpg", f"{SRV}/quarantine"):
+        assert _exists(box, kept), kept
