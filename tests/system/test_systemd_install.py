@@ -8,7 +8,7 @@ an admin user, and the service is killed mid-job. Everything runs under the
 INSTALLED unit, whose sandbox is what these tests are about (each
 ``ReadWritePaths=`` entry is a bind mount of its own; ``link()`` and
 ``rename()`` between two of them fail with EXDEV).
-Skips with the reason when this machine cannot run a container. About 3 min
+Skips with the reason when this machine cannot run a container. About 6 min
 on 2 cores (the Debian root filesystem is cached; making it takes ~1 min).
 """
 
