@@ -43,12 +43,18 @@ fi
 
 say() { echo "install.sh: $*"; }
 
-# 1. The service user (sysusers.d where systemd has it, useradd otherwise).
+# 1. The service user and the producer/consumer/admin/metrics groups
+#    (sysusers.d where systemd has it, useradd otherwise).
 install -D -m 0644 "$DEPLOY/sysusers.d-redactd.conf" /usr/lib/sysusers.d/redactd.conf
 if command -v systemd-sysusers >/dev/null; then
   systemd-sysusers /usr/lib/sysusers.d/redactd.conf
-elif ! id redactd >/dev/null 2>&1; then
-  useradd --system --home-dir /var/lib/redactd --shell /usr/sbin/nologin redactd
+else
+  for g in redactd-in redactd-out redactd-admin redactd-metrics; do
+    getent group "$g" >/dev/null || groupadd --system "$g"
+  done
+  id redactd >/dev/null 2>&1 ||
+    useradd --system --home-dir /var/lib/redactd --shell /usr/sbin/nologin redactd
+  usermod -aG redactd-in redactd
 fi
 
 # 2. A fresh virtual environment in a new release folder; `$PREFIX/venv` is a
@@ -64,10 +70,21 @@ else
 fi
 
 # 3. Models, fetched and verified into a staging store; the live store is only
-#    replaced in step 5, so a failed verification changes nothing.
-install -d -m 0755 /var/lib/redactd
-STORE=/var/lib/redactd/models
-STAGE=/var/lib/redactd/models.new
+#    replaced in step 5, so a failed verification changes nothing. The store is
+#    the one the config that will run names (an older install's config may say
+#    /var/lib/redactd/models; the packaged one says /opt/redactd/models). It is
+#    owned by root: the service can read it, never write it.
+CONF_NAME="${INSTANCE:-redactd}.toml"
+CONF="/etc/redactd/$CONF_NAME"
+[ -e "$CONF" ] || CONF="$DEPLOY/redactd.toml"
+if ! STORE="$("$NEW/bin/python" -c 'import sys; from pathlib import Path; from redactd.config import load; print(load(Path(sys.argv[1])).models.dir)' "$CONF")"; then
+  rm -rf "$NEW"
+  say "cannot read models.dir from $CONF (run redactd check-config); the installed version is unchanged" >&2
+  exit 1
+fi
+install -d -o redactd -g redactd -m 0700 /var/lib/redactd
+install -d -m 0755 "$(dirname "$STORE")"
+STAGE="$STORE.new"
 rm -rf "$STAGE"
 # Offline: the bundle is complete, stage from it alone. Online: start from the
 # verified store so that unchanged models are not downloaded again.
@@ -80,15 +97,27 @@ if ! "${FETCH[@]}" || ! "$NEW/bin/redactd" models verify --store "$STAGE" --conf
   say "model fetch or verification failed; the installed version is unchanged" >&2
   exit 1
 fi
+rm -f "$STAGE/.redactd-models.lock"
+chown -R root:root "$STAGE"
+chmod -R u=rwX,go=rX "$STAGE"
 
 # 4. Config: installed once, never overwritten; a newer default lands beside it.
-CONF_NAME="${INSTANCE:-redactd}.toml"
+#    An instance's folders, state and metrics file carry its name.
 install -d -m 0755 /etc/redactd
-if [ -e "/etc/redactd/$CONF_NAME" ]; then
-  install -m 0640 -g redactd "$DEPLOY/redactd.toml" "/etc/redactd/$CONF_NAME.dist"
+DIST="$(mktemp)"
+if [ -n "$INSTANCE" ]; then
+  sed -e "s#\"/srv/redactd/#\"/srv/redactd/$INSTANCE/#" \
+      -e "s#/var/lib/redactd/status.json#/var/lib/redactd/$INSTANCE/status.json#" \
+      -e "s#/redactd.prom\"#/$INSTANCE.prom\"#" "$DEPLOY/redactd.toml" > "$DIST"
 else
-  install -m 0640 -g redactd "$DEPLOY/redactd.toml" "/etc/redactd/$CONF_NAME"
+  cp "$DEPLOY/redactd.toml" "$DIST"
 fi
+if [ -e "/etc/redactd/$CONF_NAME" ]; then
+  install -m 0640 -g redactd "$DIST" "/etc/redactd/$CONF_NAME.dist"
+else
+  install -m 0640 -g redactd "$DIST" "/etc/redactd/$CONF_NAME"
+fi
+rm -f "$DIST"
 "$NEW/bin/redactd" check-config --config "/etc/redactd/$CONF_NAME"
 
 # 5. Switch to the new models and release (rename of a symlink); keep the
@@ -103,14 +132,40 @@ ls -1dt "$PREFIX"/releases/* | tail -n +3 | xargs -r rm -rf
 install -d -m 0755 "$PREFIX/share"
 install -m 0644 "$DEPLOY/../README.md" "$PREFIX/share/README.md" 2>/dev/null || true
 
-# 6. Units and snippets.
+# Compiled blobs written by an older version (whose unit could write them)
+# are never trusted: OpenVINO would load them unchecked. The folder stays,
+# empty: the unit mounts it read-only (ReadOnlyPaths= skips a missing one).
+for d in /var/lib/redactd/cache/openvino /var/lib/redactd/*/cache/openvino; do
+  [ -d "$d" ] && find "$d" -mindepth 1 -delete
+done
+
+# 6. Units and snippets; folders with their groups (tmpfiles "d" also fixes
+#    the mode and group of folders an older version made).
 install -D -m 0644 "$DEPLOY/tmpfiles.d-redactd.conf" /usr/lib/tmpfiles.d/redactd.conf
 install -D -m 0644 "$DEPLOY/redactd.service" /etc/systemd/system/redactd.service
 install -D -m 0644 "$DEPLOY/redactd@.service" /etc/systemd/system/redactd@.service
-if command -v systemd-tmpfiles >/dev/null; then
-  systemd-tmpfiles --create /usr/lib/tmpfiles.d/redactd.conf
+TMPFILES=(/usr/lib/tmpfiles.d/redactd.conf)
+if [ -n "$INSTANCE" ]; then
+  I="/srv/redactd/$INSTANCE"
+  cat > "/etc/tmpfiles.d/redactd-$INSTANCE.conf" <<EOT
+# redactd@$INSTANCE folders (written by deploy/install.sh --instance $INSTANCE)
+d $I            0755 root    root          -
+d $I/inbound    2770 redactd redactd-in    -
+d $I/outbound   2750 redactd redactd-out   -
+d $I/quarantine 2750 redactd redactd-admin -
+d $I/.work      0700 redactd redactd       -
+EOT
+  TMPFILES+=("/etc/tmpfiles.d/redactd-$INSTANCE.conf")
 fi
-chown -R redactd:redactd /var/lib/redactd
+if command -v systemd-tmpfiles >/dev/null; then
+  systemd-tmpfiles --create "${TMPFILES[@]}"
+fi
+# Results and quarantined files an older version left with the one group
+# `redactd` get the group of their folder's audience.
+for pair in inbound:redactd-in outbound:redactd-out quarantine:redactd-admin; do
+  d="/srv/redactd/${pair%%:*}"
+  [ -d "$d" ] && find "$d" -group redactd -exec chgrp -h "${pair#*:}" {} +
+done
 
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl daemon-reload

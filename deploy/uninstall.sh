@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Remove redactd: units, snippets, the virtual environment, the service user's
-# state (models, cache, work area) but NOT the data folders (/srv/redactd:
-# inbound, outbound, quarantine) and not the config in /etc/redactd.
+# Remove redactd: units, snippets, the virtual environment and models
+# (/opt/redactd), the service's state and metrics, but NOT the data folders
+# (/srv/redactd: inbound, outbound, quarantine), not the config in /etc/redactd
+# and not the user and groups (files in the kept folders still belong to them).
 # Unfinished jobs in the work area hold originals: refuse while there are any
 # (restart the service to finish them), unless --force.
 set -euo pipefail
@@ -21,14 +22,16 @@ if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl disable --now "$u" || true
   done
 fi
-if [ "$FORCE" -ne 1 ] && find /var/lib/redactd -path '*/work/*' -name job.json 2>/dev/null | grep -q .; then
-  echo "uninstall.sh: unfinished jobs in /var/lib/redactd/*/work; restart the service to finish them or use --force" >&2
+WORK=(/var/lib/redactd /srv/redactd/.work /srv/redactd/*/.work)
+# (not find | grep: under pipefail a missing folder would hide a found job)
+if [ "$FORCE" -ne 1 ] && [ -n "$(find "${WORK[@]}" -name job.json -print -quit 2>/dev/null)" ]; then
+  echo "uninstall.sh: unfinished jobs in a work area (/srv/redactd/.work); restart the service to finish them or use --force" >&2
   exit 1
 fi
 rm -f /etc/systemd/system/redactd.service /etc/systemd/system/redactd@.service
-rm -f /usr/lib/sysusers.d/redactd.conf /usr/lib/tmpfiles.d/redactd.conf
+rm -f /usr/lib/sysusers.d/redactd.conf /usr/lib/tmpfiles.d/redactd.conf /etc/tmpfiles.d/redactd-*.conf
 rm -rf "$PREFIX"
-rm -rf /var/lib/redactd/models /var/lib/redactd/cache /var/lib/redactd/metrics
+rm -rf /var/lib/redactd/models /var/lib/redactd/cache /var/lib/redactd/metrics /var/lib/redactd-metrics
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi

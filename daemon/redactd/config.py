@@ -314,6 +314,10 @@ class ServiceConfig:
     min_free_bytes: int = _f(256 * 1024 * 1024, 0)
     metrics_file: Path | None = None
     status_file: Path | None = None
+    # Quarantined originals get this mode and the quarantine folder's group
+    # (set-group-ID): who may read them is the admin group's business, not
+    # the mode the producer happened to write them with.
+    quarantine_file_mode: int = _f(0o640, 0, 0o777)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import sys
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 import structlog
@@ -57,11 +58,49 @@ def new_job_id() -> str:
 
 _PATHISH = re.compile(r"(?:[A-Za-z]:)?[/\\\\][^\s'\"]*|'[^']*'|\"[^\"]*\"")
 
+#: Commands redactd tells operators to run; always kept when quoted.
+COMMAND_HINTS = frozenset(
+    {
+        "redactd models fetch",
+        "redactd models verify",
+        "redactd models list",
+        "redactd models quantize",
+        "redactd check-config",
+    }
+)
 
-def scrub(text: str) -> str:
+_known: set[str] = set(COMMAND_HINTS)
+
+
+def know(words: Iterable[str]) -> None:
+    """Add words redactd knows itself (model, detector, profile names from
+    the manifest and the config) to the vocabulary ``scrub`` keeps.
+
+    The daemon registers them once at start-up, so an operator reads which
+    model is missing instead of ``<redacted>``. Never register anything that
+    came from an input (a file name, a path, metadata).
+    """
+    _known.update(w for w in words if w and "/" not in w and "\\" not in w)
+
+
+def scrub(text: str, keep: Iterable[str] = ()) -> str:
     """Remove anything path-like or quoted from an exception message.
 
     Third-party messages (OSError, FFmpeg, Pillow) embed file names; this turns
-    them into ``<redacted>`` so a traceback summary can still be logged.
+    them into ``<redacted>`` so a traceback summary can still be logged. A
+    quoted token is kept only when it is exactly a word redactd knows itself
+    (``know``, ``keep``, ``COMMAND_HINTS``): that is what redactd's own
+    messages quote (``model 'centerface' ...; run 'redactd models fetch'``),
+    and a file name can only survive by being one of those names.
     """
-    return _PATHISH.sub("<redacted>", text)
+    extra = set(keep)
+
+    def repl(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if len(token) >= 2 and token[0] in "'\"" and token[-1] == token[0]:
+            inner = token[1:-1]
+            if inner in _known or inner in extra:
+                return token
+        return "<redacted>"
+
+    return _PATHISH.sub(repl, text)

@@ -97,6 +97,34 @@ class Container:
             timeout=60,
         ).stdout
 
+    def run_as(
+        self, user: str, *cmd: str, check: bool = True, umask: str = "027"
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` in the container as ``user`` (with its groups) under ``umask``."""
+        script = f"umask {umask}; exec \"$@\""
+        return self.run("runuser", "-u", user, "--", "sh", "-c", script, "sh", *cmd, check=check)
+
+    def write_as(self, user: str, path: str, data: bytes, umask: str = "027") -> None:
+        """Write ``path`` as ``user``: a producer dropping a file, with its umask."""
+        self.pipe_in(
+            data, "runuser", "-u", user, "--", "sh", "-c", f"umask {umask}; cat > '{path}'"
+        )
+
+    def in_service(
+        self, unit: str, *cmd: str, as_root: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` in the mount namespace of ``unit``'s main process, with
+        its user and group: what the running service itself sees and may do.
+        ``as_root``: as root instead, to see what the mounts alone allow."""
+        pid = self.show(unit, "MainPID")["MainPID"]
+        ids: list[str] = []
+        if not as_root:
+            for line in self.run("cat", f"/proc/{pid}/status").stdout.splitlines():
+                key, _sep, value = line.partition(":")
+                if key in ("Uid", "Gid"):
+                    ids += ["-S" if key == "Uid" else "-G", value.split()[1]]  # effective id
+        return self.run("nsenter", "-t", pid, "-m", *ids, "--", *cmd, check=False)
+
     def show(self, unit: str, *props: str) -> dict[str, str]:
         out = self.run("systemctl", "show", unit, *[f"-p{p}" for p in props]).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)

@@ -2,13 +2,20 @@
 
 A minimal Debian boots with systemd in systemd-nspawn (private network, no
 connection to anything); the offline bundle is installed with
-``deploy/install.sh --offline``; then the unit is driven as an operator would.
-Skips with the reason when this machine cannot run a container.
+``deploy/install.sh --offline``; then the unit is driven as an operator would:
+files are dropped by a producer user, read by a consumer user, quarantined for
+an admin user, and the service is killed mid-job. Everything runs under the
+INSTALLED unit, whose sandbox is what these tests are about (each
+``ReadWritePaths=`` entry is a bind mount of its own; ``link()`` and
+``rename()`` between two of them fail with EXDEV).
+Skips with the reason when this machine cannot run a container. About 6 min
+on 2 cores (the Debian root filesystem is cached; making it takes ~1 min).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -23,10 +30,16 @@ from PIL import Image
 from tests.conftest import REPO, SHARED
 from tests.helpers import nspawn
 from tests.helpers.media import changed_fraction, read_labels
+from tests.helpers.synthvideo import write_clip
 
 pytestmark = pytest.mark.slow
 
 SECRET = "Kvarnholm-Ostergaard"
+UNIT = "redactd.service"
+SRV = "/srv/redactd"
+WORK = f"{SRV}/.work"
+# Users of the three audiences (deploy/README.md, "Who may read what").
+PRODUCER, CONSUMER, ADMIN, MONITOR = "nvr-export", "press-office", "dpo", "node-exp"
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +68,13 @@ def box(bundle: Path) -> Iterator[nspawn.Container]:
             "/mnt/bundle/deploy/install.sh", "--offline", "/mnt/bundle", check=False, timeout=1500
         )
         assert r.returncode == 0, r.stdout + r.stderr
+        for user, group in (
+            (PRODUCER, "redactd-in"),
+            (CONSUMER, "redactd-out"),
+            (ADMIN, "redactd-admin"),
+            (MONITOR, "redactd-metrics"),
+        ):
+            c.run("useradd", "--system", "--no-create-home", "-G", group, user)
         yield c
 
 
@@ -69,6 +89,40 @@ def _wait(pred: object, timeout: float, what: str) -> None:
 
 def _active(box: nspawn.Container) -> bool:
     return box.show("redactd.service", "ActiveState")["ActiveState"] == "active"
+
+
+def _exists(box: nspawn.Container, path: str) -> bool:
+    return box.run("test", "-e", path, check=False).returncode == 0
+
+
+def _ls(box: nspawn.Container, folder: str) -> list[str]:
+    return sorted(box.run("ls", "-A", folder).stdout.split())
+
+
+def _jobs(box: nspawn.Container) -> list[str]:
+    """Job folders in the installed work area (claimed, not finished)."""
+    return [n for n in _ls(box, WORK) if not n.startswith(".")]
+
+
+def _stat(box: nspawn.Container, path: str) -> tuple[str, str, str]:
+    """(octal mode, owner, group) of ``path`` in the container."""
+    mode, owner, group = box.run("stat", "-c", "%a %U %G", path).stdout.split()
+    return mode, owner, group
+
+
+def _can_read(box: nspawn.Container, user: str, path: str) -> bool:
+    r = box.run_as(user, "sh", "-c", 'cat "$1" > /dev/null', "sh", path, check=False)
+    return r.returncode == 0
+
+
+def _journal(box: nspawn.Container) -> str:
+    return box.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
+
+
+def _drop(box: nspawn.Container, name: str, data: bytes) -> None:
+    """A producer drops a file as scanners do: written under a dot name, then renamed."""
+    box.write_as(PRODUCER, f"{SRV}/inbound/.{name}.part", data)
+    box.run_as(PRODUCER, "mv", f"{SRV}/inbound/.{name}.part", f"{SRV}/inbound/{name}")
 
 
 def _face_image() -> tuple[bytes, list[tuple[int, int, int, int]]]:
@@ -90,18 +144,252 @@ def test_unit_is_running_after_ready_with_status(box: nspawn.Container) -> None:
     assert "queued" in props["StatusText"]
 
 
-def test_dropped_file_comes_out_masked(box: nspawn.Container) -> None:
+def test_dropped_file_comes_out_masked_for_consumers_only(box: nspawn.Container) -> None:
     data, faces = _face_image()
-    box.write_file(f"/srv/redactd/inbound/{SECRET}.jpg", data)
-    out = f"/srv/redactd/outbound/{SECRET}.jpg"
-    _wait(lambda: box.run("test", "-f", out, check=False).returncode == 0, 180, "the masked output")
+    # umask 027: the original is 0640, group redactd-in (set-group-ID inbound);
+    # the service reads it through its supplementary group.
+    _drop(box, f"{SECRET}.jpg", data)
+    out = f"{SRV}/outbound/{SECRET}.jpg"
+    _wait(lambda: _exists(box, out), 180, "the masked output")
     before = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     after = np.asarray(Image.open(io.BytesIO(box.read_file(out))).convert("RGB"))
     assert all(changed_fraction(before, after, f) >= 0.5 for f in faces)
-    assert box.run("test", "-e", f"/srv/redactd/inbound/{SECRET}.jpg", check=False).returncode != 0
-    journal = box.run("journalctl", "-u", "redactd.service", "--no-pager", "-o", "cat").stdout
-    assert '"job.done"' in journal or "job.done" in journal
+    assert not _exists(box, f"{SRV}/inbound/{SECRET}.jpg")
+    # The result is the consumers': 0640, group redactd-out, readable by a
+    # member of that group and by nobody else who is not root.
+    assert _stat(box, out) == ("640", "redactd", "redactd-out")
+    assert _can_read(box, CONSUMER, out)
+    assert not _can_read(box, PRODUCER, out)
+    assert not _can_read(box, ADMIN, out)
+    journal = _journal(box)
+    assert "job.done" in journal
     assert SECRET not in journal
+    # Claimed and delivered on one mount: nothing is left in the work area.
+    _wait(lambda: _jobs(box) == [], 30, "an empty work area")
+
+
+def test_bad_files_are_quarantined_with_their_reason(box: nspawn.Container) -> None:
+    """A truncated JPEG and a text file named .jpg reach quarantine, each with
+    its reason file. Under the unit shipped before, the work area
+    (/var/lib/redactd/work) and quarantine (/srv/redactd) were two bind mounts:
+    the original could not be linked into quarantine (EXDEV) and stayed in the
+    work area; this test then timed out waiting for the quarantined files."""
+    data, _faces = _face_image()
+    cut, text = f"{SECRET}-cut.jpg", f"{SECRET}-text.jpg"
+    _drop(box, cut, data[: len(data) // 2])
+    _drop(box, text, b"Minutes of the meeting with Kvarnholm, not a photo\n" * 20)
+    q = f"{SRV}/quarantine"
+    want = [cut, cut + ".reason.json", text, text + ".reason.json"]
+    _wait(lambda: _ls(box, q) == sorted(want), 120, "both files and reasons in quarantine")
+    reasons = {
+        name: json.loads(box.run_as(ADMIN, "cat", f"{q}/{name}.reason.json").stdout)["reason"]
+        for name in (cut, text)
+    }
+    assert reasons[cut] in ("truncated", "corrupt"), reasons
+    assert reasons[text] == "unsupported_type", reasons
+    assert _ls(box, f"{SRV}/inbound") == []
+    assert _ls(box, f"{SRV}/outbound").count(cut) == 0
+    _wait(lambda: _jobs(box) == [], 30, "an empty work area")
+    # The reason files are the admins': service's mode, group redactd-admin.
+    assert _stat(box, f"{q}/{cut}.reason.json") == ("640", "redactd", "redactd-admin")
+    # Quarantine holds unmasked originals: consumers and producers cannot list
+    # or read it; consumers cannot look into inbound either.
+    for user in (CONSUMER, PRODUCER):
+        assert box.run_as(user, "ls", q, check=False).returncode != 0
+        assert not _can_read(box, user, f"{q}/{cut}.reason.json")
+        assert not _can_read(box, user, f"{q}/{cut}")
+    assert box.run_as(CONSUMER, "ls", f"{SRV}/inbound", check=False).returncode != 0
+    assert box.run_as(CONSUMER, "touch", f"{SRV}/inbound/x.jpg", check=False).returncode != 0
+    assert box.run_as(CONSUMER, "touch", f"{SRV}/outbound/x.jpg", check=False).returncode != 0
+    assert box.run_as(CONSUMER, "ls", WORK, check=False).returncode != 0
+    assert box.run_as(ADMIN, "ls", WORK, check=False).returncode != 0
+    journal = _journal(box)
+    assert "job.quarantined" in journal
+    assert SECRET not in journal and "Kvarnholm" not in journal
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="spool links the producer's original into quarantine as it is (its owner, group "
+    "redactd-in and mode); it must make its own copy there (group from the set-group-ID "
+    "folder, service.quarantine_file_mode) unless the file already has them: helper D",
+)
+def test_quarantined_original_is_the_admins_with_the_service_mode(box: nspawn.Container) -> None:
+    q = f"{SRV}/quarantine"
+    name = f"{SECRET}-mode.jpg"
+    # umask 022: the producer's original is world-readable 0644.
+    box.write_as(PRODUCER, f"{SRV}/inbound/.{name}.part", b"no image here\n", umask="022")
+    box.run_as(PRODUCER, "mv", f"{SRV}/inbound/.{name}.part", f"{SRV}/inbound/{name}")
+    _wait(lambda: _exists(box, f"{q}/{name}.reason.json"), 120, "the quarantined file")
+    _wait(lambda: _jobs(box) == [], 30, "an empty work area")
+    assert _stat(box, f"{q}/{name}") == ("640", "redactd", "redactd-admin")
+    assert box.run_as(ADMIN, "cat", f"{q}/{name}").stdout == "no image here\n"
+
+
+def _video_clip(tmp: Path) -> bytes:
+    """A 720p clip of 4 s (~25 s of work): long enough to be killed in the middle."""
+    clip = tmp / "clip.mp4"
+    write_clip(clip, size=(1280, 720), frames=100, audio=None)
+    return clip.read_bytes()
+
+
+def test_killed_mid_job_the_claimed_file_is_delivered_after_restart(
+    box: nspawn.Container, tmp_path: Path
+) -> None:
+    _wait(lambda: _active(box), 120, "active")
+    before = box.show(UNIT, "MainPID", "NRestarts")
+    name = f"{SECRET}-clip.mp4"
+    _drop(box, name, _video_clip(tmp_path))
+    t0 = time.monotonic()
+    _wait(lambda: not _exists(box, f"{SRV}/inbound/{name}") and _jobs(box), 60, "the claim")
+    time.sleep(2)  # well into the job: decoding, detecting
+    # Threads now (TasksCurrent= needs the pids controller, which a container may lack).
+    pid = box.show(UNIT, "MainPID")["MainPID"]
+    tasks = len(box.run("ls", f"/proc/{pid}/task").stdout.split())
+    box.run("systemctl", "kill", "--kill-whom=main", "-s", "KILL", UNIT)
+    _wait(lambda: box.show(UNIT, "MainPID")["MainPID"] != before["MainPID"], 60, "the kill")
+    # Killed in the middle: the job is still claimed, nothing was published.
+    assert _jobs(box), "the job finished before the kill; make the clip longer"
+    assert not [n for n in _ls(box, f"{SRV}/outbound") if n.startswith(f"{SECRET}-clip")]
+    # Restart=on-failure brings it back; recovery takes up the claimed job.
+    _wait(lambda: box.show(UNIT, "NRestarts")["NRestarts"] != before["NRestarts"], 60, "restart")
+    _wait(
+        lambda: [n for n in _ls(box, f"{SRV}/outbound") if n.startswith(f"{SECRET}-clip")],
+        300,
+        "the recovered job's output",
+    )
+    print(f"video job claimed, killed, recovered and delivered in {time.monotonic() - t0:.0f} s")
+    _wait(lambda: _jobs(box) == [], 30, "an empty work area")
+    assert not _exists(box, f"{SRV}/inbound/{name}")
+    journal = _journal(box)
+    assert "job.recovered" in journal
+    assert SECRET not in journal
+    # TasksMax= has room: threads of Python, OpenVINO and FFmpeg during a video job.
+    limit = int(box.show(UNIT, "TasksMax")["TasksMax"])
+    print(f"threads of the service during a video job: {tasks} (TasksMax={limit})")
+    assert 0 < tasks * 3 <= limit, (tasks, limit)
+
+
+def test_service_cannot_write_its_models_or_a_compiled_cache(box: nspawn.Container) -> None:
+    """Code that took over the process through a hostile file must not be
+    able to leave a detector behind that finds nothing."""
+    _wait(lambda: _active(box), 120, "active")
+    store = "/opt/redactd/models"
+    model = box.run("sh", "-c", f"ls -d {store}/*/ | head -1").stdout.strip().rstrip("/")
+    assert model, "no model installed"
+    onnx = box.run("sh", "-c", f"ls {model}/* | head -1").stdout.strip()
+    # Owned by root: the service user cannot write it even outside the unit.
+    assert _stat(box, store)[1:] == ("root", "root")
+    assert _stat(box, onnx)[1] == "root"
+    # In the unit's own mount namespace: its user may not write there, and the
+    # mount is read-only even for root (were the ownership ever wrong).
+    for target in (f"{model}/evil", onnx):
+        r = box.in_service(UNIT, "sh", "-c", f"echo x >> '{target}'")
+        assert r.returncode != 0, (target, r.stderr)
+        r = box.in_service(UNIT, "sh", "-c", f"echo x >> '{target}'", as_root=True)
+        assert r.returncode != 0 and "Read-only file system" in r.stderr, (target, r.stderr)
+    assert box.in_service(UNIT, "sh", "-c", f"cat '{onnx}' > /dev/null").returncode == 0
+    # Older configs kept models and the compiled cache in the state directory:
+    # read-only there too. The packaged config keeps the cache off.
+    box.run("mkdir", "-p", "/var/lib/redactd/models", "/var/lib/redactd/cache/openvino")
+    box.run("chown", "redactd:redactd", "/var/lib/redactd/models", "/var/lib/redactd/cache")
+    box.run("chown", "redactd:redactd", "/var/lib/redactd/cache/openvino")
+    box.run("systemctl", "restart", UNIT, timeout=180)
+    _wait(lambda: _active(box), 120, "active")
+    for folder in ("/var/lib/redactd/models", "/var/lib/redactd/cache/openvino"):
+        r = box.in_service(UNIT, "touch", f"{folder}/evil")
+        assert "Read-only file system" in r.stderr, (folder, r.stderr)
+    assert box.in_service(UNIT, "touch", "/var/lib/redactd/writable").returncode == 0
+    config = box.read_file("/etc/redactd/redactd.toml").decode()
+    assert 'cache_dir = ""' in config
+
+
+def test_work_area_and_folders_are_one_mount_for_the_service(box: nspawn.Container) -> None:
+    """What the service itself can do under the unit: link a file from its
+    work area into quarantine and outbound (one bind mount, /srv/redactd);
+    across two ReadWritePaths= mounts the same link fails with EXDEV, which is
+    what broke every quarantine of the unit shipped before."""
+    _wait(lambda: _active(box), 120, "active")
+    svc = box.in_service
+    assert svc(UNIT, "sh", "-c", f"echo probe > {WORK}/.probe").returncode == 0
+    try:
+        for folder in ("quarantine", "outbound"):
+            r = svc(UNIT, "ln", f"{WORK}/.probe", f"{SRV}/{folder}/.probe")
+            assert r.returncode == 0, r.stderr
+            svc(UNIT, "rm", "-f", f"{SRV}/{folder}/.probe")
+        assert svc(UNIT, "sh", "-c", "echo probe > /var/lib/redactd/.probe").returncode == 0
+        r = svc(UNIT, "ln", "/var/lib/redactd/.probe", f"{SRV}/quarantine/.probe")
+        assert r.returncode != 0 and "cross-device" in r.stderr, r.stderr
+    finally:
+        svc(UNIT, "rm", "-f", f"{WORK}/.probe", "/var/lib/redactd/.probe")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a work area on another mount than the folders (an older config, or an operator's "
+    "choice): the output is delivered, but quarantine links the original from the work area "
+    "(same st_dev, other mount: EXDEV) and nothing is quarantined; the spool must fall back "
+    "to a durable copy on EXDEV: helper D",
+)
+def test_work_area_on_another_mount_still_delivers_and_quarantines(
+    box: nspawn.Container,
+) -> None:
+    good = box.read_file("/etc/redactd/redactd.toml")
+    data, _faces = _face_image()
+    try:
+        box.run("install", "-d", "-o", "redactd", "-g", "redactd", "-m", "0700",
+                "/var/lib/redactd/work")
+        box.write_file(
+            "/etc/redactd/redactd.toml",
+            good.replace(f'work_dir = "{WORK}"'.encode(), b'work_dir = "/var/lib/redactd/work"'),
+        )
+        box.run("systemctl", "restart", UNIT, timeout=180)
+        _wait(lambda: _active(box), 120, "active")
+        _drop(box, f"{SECRET}-x.jpg", data)
+        _drop(box, f"{SECRET}-x-cut.jpg", data[: len(data) // 3])
+        # (about 10 s each once it works: the waits are not tight)
+        _wait(lambda: _exists(box, f"{SRV}/outbound/{SECRET}-x.jpg"), 40, "the output")
+        _wait(
+            lambda: _exists(box, f"{SRV}/quarantine/{SECRET}-x-cut.jpg.reason.json"),
+            30,
+            "the quarantined file",
+        )
+    finally:
+        box.write_file("/etc/redactd/redactd.toml", good)
+        box.run("systemctl", "restart", UNIT, check=False, timeout=180)
+        _wait(lambda: _active(box), 120, "active")
+        # whatever the old code left: claims in inbound, jobs in the old work area
+        box.run("sh", "-c", f"rm -rf /var/lib/redactd/work {SRV}/inbound/.redactd-claim-*")
+
+
+def test_resource_limits_are_set_and_a_drop_in_overrides_them(box: nspawn.Container) -> None:
+    props = box.show(UNIT, "MemoryHigh", "MemoryMax", "TasksMax")
+    assert props == {
+        "MemoryHigh": str(6 << 30),
+        "MemoryMax": str(8 << 30),
+        "TasksMax": "256",
+    }
+    d = "/etc/systemd/system/redactd.service.d"
+    box.run("mkdir", "-p", d)
+    box.write_file(f"{d}/memory.conf", b"[Service]\nMemoryHigh=10G\nMemoryMax=12G\n")
+    try:
+        box.run("systemctl", "daemon-reload")
+        props = box.show(UNIT, "MemoryHigh", "MemoryMax")
+        assert props == {"MemoryHigh": str(10 << 30), "MemoryMax": str(12 << 30)}
+    finally:
+        box.run("rm", "-rf", d)
+        box.run("systemctl", "daemon-reload")
+
+
+def test_metrics_file_is_readable_by_the_metrics_group_only(box: nspawn.Container) -> None:
+    path = "/var/lib/redactd-metrics/redactd.prom"
+    _wait(lambda: _exists(box, path), 60, "the metrics file")
+    text = box.run_as(MONITOR, "cat", path).stdout
+    assert "redactd_" in text
+    assert _stat(box, path)[2] == "redactd-metrics"
+    assert box.run_as(CONSUMER, "cat", path, check=False).returncode != 0
+    # The rest of the state stays private (StateDirectoryMode=0700).
+    assert box.run_as(MONITOR, "ls", "/var/lib/redactd", check=False).returncode != 0
 
 
 def test_security_exposure_is_ok(box: nspawn.Container) -> None:
@@ -199,6 +487,30 @@ def test_memory_deny_write_execute_breaks_openvino_so_it_stays_off(box: nspawn.C
     assert "cannot be compiled" in results["yes"].stderr
 
 
+def test_instance_gets_its_own_folders_config_and_metrics(box: nspawn.Container) -> None:
+    """install.sh --instance hr: /etc/redactd/hr.toml names /srv/redactd/hr/...,
+    its folders exist with the audiences' groups, and redactd@hr serves them."""
+    r = box.run(
+        "/mnt/bundle/deploy/install.sh", "--offline", "/mnt/bundle", "--instance", "hr",
+        "--no-start", check=False, timeout=900,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    hr = f"{SRV}/hr"
+    assert _stat(box, f"{hr}/inbound") == ("2770", "redactd", "redactd-in")
+    assert _stat(box, f"{hr}/quarantine") == ("2750", "redactd", "redactd-admin")
+    assert _stat(box, f"{hr}/.work") == ("700", "redactd", "redactd")
+    box.run("systemctl", "start", "redactd@hr.service", timeout=180)
+    try:
+        data, _faces = _face_image()
+        box.write_as(PRODUCER, f"{hr}/inbound/.{SECRET}.jpg.part", data)
+        box.run_as(PRODUCER, "mv", f"{hr}/inbound/.{SECRET}.jpg.part", f"{hr}/inbound/{SECRET}.jpg")
+        _wait(lambda: _exists(box, f"{hr}/outbound/{SECRET}.jpg"), 120, "the instance's output")
+        assert _stat(box, f"{hr}/outbound/{SECRET}.jpg") == ("640", "redactd", "redactd-out")
+        _wait(lambda: _exists(box, "/var/lib/redactd-metrics/hr.prom"), 60, "its metrics")
+    finally:
+        box.run("systemctl", "stop", "redactd@hr.service", check=False, timeout=120)
+
+
 def test_upgrade_with_a_bad_model_leaves_the_running_version(
     box: nspawn.Container, bundle: Path, tmp_path: Path
 ) -> None:
@@ -231,3 +543,21 @@ def test_upgrade_with_a_bad_model_leaves_the_running_version(
     assert box.show("redactd.service", "MainPID") == before
     assert box.run("/opt/redactd/venv/bin/redactd", "models", "verify",
                    "--config", "/etc/redactd/redactd.toml", check=False).returncode == 0
+
+
+def test_uninstall_refuses_with_unfinished_jobs_then_keeps_data_and_config(
+    box: nspawn.Container,
+) -> None:
+    """Last in this module: it removes the install."""
+    job = f"{WORK}/0123456789abcdef"
+    box.run("install", "-d", "-o", "redactd", "-m", "0700", job)
+    box.run("touch", f"{job}/job.json")
+    r = box.run("/mnt/bundle/deploy/uninstall.sh", check=False)
+    assert r.returncode == 1 and "unfinished jobs" in r.stderr, r.stdout + r.stderr
+    assert _exists(box, "/opt/redactd/venv")
+    box.run("rm", "-rf", job)
+    box.run("/mnt/bundle/deploy/uninstall.sh")
+    for gone in ("/opt/redactd", "/etc/systemd/system/redactd.service", "/var/lib/redactd-metrics"):
+        assert not _exists(box, gone), gone
+    for kept in ("/etc/redactd/redactd.toml", f"{SRV}/outbound/{SECRET}.jpg", f"{SRV}/quarantine"):
+        assert _exists(box, kept), kept

@@ -82,6 +82,27 @@ def _describe(info: Any) -> Any:
     return str(info)
 
 
+def operator_vocabulary(cfg: Config) -> set[str]:
+    """Names redactd knows without looking at any input: the manifest's
+    models and their files, the derived models, and the config's profiles
+    and detectors. ``log.scrub`` keeps them, so a start-up error says which
+    model is missing and how to fetch it."""
+    from redactd.models import derived
+    from redactd.models import manifest as manifest_mod
+
+    words: set[str] = set(cfg.profiles) | set(derived.RECIPES)
+    for prof in cfg.profiles.values():
+        words.update(prof.face.detectors)
+        words.update(prof.plate.detectors)
+    try:
+        for name, spec in manifest_mod.load().models.items():
+            words.add(name)
+            words.update(spec.files)
+    except ModelError:
+        pass  # the manifest's own error is reported when the models load
+    return words
+
+
 def _load_pipelines(cfg: Config) -> list[PipelineLike]:
     from redactd.pipeline import Pipeline  # models are heavy: import when needed
 
@@ -151,9 +172,12 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
     if strays:
         logger.info("service.strays_removed", files=strays)
 
+    log.know(operator_vocabulary(cfg))
     try:
         pipelines = _load_pipelines(cfg)
     except ModelError as e:
+        # redactd's own message (model name, the command that fixes it); a
+        # third-party part of it (OpenVINO's text) still loses its paths.
         logger.error("service.model_error", error=log.scrub(str(e)))
         return EX_CONFIG
     except ConfigError as e:
