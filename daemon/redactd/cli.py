@@ -482,6 +482,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _err("error: --limit must be at least 1")
         return EX_USAGE
     try:
+        sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip()) if args.sweep else ()
+    except ValueError:
+        _err("error: --sweep takes comma-separated thresholds, e.g. 0.05,0.2,0.3")
+        return EX_USAGE
+    if any(not 0.0 <= t <= 1.0 for t in sweep):
+        _err("error: --sweep thresholds must lie in 0..1")
+        return EX_USAGE
+    try:
+        # Before the long run: a missing plotting library is an error, not a silent skip.
+        report.require_matplotlib()
+    except report.PlotError as e:
+        _err(f"error: {e}")
+        return EX_CONFIG
+    try:
         cfg = _load_config(args.config)
         cfg.profile(args.profile)
         sets = dataset.load(Path(args.dataset), limit=args.limit)
@@ -517,6 +531,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 recognizer=recognizer,
                 limit=args.limit,
                 progress=progress,
+                sweep=sweep,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -527,6 +542,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pipeline.close()
     written = report.write(result, out)
     print(report.summary(result))
+    if args.show_names:
+        # The terminal only: reports and logs never name an image.
+        for lset, rep in zip(sets, result.sets, strict=True):
+            for w in rep.worst:
+                rel = lset.images[w.index].path.relative_to(lset.root)
+                _err(f"{rep.name} over-masking #{w.rank} ({w.overmask:.3f}): {rel}")
     _err(f"report written: {', '.join(p.name for p in written)} in the --out folder")
     return EX_OK
 
@@ -685,6 +706,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack", action="store_true", help="also attack the masks (re-detect, deblur, OCR)"
     )
     sp.add_argument("--limit", type=int, metavar="N", help="at most N images per set (spread)")
+    sp.add_argument(
+        "--sweep",
+        metavar="T1,T2,...",
+        help="also run the profile with each of these thresholds for the classes a set "
+        "labels (masked recall against over-masking; one more pipeline run per value)",
+    )
+    sp.add_argument(
+        "--show-names",
+        action="store_true",
+        help="name the most over-masked images on stderr (never in the report or logs)",
+    )
     sp.set_defaults(func=cmd_eval)
 
     sp = with_config(sub.add_parser("check-config", help="validate the config (exit 0 or 78)"))
