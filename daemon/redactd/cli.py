@@ -481,6 +481,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         _err("error: --limit must be at least 1")
         return EX_USAGE
+    if args.negatives is not None and args.negatives < 1:
+        _err("error: --negatives must be at least 1")
+        return EX_USAGE
     try:
         sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip()) if args.sweep else ()
     except ValueError:
@@ -515,6 +518,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         # Masked outputs live only here (mode 0700) while their image is scored.
         work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
+
+        if args.negatives:
+            # Generated into the private work folder: deleted with it after the run.
+            from redactd.evaluation import negatives
+
+            negatives.generate(sets, work / "text_negatives", args.negatives, seed=0)
+            sets = [*sets, *dataset.load(work / "text_negatives")]
 
         def progress(i: int, done: int, total: int) -> None:
             if done == total or done % 25 == 0:
@@ -716,6 +726,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-names",
         action="store_true",
         help="name the most over-masked images on stderr (never in the report or logs)",
+    )
+    sp.add_argument(
+        "--negatives",
+        type=int,
+        metavar="N",
+        help="also score a set of N generated text negatives: the sets' photos with "
+        "burned-in timestamps, captions, posters, signs and logos that must stay unmasked",
     )
     sp.set_defaults(func=cmd_eval)
 

@@ -398,6 +398,8 @@ class NegativeSummary:
     masked: int
     images: int  # images that carry at least one region
     images_with_masked: int
+    #: Per image (regions, masked), most masked first: ranks, not positions in the set.
+    per_image: tuple[tuple[int, int], ...] = ()
 
     @property
     def masked_share(self) -> float | None:
@@ -411,4 +413,10 @@ def summarise_negatives(results: Sequence[PixelResult]) -> NegativeSummary:
         masked=sum(r.negatives_masked for r in with_regions),
         images=len(with_regions),
         images_with_masked=sum(1 for r in with_regions if r.negatives_masked),
+        per_image=tuple(
+            sorted(
+                ((len(r.negatives), r.negatives_masked) for r in with_regions),
+                key=lambda t: (-t[1], -t[1] / t[0]),
+            )
+        ),
     )

@@ -196,16 +196,20 @@ def _negatives_table(sets: tuple[SetReport, ...]) -> list[str]:
         return []
     lines = [
         "| set | images with text | text regions | masked (strict) | share masked "
-        "| images with a masked region | by kind (masked/regions) |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| images with a masked region | by kind (masked/regions) "
+        "| per image, most masked first (masked/regions) |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for s in rows:
         n = s.negatives
         assert n is not None
         kinds = ", ".join(f"{k} {m}/{c}" for k, c, m in s.negatives_by_kind)
+        masked = [f"{m}/{c}" for c, m in n.per_image if m]
+        rest = len(n.per_image) - len(masked)
+        per = ", ".join([*masked, *([f"{rest} images 0"] if rest else [])])
         lines.append(
             f"| {s.name} | {n.images} | {n.regions} | {n.masked} | {_f(n.masked_share)} "
-            f"| {n.images_with_masked} | {kinds} |"
+            f"| {n.images_with_masked} | {kinds} | {per} |"
         )
     return lines
 
