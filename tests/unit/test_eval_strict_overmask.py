@@ -176,3 +176,13 @@ def test_worst_images_are_ranked_by_overmasking() -> None:
         (2, 3, 0.02),
         (3, 0, 0.005),
     ]
+
+
+def test_a_sweep_variant_changes_one_class_threshold_only() -> None:
+    from redactd.config import default_config
+    from redactd.evaluation.runner import threshold_variant
+
+    prof = default_config().profile("default")
+    v = threshold_variant(prof, "face", 0.37)
+    assert v.face.threshold == 0.37 and v.plate == prof.plate
+    assert v.face.mask == prof.face.mask and v.face.detectors == prof.face.detectors
