@@ -523,8 +523,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             # Generated into the private work folder: deleted with it after the run.
             from redactd.evaluation import negatives
 
-            negatives.generate(sets, work / "text_negatives", args.negatives, seed=0)
-            sets = [*sets, *dataset.load(work / "text_negatives")]
+            if negatives.generate(sets, work / "text_negatives", args.negatives, seed=0):
+                sets = [*sets, *dataset.load(work / "text_negatives")]
+            else:
+                _err("warning: no picture of the sets could carry text negatives")
 
         def progress(i: int, done: int, total: int) -> None:
             if done == total or done % 25 == 0:
