@@ -155,6 +155,22 @@ def test_eval_cli_reports_and_masked_recall_matches_an_independent_pixel_check(
     assert face_box["ap50"] is not None and face_box["precision"] is not None
 
 
+def test_show_names_names_the_worst_images_on_the_terminal_only(
+    tmp_path: Path, eval_dir: Path, models_dir: Path
+) -> None:
+    src = eval_dir / "faces_mask_kaggle"
+    _copy_set(src, tmp_path / "sets" / "faces", _with_boxes(src, 2))
+    out = tmp_path / "report"
+    args = ("eval", str(tmp_path / "sets"), "--config", str(_config(tmp_path, models_dir)))
+    r = _run(*args, "--out", str(out), "--show-names")
+    assert r.returncode == 0, r.stderr
+    named = [line for line in r.stderr.splitlines() if "over-masking #" in line]
+    assert len(named) == 2 and all(SECRET in line for line in named)
+    assert SECRET not in (out / "report.json").read_text() + (out / "report.md").read_text()
+    r = _run(*args, "--out", str(tmp_path / "report2"))
+    assert r.returncode == 0 and SECRET not in r.stdout + r.stderr
+
+
 def test_eval_without_matplotlib_is_an_error_before_any_work(tmp_path: Path) -> None:
     """The plots are part of the report: no silent report without them."""
     block = tmp_path / "block" / "matplotlib"
