@@ -485,6 +485,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         _err("error: --limit must be at least 1")
         return EX_USAGE
+    if args.negatives is not None and args.negatives < 1:
+        _err("error: --negatives must be at least 1")
+        return EX_USAGE
+    try:
+        sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip()) if args.sweep else ()
+    except ValueError:
+        _err("error: --sweep takes comma-separated thresholds, e.g. 0.05,0.2,0.3")
+        return EX_USAGE
+    if any(not 0.0 <= t <= 1.0 for t in sweep):
+        _err("error: --sweep thresholds must lie in 0..1")
+        return EX_USAGE
+    try:
+        # Before the long run: a missing plotting library is an error, not a silent skip.
+        report.require_matplotlib()
+    except report.PlotError as e:
+        _err(f"error: {e}")
+        return EX_CONFIG
     try:
         cfg = _load_config(args.config)
         cfg.profile(args.profile)
@@ -506,6 +523,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # Masked outputs live only here (mode 0700) while their image is scored.
         work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
 
+        if args.negatives:
+            # Generated into the private work folder: deleted with it after the run.
+            from redactd.evaluation import negatives
+
+            if negatives.generate(sets, work / "text_negatives", args.negatives, seed=0):
+                sets = [*sets, *dataset.load(work / "text_negatives")]
+            else:
+                _err("warning: no picture of the sets could carry text negatives")
+
         def progress(i: int, done: int, total: int) -> None:
             if done == total or done % 25 == 0:
                 _err(f"set {i + 1}/{len(sets)}: {done}/{total} images")
@@ -521,6 +547,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 recognizer=recognizer,
                 limit=args.limit,
                 progress=progress,
+                sweep=sweep,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -531,6 +558,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pipeline.close()
     written = report.write(result, out)
     print(report.summary(result))
+    if args.show_names:
+        # The terminal only: reports and logs never name an image.
+        for lset, rep in zip(sets, result.sets, strict=True):
+            for w in rep.worst:
+                rel = lset.images[w.index].path.relative_to(lset.root)
+                _err(f"{rep.name} over-masking #{w.rank} ({w.overmask:.3f}): {rel}")
     _err(f"report written: {', '.join(p.name for p in written)} in the --out folder")
     return EX_OK
 
@@ -689,6 +722,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack", action="store_true", help="also attack the masks (re-detect, deblur, OCR)"
     )
     sp.add_argument("--limit", type=int, metavar="N", help="at most N images per set (spread)")
+    sp.add_argument(
+        "--sweep",
+        metavar="T1,T2,...",
+        help="also run the profile with each of these thresholds for the classes a set "
+        "labels (masked recall against over-masking; one more pipeline run per value)",
+    )
+    sp.add_argument(
+        "--show-names",
+        action="store_true",
+        help="name the most over-masked images on stderr (never in the report or logs)",
+    )
+    sp.add_argument(
+        "--negatives",
+        type=int,
+        metavar="N",
+        help="also score a set of N generated text negatives: the sets' photos with "
+        "burned-in timestamps, captions, posters, signs and logos that must stay unmasked",
+    )
     sp.set_defaults(func=cmd_eval)
 
     sp = with_config(sub.add_parser("check-config", help="validate the config (exit 0 or 78)"))
