@@ -473,7 +473,10 @@ def test_claim_and_quarantine_across_filesystems_copy_durably(tmp_path: Path) ->
         sp = Spool(d["work"])
         job = sp.claim(("a.jpg",), target(d), True)
         assert job is not None
-        assert os.listdir(d["inbound"]) == []  # neither the file nor its claim name
+        # Only the hidden claim name stays until the job ends (a writer on a
+        # share may still append to it); it does not carry the job id.
+        [claim] = os.listdir(d["inbound"])
+        assert claim.startswith(".redactd-claim-") and job.id not in claim
         assert job.src.read_bytes() == b"original"
         sp.begin_attempt(job)
         sp.start_quarantine(job, "corrupt", "decode")
@@ -481,6 +484,7 @@ def test_claim_and_quarantine_across_filesystems_copy_durably(tmp_path: Path) ->
         assert q.read_bytes() == b"original"
         assert all_files(d["quarantine"]) == ["a.jpg", "a.jpg.reason.json"]
         assert os.listdir(d["work"]) == []
+        assert os.listdir(d["inbound"]) == []
         # a special file cannot be copied: it is left in place
         os.mkfifo(d["inbound"] / "p")
         with pytest.raises(spool_mod.NotMovable):
@@ -513,6 +517,9 @@ def test_cross_filesystem_claim_interrupted_mid_copy_is_finished_by_recovery(
         assert [p.startswith(".redactd-claim-") for p in os.listdir(d["inbound"])] == [True]
         jobs = Spool(d["work"]).recover()
         assert len(jobs) == 1 and jobs[0].src.read_bytes() == b"original"
+        # the hidden claim name stays until the job ends
+        assert [p.startswith(".redactd-claim-") for p in os.listdir(d["inbound"])] == [True]
+        Spool(d["work"])._finish(jobs[0])
         assert os.listdir(d["inbound"]) == []
 
 

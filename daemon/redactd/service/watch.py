@@ -9,8 +9,12 @@ host on a network share).
 
 A file is ready when the pure :class:`StabilityTracker` says so: its size,
 mtime and inode stayed the same for ``settle_seconds`` with no event in that
-time, and (inotify only) it was closed after its last write. Ready files are
-handed out once: they stay in an in-flight set until the worker releases them.
+time, and (inotify only) it was closed after its last write; an empty file
+waits ``service.empty_file_grace_seconds`` more (a writer that created it
+may not have written yet). Ready files are handed out once: they stay in an
+in-flight set until the worker releases them. A candidate carries the
+snapshot it settled with (dev, inode, size, mtime); the claim checks it, and
+a file that changed since is released with ``retrack`` to settle again.
 
 Sidecars: ``NAME.EXT.redact.json`` (``redactd.instructions``) carries the
 instructions for ``NAME.EXT`` and is never handed out as media. An input and
@@ -388,6 +392,8 @@ class Candidate:
     dev: int
     ino: int
     sidecar: str | None = None
+    #: With dev, ino and size: the settle snapshot the claim verifies.
+    mtime_ns: int = 0
     orphan: bool = False
     pair: str = ""  # the watcher's key (the input's path) when it is not ``path``
 
@@ -437,6 +443,7 @@ class FolderWatcher:
         settle_seconds: float,
         rescan_seconds: float,
         mountinfo: str | None = None,
+        empty_grace_seconds: float = 0.0,
     ) -> None:
         self.index = index
         self.cfg = cfg
@@ -448,6 +455,10 @@ class FolderWatcher:
         wait = cfg.sidecar_wait_seconds
         self.sidecar_wait = settle_seconds if wait is None else wait
         self.orphan_after = cfg.sidecar_orphan_seconds
+        # An empty file is often a writer that created it and has not written
+        # yet (a scanner, an NVR export): judged only after this quiet time.
+        self.empty_grace = max(0.0, empty_grace_seconds)
+        self._empty: dict[str, float] = {}
         # pair key -> when it was first found settled without its sidecar / input
         self._alone: dict[str, float] = {}
         self._orphans: dict[str, float] = {}
@@ -521,13 +532,19 @@ class FolderWatcher:
 
     # -- hand-out bookkeeping ---------------------------------------------
 
-    def release(self, key: str, refused: tuple[int, int] | None = None) -> None:
+    def release(
+        self, key: str, refused: tuple[int, int] | None = None, retrack: bool = False
+    ) -> None:
         """A worker is done with a candidate. ``refused`` = (dev, ino) of an
-        entry left in place on purpose (not to be handed out again)."""
+        entry left in place on purpose (not to be handed out again);
+        ``retrack``: it was not taken because it changed since it settled (or
+        was put back), so it is watched again at once, not at the next rescan."""
         with self._lock:
             self._inflight.discard(key)
             if refused is not None:
                 self._refused[key] = refused
+        if retrack:
+            self._hints.events.append((key, "other", False))  # deque: thread-safe
 
     def inflight(self) -> int:
         with self._lock:
@@ -676,6 +693,7 @@ class FolderWatcher:
         self.tracker.forget(key)
         self._alone.pop(key, None)
         self._orphans.pop(key, None)
+        self._empty.pop(key, None)
 
     def _look(self, key: str, now: float) -> Candidate | None:
         media = Path(key)
@@ -696,7 +714,13 @@ class FolderWatcher:
         )
         if not self.tracker.observe(key, state, now):
             self._alone.pop(key, None)  # something changed: a new wait when quiet again
+            self._empty.pop(key, None)
             return None
+        if m_st is not None and m_st.st_size == 0 and stat.S_ISREG(m_st.st_mode):
+            since = self._empty.setdefault(key, now)
+            if now - since < self.empty_grace:
+                self.tracker.recheck(key, since + self.empty_grace)
+                return None
         if m_st is None:
             # A sidecar alone: its input may still come.
             since = self._orphans.setdefault(key, now)
@@ -736,6 +760,7 @@ class FolderWatcher:
             size=st.st_size,
             dev=st.st_dev,
             ino=st.st_ino,
+            mtime_ns=st.st_mtime_ns,
             sidecar=side.name if m_st is not None and s_st is not None else None,
             orphan=m_st is None,
             pair=key if path != media else "",
