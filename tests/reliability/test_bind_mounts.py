@@ -37,9 +37,8 @@ class BoundDaemon(Daemon):
     """The daemon in its own mount namespace with two self-bind-mounts."""
 
     def command(self) -> list[str]:
-        return ["unshare", "-m", "--propagation", "private", "sh", "-c", _SCRIPT, "sh"] + (
-            super().command()
-        )
+        wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c", _SCRIPT, "sh"]
+        return [*wrap, *super().command()]
 
 
 @pytest.fixture
@@ -96,8 +95,10 @@ def test_bind_mounted_unit_layout_quarantines_delivers_and_recovers(
     good = f.inbound / "cam" / "good.png"
     coloured_jpeg(good, (10, 20, 30))
     wait_until(
-        lambda: rel_names(f.quarantine, reasons=True) == ["bad.jpg", "bad.jpg.reason.json"]
-        and rel_names(f.outbound) == ["cam/good.png"],
+        lambda: (
+            rel_names(f.quarantine, reasons=True) == ["bad.jpg", "bad.jpg.reason.json"]
+            and rel_names(f.outbound) == ["cam/good.png"]
+        ),
         30,
         "quarantine and delivery",
         d,
@@ -118,7 +119,10 @@ def test_bind_mounted_unit_layout_quarantines_delivers_and_recovers(
     d.env["REDACTD_FAKE_SLOW"] = "0"
     d.start()
     wait_until(
-        lambda: rel_names(f.outbound) == ["cam/good.png", "slow.png"], 30, "delivery after restart", d
+        lambda: rel_names(f.outbound) == ["cam/good.png", "slow.png"],
+        30,
+        "delivery after restart",
+        d,
     )
     assert d.stop() == 0
     assert rel_names(f.quarantine) == ["bad.jpg"]

@@ -697,18 +697,16 @@ class Spool:
         # at it before a result is published. ``job.snap`` stays its snapshot.
         self.save(job)
 
-    def put_back(self, job: Job) -> None:
-        """Give up a cross-filesystem job whose inbound original changed after
-        the claim: its outputs are discarded, the copy dropped, and the
-        original (with its sidecar) goes back under its name to settle
-        again. Raises OSError when it cannot be put back (the job stays)."""
+    def recopy(self, job: Job) -> None:
+        """A cross-filesystem job whose inbound original changed after the
+        claim: drop the outputs and the stale copy; the job goes back to
+        state ``claiming`` and :meth:`resume_claim` copies it again (or puts
+        it back in inbound when it changed again meanwhile)."""
         self.discard_output(job)
-        dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
-        try:
-            self._put_back(job, dfd)
-        finally:
-            os.close(dfd)
-        self._drop(job)
+        _unlink_quiet(job.src)
+        job.input_sha256 = None
+        job.state = "claiming"
+        self.save(job)
 
     def _put_back(self, job: Job, dfd: int) -> None:
         """Give the claim name (and a sidecar's) back its original name in

@@ -824,6 +824,14 @@ class Supervisor:
         with contextlib.suppress(OSError):
             self.spool.undo_attempt(job)
         self.log.info("job.input_changed", job=job.id, stage="process", size=job.size)
+        if job.claim is not None:
+            # Across filesystems the work area holds a copy of what it was:
+            # it is dropped and copied again once the original is quiet
+            # (state ``claiming``; still changing then: put back in inbound).
+            try:
+                self.spool.recopy(job)
+            except OSError as e:
+                self.log.warning("job.recopy_failed", job=job.id, errno=errname(e))
         self._later(job, max(self.cfg.service.settle_seconds, _TICK))
 
     def _resume_claim(self, job: Job) -> bool:
