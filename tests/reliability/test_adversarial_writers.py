@@ -171,7 +171,12 @@ def test_a_sidecar_that_arrives_while_its_input_is_queued_is_claimed_with_it(
     media = f.inbound / "late.png"
     noisy_png(tmp_path / "late.png", 4)
     os.replace(tmp_path / "late.png", media)
-    wait_until(lambda: status(f).get("queued") == 1, 30, "the input queued", d)
+    wait_until(
+        lambda: (status(f).get("queued"), status(f).get("active")) == (1, 1),
+        30,
+        "the input queued behind the busy job",
+        d,
+    )
     sidecar(media, CORNER)  # too late for the watcher, in time for the claim
     wait_until(lambda: rel_names(f.outbound) == ["busy.png", "late.png"], 30, "delivery", d)
     wait_until(lambda: len(d.events("job.done")) == 2, 10, "job.done", d)
