@@ -43,7 +43,7 @@ Pairs (an input with its instruction sidecar, ``NAME.EXT.redact.json``):
 * the sidecar's name is recorded in the manifest before the claim; the input
   is renamed first (it stays the lock), then the sidecar into
   ``work_dir/<job>/sidecar.json`` (across filesystems: renamed to a claim
-  name, copied, dropped, like the input). A crash between the two is
+  name, copied, the claim name kept until the job ends, like the input). A crash between the two is
   finished by recovery; a sidecar that vanished meanwhile leaves the job
   without instructions, as if it had come too late;
 * a sidecar is never delivered: it is removed with the original. In

@@ -33,8 +33,9 @@ record is staged in the outbound folder and published before the output
 (``spool``). The ``job.done`` event carries the same fields
 (``JobRecord.log_fields``), minus the input's sha256.
 
-A job running longer than ``service.job_timeout_seconds`` cannot be
-interrupted (Python threads cannot be killed and the detectors run native
+A job that reports no progress for ``service.job_timeout_seconds`` (from
+its start or its last progress report: a long video that keeps reporting
+frames is never hung) cannot be interrupted (Python threads cannot be killed and the detectors run native
 code), so the loop marks it ``timed_out`` in its manifest, stops sending
 ``WATCHDOG=1`` and shuts down with exit code 75 (EX_TEMPFAIL); systemd's
 ``Restart=on-failure`` starts a fresh process, whose recovery quarantines the
