@@ -35,11 +35,11 @@ record is staged in the outbound folder and published before the output
 
 A job that reports no progress for ``service.job_timeout_seconds`` (from
 its start or its last progress report: a long video that keeps reporting
-frames is never hung) cannot be interrupted (Python threads cannot be killed and the detectors run native
-code), so the loop marks it ``timed_out`` in its manifest, stops sending
-``WATCHDOG=1`` and shuts down with exit code 75 (EX_TEMPFAIL); systemd's
-``Restart=on-failure`` starts a fresh process, whose recovery quarantines the
-job with ``job_timeout``.
+frames is never hung) cannot be interrupted (Python threads cannot be
+killed and the detectors run native code), so the loop marks it
+``timed_out`` in its manifest, stops sending ``WATCHDOG=1`` and shuts down
+with exit code 75 (EX_TEMPFAIL); systemd's ``Restart=on-failure`` starts a
+fresh process, whose recovery quarantines the job with ``job_timeout``.
 
 Signals (handlers only set flags; the loop acts): SIGTERM/SIGINT stop taking
 work, let running jobs finish within ``service.stop_timeout_seconds`` and
