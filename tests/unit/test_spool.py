@@ -688,3 +688,32 @@ def test_unfinished_cross_filesystem_claim_on_a_full_work_area_is_put_back(
         assert sorted(os.listdir(d["inbound"])) == ["a (1).jpg", "a.jpg"]
         assert (d["inbound"] / "a (1).jpg").read_bytes() == b"original"
         assert os.listdir(d["work"]) == []
+
+
+def test_crash_then_remount_with_new_inode_numbers_still_delivers_exactly_once(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CIFS ``noserverino`` gives files new inode numbers after a remount:
+    recovery must still recognise its placed output (size + mtime)."""
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+
+    def link_then_die(src: Path, dst: Path) -> None:
+        os.link(src, dst)
+        raise Crash()
+
+    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", link_then_die)
+    with pytest.raises(Crash):
+        sp.deliver(job)
+    monkeypatch.undo()
+    manifest = job.dir / MANIFEST
+    doc = json.loads(manifest.read_text())
+    doc["places"]["out"]["ino"] += 1_000_003  # what the remount did
+    manifest.write_text(json.dumps(doc))
+    [again] = Spool(dirs["work"]).recover()
+    sp.deliver(again)
+    assert all_files(dirs["outbound"]) == ["a.jpg"]
+    assert os.listdir(dirs["work"]) == []

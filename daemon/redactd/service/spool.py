@@ -462,6 +462,30 @@ def _temporaries_of(job: Job) -> set[str]:
     return {n for n in names if n}
 
 
+def _place_rec(staged: Path) -> dict[str, Any]:
+    """What a placement records of its file before linking it (see ``_is_rec``)."""
+    st = os.lstat(staged)
+    return {
+        "staged": str(staged),
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "cand": None,
+    }
+
+
+def _is_rec(st: os.stat_result, rec: dict[str, Any]) -> bool:
+    """Whether ``st`` is the file a placement recorded: the same inode and
+    size; or, on mounts whose inode numbers do not survive a remount (CIFS
+    ``noserverino``, some FUSE), the same size and mtime to the nanosecond
+    (a link keeps both). Records of older versions hold the inode only."""
+    size_ok = "size" not in rec or st.st_size == rec["size"]
+    if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+        return size_ok
+    return "mtime_ns" in rec and size_ok and st.st_mtime_ns == rec["mtime_ns"]
+
+
 def _raise_bad_name(e: OSError) -> None:
     if e.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
         raise PermanentInputError(
@@ -1048,7 +1072,7 @@ class Spool:
             st = os.lstat(cand)
         except FileNotFoundError:
             return None
-        if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+        if _is_rec(st, rec):
             return Path(cand)
         return None
 
@@ -1058,7 +1082,7 @@ class Spool:
             st = os.lstat(staged)
         except FileNotFoundError:
             return
-        if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+        if _is_rec(st, rec):
             staged.unlink()
             with contextlib.suppress(OSError):
                 fsutil.fsync_dir(staged.parent)
@@ -1085,8 +1109,7 @@ class Spool:
         ``folder`` without ever replacing a file, exactly once across crashes."""
         rec = job.places.get(key)
         if rec is None:
-            st = os.lstat(staged)
-            rec = {"staged": str(staged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            rec = _place_rec(staged)
             job.places[key] = rec
         done = self._placed(rec)
         if done is not None:
@@ -1136,15 +1159,13 @@ class Spool:
         """
         rec = job.places.get(key)
         if rec is None:
-            st = os.lstat(staged)
-            rec = {"staged": str(staged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            rec = _place_rec(staged)
             job.places[key] = rec
         crec = job.places.get(ckey)
         if crec is None and required and not _lexists(cstaged):
             raise FileNotFoundError(errno.ENOENT, "staged companion vanished")
         if crec is None and _lexists(cstaged):
-            st = os.lstat(cstaged)
-            crec = {"staged": str(cstaged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            crec = _place_rec(cstaged)
             job.places[ckey] = crec
         done = self._placed(rec)
         if done is not None:
