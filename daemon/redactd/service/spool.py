@@ -13,11 +13,12 @@ instant leaves each input in exactly one place, and recovery can tell which:
   filesystem included, so ``st_dev`` is never trusted) the file is first
   renamed to ``.redactd-claim-<random>`` beside itself (the lock; the name is
   not derivable from the job id in the logs), copied and fsynced into the
-  work area, the claim name is looked at again, and only when it is still
-  the snapshot is it removed; otherwise the copy is dropped and the file is
-  put back under its name (``rename_noreplace``, never over a newer file).
-  A claim that cannot be finished (disk full during recovery) is put back
-  the same way, never left hidden.
+  work area, and the claim name is looked at again: changed, the copy is
+  dropped and the file put back under its name (``rename_noreplace``, never
+  over a newer file). The claim name is kept (hidden) until the job ends, as
+  the inode a remote writer may still append to; it is removed with the
+  original. A claim that cannot be finished (disk full during recovery) is
+  put back the same way, never left hidden.
 * **input changed**: the claimed original's (inode, size, mtime, ctime) is
   kept in the manifest (``snap``); the supervisor compares it before
   processing, before a quarantine verdict and before publishing
@@ -43,7 +44,7 @@ Pairs (an input with its instruction sidecar, ``NAME.EXT.redact.json``):
 * the sidecar's name is recorded in the manifest before the claim; the input
   is renamed first (it stays the lock), then the sidecar into
   ``work_dir/<job>/sidecar.json`` (across filesystems: renamed to a claim
-  name, copied, the claim name kept until the job ends, like the input). A crash between the two is
+  name, copied, that name kept until the job ends, like the input). A crash between the two is
   finished by recovery; a sidecar that vanished meanwhile leaves the job
   without instructions, as if it had come too late;
 * a sidecar is never delivered: it is removed with the original. In
