@@ -1264,12 +1264,13 @@ class Spool:
     def _stage_quarantine(
         self, job: Job, key: str, src: Path, qdir: Path, tmp_attr: str
     ) -> Path | None:
-        """A temporary in ``qdir`` holding ``src`` (recorded in
-        ``job.<tmp_attr>``): a hard link when the two share a mount, else a
-        durable copy. ``st_dev`` is not asked: bind mounts of one filesystem
-        share it, yet refuse links between them (EXDEV), as do filesystems
-        without hard links. Resumes an earlier staging; None when there is
-        nothing to stage."""
+        """What to link into ``qdir`` for ``src``: ``src`` itself when a hard
+        link from it into ``qdir`` works, else a durable copy (recorded in
+        ``job.<tmp_attr>``). ``st_dev`` is not asked: bind mounts of one
+        filesystem share it, yet refuse links between them (EXDEV), as do
+        filesystems without hard links; so a link is tried (to a temporary
+        name, removed at once). Resumes an earlier staging; None when there
+        is nothing to stage."""
         rec = job.places.get(key)
         if rec is not None:
             if self._placed(rec) is not None or _lexists(Path(rec["staged"])):
@@ -1287,9 +1288,10 @@ class Spool:
             if e.errno != errno.EXDEV and e.errno not in fsutil.NO_LINK_ERRNOS:
                 raise
             _copy_nofollow(src, tmp)
-        else:
-            fsutil.fsync_dir(qdir)
-        return tmp
+            return tmp
+        _unlink_quiet(tmp)  # links work here: place the original itself
+        setattr(job, tmp_attr, None)
+        return src
 
     def _write_reason(self, job: Job, qdir: Path, final: Path) -> None:
         rec = job.places.get("reason")
