@@ -104,3 +104,15 @@ def test_link_noreplace_passes_exdev_up(tmp_path: Path, monkeypatch: pytest.Monk
         fsutil.link_noreplace(tmp, tmp_path / "a.jpg")
     assert ei.value.errno == errno.EXDEV
     assert tmp.exists()
+
+
+def test_rename_noreplace_without_renameat2_still_refuses_an_existing_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsutil, "_renameat2", False)  # an old libc or kernel
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"new")
+    b.symlink_to(tmp_path / "nowhere")  # even a dangling symlink is a name taken
+    with pytest.raises(FileExistsError):
+        fsutil.rename_noreplace(a, b)
+    assert b.is_symlink() and a.exists()
