@@ -127,7 +127,7 @@ def test_an_empty_file_written_later_waits_its_grace_and_is_delivered(
         f,
         models_dir,
         detectors=("fake",),
-        service={"settle_seconds": 0.5, "empty_file_grace_seconds": 6.0},
+        service={"settle_seconds": 0.5, "empty_file_grace_seconds": 4.0},
     )
     d = daemons(cfg, fake="default").start()
     d.wait_ready()

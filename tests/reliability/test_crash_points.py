@@ -103,7 +103,13 @@ def test_kill9_at_each_step_then_restart_loses_nothing_and_publishes_once(
             root = tmp_path / f"run{n}"
             work = root / "work" if layout == "same_fs" else work_fs / f"work{n}"
             f = Folders.make(root, work=work)
-            cfg = write_config(root / "redactd.toml", f, models_dir, detectors=("fake",))
+            cfg = write_config(
+                root / "redactd.toml",
+                f,
+                models_dir,
+                detectors=("fake",),
+                service={"settle_seconds": 0.1},
+            )
             coloured_jpeg(f.inbound / "a.png", (10, 20, 30))
             (f.inbound / "b.jpg").write_bytes(b"\xff\xd8 not a jpeg " * 8)
             d = daemons(cfg, name=f"run{n}", fake="default", env={"KILL_AT_CALL": str(n)})
