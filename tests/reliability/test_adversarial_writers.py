@@ -247,3 +247,46 @@ def test_a_claim_cut_short_meeting_a_full_work_area_is_put_back_not_hidden(
         assert out_img is not None and out_img.shape[:2] == (128, 128)
         assert d.stop() == 0
         assert [p for p in f.work.iterdir() if p.is_dir()] == []
+
+
+def _fill(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+
+
+def test_a_full_work_area_pauses_once_and_resumes_when_it_has_room(
+    tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path
+) -> None:
+    """ENOSPC from the work area (not outbound, which has room) must not
+    pause and resume the outbound folder in a loop."""
+    with small_filesystem(tmp_path / "work_fs", 512) as work_fs:
+        f = Folders.make(tmp_path / "svc", work=work_fs / "work")
+        cfg = write_config(
+            tmp_path / "redactd.toml",
+            f,
+            models_dir,
+            detectors=("fake",),
+            service={"status_file": tmp_path / "status.json"},
+        )
+        d = daemons(cfg, fake="default", env={"REDACTD_FAKE_SLOW": "2"}).start()
+        d.wait_ready()
+        coloured_jpeg(f.inbound / "a.png", GREEN)  # 2 s in the detector
+        wait_until(lambda: bool(d.events("job.claimed")), 30, "the claim", d)
+        _fill(work_fs / "filler")  # the work area fills while the job runs
+        wait_until(lambda: bool(d.events("service.paused")), 30, "the pause", d)
+        time.sleep(3.0)
+        assert d.events("service.resumed") == [], "paused and resumed in a loop"
+        assert len(d.events("service.paused")) == 1
+        # (the finished result waits as a temporary: nothing published yet)
+        assert [n for n in rel_names(f.outbound) if not n.startswith(".redactd-tmp-")] == []
+        assert rel_names(f.quarantine) == []
+        (work_fs / "filler").unlink()
+        wait_until(lambda: rel_names(f.outbound) == ["a.png"], 30, "delivery", d)
+        assert len(d.events("service.resumed")) == 1
+        assert d.stop() == 0
+        assert rel_names(f.inbound) == [] and temporaries(f.inbound, f.outbound) == []
