@@ -279,6 +279,7 @@ def test_a_full_work_area_pauses_once_and_resumes_when_it_has_room(
         wait_until(lambda: bool(d.events("job.claimed")), 30, "the claim", d)
         _fill(work_fs / "filler")  # the work area fills while the job runs
         wait_until(lambda: bool(d.events("service.paused")), 30, "the pause", d)
+        assert d.events("service.paused")[0]["reason"] == "work_area_full"
         time.sleep(3.0)
         assert d.events("service.resumed") == [], "paused and resumed in a loop"
         assert len(d.events("service.paused")) == 1

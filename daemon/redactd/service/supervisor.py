@@ -476,9 +476,8 @@ class Supervisor:
                 free = free_bytes(folder)
             except OSError:
                 free = -1
-            self.log.warning(
-                "service.paused", reason="outbound_full", free_bytes=free, needed_bytes=needed
-            )
+            reason = "work_area_full" if folder == self.spool.dir else "outbound_full"
+            self.log.warning("service.paused", reason=reason, free_bytes=free, needed_bytes=needed)
             self._publish_status(self.clock(), force=True)
 
     def _paused_dev(self, folder: Path) -> int | None:
