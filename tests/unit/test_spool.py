@@ -717,3 +717,37 @@ def test_crash_then_remount_with_new_inode_numbers_still_delivers_exactly_once(
     sp.deliver(again)
     assert all_files(dirs["outbound"]) == ["a.jpg"]
     assert os.listdir(dirs["work"]) == []
+
+
+def test_a_claim_name_that_could_not_be_dropped_is_dropped_at_the_next_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never an unmasked dotfile left in inbound for good."""
+    with tmpfs(tmp_path / "mnt") as mnt:
+        d = {
+            "inbound": mnt / "inbound",
+            "outbound": tmp_path / "o",
+            "quarantine": tmp_path / "q",
+            "work": tmp_path / "w",
+        }
+        for p in d.values():
+            p.mkdir()
+        src = put(d, "a.jpg")
+        sp = Spool(d["work"])
+        job = sp.claim(("a.jpg",), target(d), True, expect=_snapshot(src))
+        assert job is not None and job.claim is not None
+        fake_process(job.src, sp.begin_attempt(job))
+
+        def unsafe(*_a: object) -> int:
+            raise PermissionError(13, "inbound is not readable right now")
+
+        monkeypatch.setattr(spool_mod, "open_dir_nofollow", unsafe)
+        sp.deliver(job)
+        monkeypatch.undo()
+        assert all_files(d["outbound"]) == ["a.jpg"]
+        assert [n.startswith(".redactd-claim-") for n in os.listdir(d["inbound"])] == [True]
+        [again] = Spool(d["work"]).recover()
+        assert again.state == "delivering"
+        Spool(d["work"]).deliver(again)
+        assert os.listdir(d["inbound"]) == [] and os.listdir(d["work"]) == []
+        assert all_files(d["outbound"]) == ["a.jpg"]
