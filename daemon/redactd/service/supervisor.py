@@ -728,14 +728,15 @@ class Supervisor:
             self._transient(job, f"outbound_{errname(e).lower()}", "deliver")
             return
         t0 = time.perf_counter()
+        counted = False  # whether this attempt is counted yet
         try:
             try:
                 if self.spool.input_changed(job):
                     raise InputChanged()
                 st = self.spool.preflight(job, self.cfg.limits.max_file_bytes)
-            except (TransientError, PermanentInputError, FileNotFoundError, PermissionError):
-                # It was looked at: that is an attempt (and an unreadable or
-                # missing file must run out of attempts, never loop).
+            except (TransientError, PermanentInputError):
+                # It was looked at: that is an attempt (and an unreadable file
+                # must run out of attempts).
                 with contextlib.suppress(OSError):
                     self.spool.count_attempt(job)
                 raise
@@ -748,6 +749,7 @@ class Supervisor:
             )
             started = datetime.now(timezone.utc)
             tmp = self.spool.begin_attempt(job, pipeline.output_name(job.src, job.name))
+            counted = True
             try:
                 result = pipeline.process(
                     job.src,
@@ -780,7 +782,7 @@ class Supervisor:
             if keep_record:
                 self.spool.stage_record(job, record.to_bytes())
         except InputChanged:
-            self._resettle(job)
+            self._resettle(job, counted)
             return
         except PermanentInputError as e:
             if self._changed_quiet(job):
@@ -805,8 +807,13 @@ class Supervisor:
             return
         except OSError as e:  # from our own preflight / work-area steps
             if e.errno in _DISK_FULL_ERRNOS:
-                self._disk_full(job, work_area=self._work_full())
+                self._disk_full(job, work_area=self._work_full(), counted=counted)
             else:
+                # Every failure counts (a missing or unreadable original must
+                # run out of attempts and be dealt with, never loop).
+                if not counted:
+                    with contextlib.suppress(OSError):
+                        self.spool.count_attempt(job)
                 self._transient(job, errname(e).lower(), "spool")
             return
         self._deliver(job, result, t0, record)
@@ -817,12 +824,15 @@ class Supervisor:
         except OSError:
             return False
 
-    def _resettle(self, job: Job) -> None:
+    def _resettle(self, job: Job, counted: bool = True) -> None:
         """The claimed original changed since its snapshot: drop this attempt
         (not counted: the input was not final) and look again after a quiet
         ``settle_seconds``; it is processed once it stopped changing."""
         with contextlib.suppress(OSError):
-            self.spool.undo_attempt(job)
+            if counted:
+                self.spool.undo_attempt(job)
+            else:
+                self.spool.discard_output(job)
         self.log.info("job.input_changed", job=job.id, stage="process", size=job.size)
         if job.claim is not None:
             # Across filesystems the work area holds a copy of what it was:
@@ -925,11 +935,14 @@ class Supervisor:
             pass
         return want if folder is not None else max(self.cfg.service.min_free_bytes, want)
 
-    def _disk_full(self, job: Job, work_area: bool = False) -> None:
+    def _disk_full(self, job: Job, work_area: bool = False, counted: bool = True) -> None:
         # The disk, not the input, failed: do not count it. If the work area is
         # full too, the count is corrected in memory only.
         with contextlib.suppress(OSError):
-            self.spool.undo_attempt(job)
+            if counted:
+                self.spool.undo_attempt(job)
+            else:
+                self.spool.discard_output(job)
         if work_area:
             # Pausing the outbound folder would resume at once (it has room)
             # and loop; wait for the work area to have room instead.
