@@ -686,7 +686,9 @@ class Supervisor:
             return None
         if not stat.S_ISREG(st.st_mode):
             return side.name  # claimed as named; the job fails closed as invalid_sidecar
-        young = time.time() - st.st_mtime < self.cfg.service.settle_seconds
+        # ctime too: a copy that kept an old mtime (cp -p, rsync) is still new.
+        changed = max(st.st_mtime, st.st_ctime)
+        young = time.time() - changed < self.cfg.service.settle_seconds
         if young or writer_active(side):
             raise InputChanged()
         return side.name
