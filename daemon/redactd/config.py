@@ -305,6 +305,7 @@ class ServiceConfig:
     work_dir: Path = Path("var/work")
     workers: int = _f(1, 1, 64)
     settle_seconds: float = _f(2.0, 0.0, 3600.0)
+    empty_file_grace_seconds: float = _f(60.0, 0.0, 86400.0)
     rescan_seconds: float = _f(300.0, 1.0, 86400.0)
     max_attempts: int = _f(5, 1, 1000)
     retry_base_seconds: float = _f(2.0, 0.01, 3600.0)
