@@ -220,6 +220,37 @@ def test_quarantine_keeps_the_subfolder_and_writes_a_reason_without_names(
     assert os.listdir(dirs["work"]) == []
 
 
+def test_a_world_readable_original_is_quarantined_with_the_service_mode(
+    dirs: dict[str, Path],
+) -> None:
+    """A producer's 0644 original must not stay readable by everyone in
+    quarantine: the spool places its own copy with the quarantine mode."""
+    sp = Spool(dirs["work"], quarantine_mode=0o640)
+    put(dirs, "open.jpg")
+    (dirs["inbound"] / "open.jpg").chmod(0o644)
+    job = sp.claim(("open.jpg",), target(dirs), True)
+    assert job is not None
+    sp.start_quarantine(job, "corrupt", "decode", "")
+    q = sp.quarantine(job)
+    assert stat.S_IMODE(os.lstat(q).st_mode) == 0o640
+    assert q.read_bytes() == b"original"
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_an_original_already_in_the_service_mode_is_linked_not_copied(
+    dirs: dict[str, Path],
+) -> None:
+    sp = Spool(dirs["work"], quarantine_mode=0o640)
+    put(dirs, "ready.jpg")
+    (dirs["inbound"] / "ready.jpg").chmod(0o640)
+    ino = os.lstat(dirs["inbound"] / "ready.jpg").st_ino
+    job = sp.claim(("ready.jpg",), target(dirs), True)
+    assert job is not None
+    sp.start_quarantine(job, "corrupt", "decode", "")
+    q = sp.quarantine(job)
+    assert os.lstat(q).st_ino == ino and stat.S_IMODE(os.lstat(q).st_mode) == 0o640
+
+
 def test_a_symlink_is_quarantined_as_the_link_itself(dirs: dict[str, Path], tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_bytes(b"not yours")

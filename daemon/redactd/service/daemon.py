@@ -145,7 +145,7 @@ def run(config_path: Path) -> int:
     if problems:
         return _config_errors(logger, ConfigErrors(problems))
     try:
-        spool = Spool(cfg.service.work_dir)
+        spool = Spool(cfg.service.work_dir, cfg.service.quarantine_file_mode)
         spool.lock()
     except SpoolBusy as e:
         return _config_errors(logger, ConfigError("service.work_dir", str(e)))

@@ -423,12 +423,17 @@ def open_dir_nofollow(root: Path, parts: tuple[str, ...]) -> int:
 
 
 def _copy_nofollow(
-    src: Path, dst: Path, src_dir_fd: int | None = None, digest: Any = None
+    src: Path,
+    dst: Path,
+    src_dir_fd: int | None = None,
+    digest: Any = None,
+    mode: int | None = None,
 ) -> None:
     """Durable exclusive copy of a regular file, refusing anything else.
 
     ``digest`` (a hashlib object) is fed the bytes on the way: the copy is the
-    one read of the input a job needs for its sha256.
+    one read of the input a job needs for its sha256. ``mode``: the copy's
+    final mode, set before it is fsynced (it is created 0600).
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     fd_in = os.open(src, flags, dir_fd=src_dir_fd)
@@ -447,6 +452,8 @@ def _copy_nofollow(
                 while view:
                     n = os.write(fd_out, view)
                     view = view[n:]
+            if mode is not None:
+                os.fchmod(fd_out, mode)
             os.fsync(fd_out)
         except BaseException:
             os.close(fd_out)
@@ -508,8 +515,11 @@ class Spool:
     its own, uniquely named temporaries); one job is handled by one thread.
     """
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, quarantine_mode: int = 0o640) -> None:
         self.dir = work_dir
+        # Mode of quarantined originals (service.quarantine_file_mode): a
+        # producer's own mode (0644 seen) must not let others read them.
+        self.quarantine_mode = quarantine_mode
         self._lock_fd: int | None = None
         # Temporaries named by the jobs ``recover`` kept: never strays.
         self._recorded: set[str] = set()
@@ -1287,11 +1297,31 @@ class Spool:
         except OSError as e:
             if e.errno != errno.EXDEV and e.errno not in fsutil.NO_LINK_ERRNOS:
                 raise
-            _copy_nofollow(src, tmp)
+            _copy_nofollow(src, tmp, mode=self.quarantine_mode)
+            return tmp
+        if not self._quarantine_ready(src, qdir):
+            # The producer's file keeps its owner, group and mode through a
+            # link; the service cannot chown it to the admins' group (not its
+            # group; unmapped under PrivateUsers). A copy it creates takes the
+            # set-group-ID folder's group and gets the quarantine mode.
+            _unlink_quiet(tmp)
+            _copy_nofollow(src, tmp, mode=self.quarantine_mode)
             return tmp
         _unlink_quiet(tmp)  # links work here: place the original itself
         setattr(job, tmp_attr, None)
         return src
+
+    def _quarantine_ready(self, src: Path, qdir: Path) -> bool:
+        """Whether ``src`` may be linked into ``qdir`` as it is: owned by the
+        service, in the folder's group, with the quarantine mode."""
+        st = os.lstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            return True  # a symlink is quarantined as the link itself: no content to read
+        return (
+            st.st_uid == os.geteuid()
+            and st.st_gid == os.lstat(qdir).st_gid
+            and stat.S_IMODE(st.st_mode) == self.quarantine_mode
+        )
 
     def _write_reason(self, job: Job, qdir: Path, final: Path) -> None:
         rec = job.places.get("reason")
