@@ -27,7 +27,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 
@@ -71,13 +71,18 @@ class Record:
     work; neither runs anything but storing arguments and state.
     """
 
-    cls: str = ""
-    args: tuple[Any, ...] = ()
-    state: dict[str, Any] = {}  # replaced per instance by __setstate__
+    cls: ClassVar[str] = ""
+    args: tuple[Any, ...]
+    state: dict[str, Any]
 
-    def __init__(self, *args: Any, **_kw: Any) -> None:
+    def __new__(cls, *args: Any, **_kw: Any) -> Record:
+        self = super().__new__(cls)
         self.args = args
         self.state = {}
+        return self
+
+    def __init__(self, *args: Any, **_kw: Any) -> None:
+        pass
 
     def __setstate__(self, state: Any) -> None:
         # nn.Module pickles its __dict__; some classes pickle (dict, slots)
@@ -133,7 +138,7 @@ def _rebuild_tensor(
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if not size:
         return np.array(storage[int(offset)])
-    need = int(offset) + 1 + sum((n - 1) * s for n, s in zip(size, stride) if n > 0)
+    need = int(offset) + 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=False) if n > 0)
     if any(n == 0 for n in size):
         return np.zeros(size, storage.dtype)
     if offset < 0 or need > storage.size or any(s < 0 for s in stride):

@@ -208,14 +208,15 @@ class _Builder:
             raise ModelError("checkpoint: Detect head does not match its strides")
         bins = self.const(np.arange(reg, dtype=np.float32).reshape(1, 1, reg, 1))
         outs = []
-        for f, bb, cb, s in zip(feats, box_branches, cls_branches, strides):
+        for f, bb, cb, s in zip(feats, box_branches, cls_branches, strides, strict=True):
             box, cls = f, f
             for layer in bb.modules.values():
                 box = self.conv(box, layer)
             for layer in cb.modules.values():
                 cls = self.conv(cls, layer)
             # [1, 4*reg, h, w] -> [1, 4, reg, h*w]; softmax over the bins; expectation
-            box = self.ops.reshape(box, self.ops.constant(np.array([0, 4, reg, -1], np.int64)), True)
+            shape = self.ops.constant(np.array([0, 4, reg, -1], np.int64))
+            box = self.ops.reshape(box, shape, True)
             box = self.ops.softmax(box, 2)
             dist = self.ops.reduce_sum(
                 self.ops.multiply(box, bins), self.ops.constant(np.int64(2)), False
