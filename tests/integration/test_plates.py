@@ -29,10 +29,10 @@ from redactd.config import Config, Profile, parse
 from redactd.detect import lpd_yunet, ppocr_plate, registry
 from redactd.detect.ppocr_plate import DEFAULT_FILTER, TextLine
 from redactd.detect.runtime import InferenceError
+from redactd.errors import ModelError
 from redactd.evaluation import dataset
 from redactd.evaluation.labels import LabelledImage
 from redactd.evaluation.matching import match_image
-from redactd.errors import ModelError
 from redactd.models import derived, fetch, manifest
 from redactd.types import Box, Detection
 from tests.conftest import REPO
