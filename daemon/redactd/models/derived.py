@@ -301,7 +301,7 @@ def spec(manifest: Manifest, name: str, store: Path, *, verify: bool = True) -> 
     hashes are the provenance's. With ``verify`` every file is hashed first.
     Raises ``ModelError`` when the artefact is absent, altered, or made from a
     source model other than the one the manifest pins now; each message says
-    to run ``redactd models quantize`` again.
+    how to make it again (``Recipe.hint``).
     """
     r = recipe(name)
     source = manifest.get(r.source)
