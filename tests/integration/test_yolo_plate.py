@@ -10,9 +10,13 @@ once with torch and the checkpoint's own training code
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import pickle
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +27,8 @@ import pytest
 from redactd.config import Config, parse
 from redactd.detect import registry, yolo_plate
 from redactd.errors import ModelError
-from redactd.models import derived, manifest
+from redactd.fsutil import TMP_PREFIX
+from redactd.models import derived, fetch, manifest
 from redactd.types import Box
 from tests.conftest import REPO, SHARED
 from tests.helpers.plates import SYNTHETIC_PLATE_BOX, caption_scene, synthetic_plate
@@ -100,8 +105,8 @@ def test_models_fetch_of_the_default_config_builds_the_ir_and_verify_passes(
     store = tmp_path / "store"
     config = str(REPO / "config" / "redactd.toml")
     # a copy of a store is a mirror: nothing touches the network
-    fetch = ("models", "fetch", "--config", config, "--from", str(yolo_models))
-    r = _cli(*fetch, "--store", str(store))
+    fetch_args = ("models", "fetch", "--config", config, "--from", str(yolo_models))
+    r = _cli(*fetch_args, "--store", str(store))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "yolov8n_plate: installed from mirror" in r.stdout
     assert f"{IR}: built on this server" in r.stdout
@@ -125,7 +130,7 @@ def test_models_fetch_of_the_default_config_builds_the_ir_and_verify_passes(
     assert r.returncode == 78 and f"{IR}: FAILED" in r.stdout, r.stdout
     with pytest.raises(ModelError, match="fails verification"):
         registry.load(_config(store, tmp_path / "ovcache"), ["y"])
-    r = _cli(*fetch, "--store", str(store))
+    r = _cli(*fetch_args, "--store", str(store))
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{IR}: built on this server" in r.stdout
     assert "yolov8n_plate: already installed and verified" in r.stdout
@@ -197,3 +202,41 @@ def test_a_rendered_plate_is_found_and_rendered_captions_are_left_alone(
         assert len(loaded.find(caption_scene(), cfg.profile("p"))) >= 3
     finally:
         loaded.close()
+
+
+# --------------------------------------------------------------------------- bad checkpoints
+
+
+class _Hostile:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind", ["not-yolo", "hostile"])
+def test_a_bad_checkpoint_installs_no_ir_and_runs_nothing(tmp_path: Path, kind: str) -> None:
+    """The manifest pins the real checkpoint; this is what a wrong one does (a test manifest)."""
+    marker = tmp_path / "pwned"
+    obj: object = {"epoch": 1, "model": None} if kind == "not-yolo" else {"x": _Hostile(marker)}
+    ckpt = tmp_path / "mirror" / "yolov8n_plate" / "best.pt"
+    ckpt.parent.mkdir(parents=True)
+    with zipfile.ZipFile(ckpt, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(obj, protocol=2))
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    real = manifest.load().get("yolov8n_plate")
+    man = manifest.parse({"schema": 1, "models": {"yolov8n_plate": {
+        "task": "plate", "decoder": "yolo_plate", "licence": real.licence, "main": "best.pt",
+        "files": {"best.pt": digest}, "input": real.input, "output": real.output,
+    }}})
+    store = tmp_path / "store"
+    with pytest.raises(fetch.FetchError) as e:
+        fetch.fetch(man, ["yolov8n_plate"], store, mirror=tmp_path / "mirror")
+    assert [r.name for r in e.value.results] == ["yolov8n_plate"]  # the checkpoint verified
+    (failure,) = e.value.failures
+    assert failure.name == IR
+    assert ("no YOLO detection model" if kind == "not-yolo" else "not allowed") in failure.reason
+    assert not (store / IR).exists()
+    assert [p.name for p in store.iterdir() if p.name.startswith(TMP_PREFIX)] == []
+    assert not marker.exists()
