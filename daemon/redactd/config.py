@@ -199,17 +199,18 @@ class Profile:
     # masked on both labelled sets than the earlier 0.2 with a 1.5x pass, at
     # under half its cost (benchmarks/face_recall_sweep.py, benchmarks/RESULTS.md)
     face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.1))
-    # plates: PP-OCR text regions with plate geometry (installs from the package
-    # registry alone; measured in docs/PLATES.md), masked solid so no text is readable
+    # plates: the YOLOv8n plate detector (its IR is built from the fetched
+    # checkpoint; provenance and measurements in docs/PLATES.md; "ppocr_plate"
+    # stays selectable), masked solid so no text is readable
     plate: ClassConfig = _f(
         ClassConfig(
             enabled=True,
-            detectors=("ppocr_plate",),
-            threshold=0.5,
-            # plates keep the tiling they were measured with: coarse pass at
-            # 1280 px, native 640 px tiles on larger frames (TilingConfig's
-            # own defaults are the face class's)
-            tiling=TilingConfig(max_side=1280, upscale=1.0, tile_size=640, overlap=128),
+            detectors=("yolov8_plate",),
+            threshold=0.25,
+            # a coarse pass at 640 px (the size the model was trained at) plus
+            # a native-resolution pass, tiled at 1280 px on larger frames: each
+            # scale finds plates the other misses (docs/PLATES.md)
+            tiling=TilingConfig(max_side=640, upscale=1.0, tile_size=1280, overlap=128),
             mask=MaskConfig(method="solid", shape="box", padding=0.15),
         )
     )

