@@ -247,21 +247,12 @@ def ocr_models(models_dir: Path) -> Path:
 def test_default_masks_resist_redetection_deblur_and_plate_reading(
     tmp_path: Path, eval_dir: Path, ocr_models: Path
 ) -> None:
-    """On a subset of every shared set: zero re-detections and zero readable plates.
+    """On a subset of every shared set: zero re-detected faces and zero readable plates.
 
     The same attacks find the faces and read the plates of the unmasked
     inputs (so the zeros are not an attack that sees nothing).
     """
     cfg_path = _config(tmp_path, ocr_models)
-    # Plates: the text-based ppocr_plate (the default before yolov8_plate) with
-    # its tiling. yolov8_plate re-detects the solid box it leaves where a plate
-    # was (a black plate-shaped rectangle on a bumper is enough context for a
-    # plate detector), which this attack counts although nothing is readable.
-    cfg_path.write_text(
-        cfg_path.read_text()
-        + '[profiles.default.plate]\ndetectors = ["ppocr_plate"]\nthreshold = 0.5\n'
-        + "[profiles.default.plate.tiling]\nmax_side = 1280\ntile_size = 640\n"
-    )
     cfg = load_config(cfg_path)
     picks = {
         "faces_mask_kaggle": 3,
@@ -283,8 +274,13 @@ def test_default_masks_resist_redetection_deblur_and_plate_reading(
             )
             for a in rep.attack:
                 assert a.method == "profile"
-                assert a.redetected == 0, f"{name}: masked {a.cls} found again: {a}"
-                assert a.redetected_deblurred == 0, f"{name}: found again after deblur: {a}"
+                if a.cls == "face":
+                    # A face found again may be recognised. A plate's identity
+                    # is its text: the plate detector finds the solid
+                    # plate-shaped box it leaves on a bumper again (shape and
+                    # place suffice), and only readability counts there.
+                    assert a.redetected == 0, f"{name}: masked {a.cls} found again: {a}"
+                    assert a.redetected_deblurred == 0, f"{name}: found again after deblur: {a}"
                 assert a.readable == 0 and a.readable_deblurred == 0, f"{name}: readable: {a}"
                 found += a.found_original
                 judged += a.judged
