@@ -502,6 +502,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except report.PlotError as e:
         _err(f"error: {e}")
         return EX_CONFIG
+    from redactd.evaluation import video_labels
+
+    if video_labels.is_video_set(Path(args.dataset)):
+        return _eval_videos(args)
     try:
         cfg = _load_config(args.config)
         cfg.profile(args.profile)
@@ -565,6 +569,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 rel = lset.images[w.index].path.relative_to(lset.root)
                 _err(f"{rep.name} over-masking #{w.rank} ({w.overmask:.3f}): {rel}")
     _err(f"report written: {', '.join(p.name for p in written)} in the --out folder")
+    return EX_OK
+
+
+def _eval_videos(args: argparse.Namespace) -> int:
+    """``redactd eval`` on labelled videos (MOT ``gt.txt`` or COCO-video JSON beside each)."""
+    import shutil
+    import tempfile
+
+    from redactd.evaluation import video_labels, video_report, video_runner
+    from redactd.pipeline import Pipeline
+
+    if args.attack or args.sweep or args.negatives:
+        _err("error: --attack, --sweep and --negatives apply to image sets only")
+        return EX_USAGE
+    try:
+        cfg = _load_config(args.config)
+        cfg.profile(args.profile)
+        sets = video_labels.load_sets(Path(args.dataset), limit=args.limit)
+        pipeline = Pipeline.load(cfg, [args.profile])
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    except video_labels.VideoLabelError as e:
+        _err(f"dataset error: {e}")
+        return EX_DATAERR
+    out = Path(args.out)
+
+    def progress(i: int, done: int, total: int) -> None:
+        _err(f"video set {i + 1}/{len(sets)}: {done}/{total} videos")
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
+        try:
+            result = video_runner.evaluate(pipeline, args.profile, sets, work, progress=progress)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    finally:
+        pipeline.close()
+    written = video_report.write(result, out)
+    print(video_report.markdown(result).split("\n\nPer video:")[0])
+    if args.show_names:
+        # The terminal only: reports and logs name sets and videos by index.
+        for si, vs in enumerate(sets):
+            for vi, v in enumerate(vs.videos):
+                _err(f"video {si + 1}.{vi + 1}: {vs.name}/{v.path.name}")
+    _err(f"report written: {len(written)} files (video-report.md) in the --out folder")
     return EX_OK
 
 

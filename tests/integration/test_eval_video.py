@@ -1,0 +1,160 @@
+"""`redactd eval` on labelled videos: MOT labels, exact known answers, the real pipeline.
+
+The known-answer test builds the "processed output" itself: every counted
+face box filled solid in every frame, except one track left untouched for
+three consecutive counted frames. The scorer must report exactly those three
+track-frames unmasked, one unstable track and one flicker event.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from redactd.evaluation import video_labels, video_runner
+from redactd.evaluation.video_labels import TrackBox
+from redactd.types import Box
+from tests.helpers import synthvideo
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "Quillomar-Vesstrand"  # in the video's file name: must never reach the report
+
+
+def _labelled_clip(folder: Path, eval_dir: Path, frames: int = 40) -> synthvideo.GTVideo:
+    """A synthetic clip with real faces and its MOT ``gt.txt`` (counted faces flag 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / f"{SECRET}.mp4"
+    gt = synthvideo.make_gt_video(video, eval_dir, size=(480, 272), frames=frames, seed=3)
+    boxes = [
+        TrackBox(f.frame, f.track + 1, "face", Box.from_xywh(*f.box), ignore=not f.counted)
+        for f in gt.faces
+    ]
+    (folder / f"{SECRET}.gt.txt").write_text(video_labels.format_mot(boxes))
+    return gt
+
+
+def test_mot_round_trip_keeps_every_box(tmp_path: Path) -> None:
+    boxes = [
+        TrackBox(0, 1, "face", Box.from_xywh(10, 20, 30, 40)),
+        TrackBox(0, 2, "plate", Box.from_xywh(100.5, 50, 60, 15)),
+        TrackBox(7, 1, "face", Box.from_xywh(12, 22, 30, 41), ignore=True),
+    ]
+    text = video_labels.format_mot(boxes)
+    again, skipped = video_labels.parse_mot(text)
+    assert again == sorted(boxes, key=lambda b: (b.frame, b.track)) and skipped == 0
+    assert video_labels.format_mot(again) == text
+    # MOT frames count from 1; other classes (here 7, a MOT "static person") are skipped
+    parsed, skipped = video_labels.parse_mot("1,3,5,6,7,8,1,1,1\n2,4,5,6,7,8,1,7,1\n")
+    assert parsed == [TrackBox(0, 3, "face", Box.from_xywh(5, 6, 7, 8))] and skipped == 1
+    with pytest.raises(video_labels.VideoLabelError, match="line 1"):
+        video_labels.parse_mot("1,3,5,6,-7,8\n")
+
+
+def test_coco_video_json_reads_as_the_same_boxes_as_mot() -> None:
+    doc = {
+        "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "person"}],
+        "images": [{"id": 10, "frame_id": 0}, {"id": 11, "frame_id": 1}],
+        "annotations": [
+            {"image_id": 10, "category_id": 1, "bbox": [10, 20, 30, 40], "track_id": 1},
+            {"image_id": 11, "category_id": 1, "bbox": [12, 22, 30, 41], "track_id": 1,
+             "iscrowd": 1},
+            {"image_id": 11, "category_id": 2, "bbox": [0, 0, 5, 5], "track_id": 9},
+        ],
+    }  # fmt: skip
+    boxes, skipped = video_labels.parse_coco_video(doc)
+    mot, _ = video_labels.parse_mot("1,1,10,20,30,40,1,1,1\n2,1,12,22,30,41,0,1,1\n")
+    assert boxes == mot and skipped == 1
+
+
+@pytest.mark.shared
+def test_one_track_unmasked_for_three_frames_is_reported_exactly(
+    tmp_path: Path, eval_dir: Path
+) -> None:
+    gt = _labelled_clip(tmp_path / "set", eval_dir)
+    (video,) = video_labels.load_sets(tmp_path / "set")[0].videos
+    counted = [b for b in video.boxes if not b.ignore]
+    by_track: dict[int, list[int]] = {}
+    for b in counted:
+        by_track.setdefault(b.track, []).append(b.frame)
+    # the victim: a track with counted frames on both sides of the gap
+    victim = max(by_track, key=lambda t: len(by_track[t]))
+    frames = sorted(by_track[victim])
+    gap = set(frames[len(frames) // 2 : len(frames) // 2 + 3])
+    inputs = list(video_runner.decode_rgb(video.path))
+    assert len(inputs) == gt.frames
+
+    def pairs():  # the "processed output": solid boxes but the victim's three frames
+        for t, before in enumerate(inputs):
+            after = before.copy()
+            for b in video.boxes:
+                if b.frame == t and not (b.track == victim and t in gap):
+                    x1, y1, x2, y2 = b.box.int_bounds(before.shape[1], before.shape[0])
+                    after[y1:y2, x1:x2] = (0, 0, 0) if before[y1:y2, x1:x2].mean() > 60 else 255
+            yield before, after
+
+    score = video_runner.score_frames(video, pairs(), fps=25.0)
+    (face,) = score.classes
+    assert face.box_frames == len(counted)
+    assert face.masked == len(counted) - 3
+    s = face.stability
+    assert (s.tracks, s.stable_tracks) == (len(by_track), len(by_track) - 1)
+    assert (s.track_frames, s.masked_track_frames) == (len(counted), len(counted) - 3)
+    assert s.flicker_events == 1
+    assert s.flicker_per_minute == pytest.approx(1 / (gt.frames / 25.0 / 60.0))
+    (track,) = [t for t in score.tracks if t.track == victim]
+    k = frames.index(min(gap))
+    assert track.pattern == "1" * k + "000" + "1" * (len(frames) - k - 3)
+    # masks fitted to the boxes change nothing outside them: no over-masking at all
+    assert score.overmask == 0.0
+    assert all(f.overmask == 0.0 for f in score.per_frame)
+    # an output missing its last frames counts them unmasked (fail closed)
+    short = video_runner.score_frames(
+        video, ((b, a if t < gt.frames - 5 else None) for t, (b, a) in enumerate(pairs())), 25.0
+    )
+    assert short.output_frames == gt.frames - 5
+    assert short.classes[0].masked < face.masked or not any(
+        b.frame >= gt.frames - 5 for b in counted
+    )
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_eval_cli_scores_a_video_set_end_to_end_and_names_nothing(
+    tmp_path: Path, eval_dir: Path, models_dir: Path
+) -> None:
+    _labelled_clip(tmp_path / "sets" / f"cam-{SECRET}", eval_dir, frames=24)
+    cfg = tmp_path / "redactd.toml"
+    cfg.write_text(
+        f'[service]\nwork_dir = "{tmp_path / "work"}"\n'
+        f'[runtime]\ncache_dir = "{tmp_path / "ovcache"}"\n'
+        f'[models]\ndir = "{models_dir}"\n'
+    )
+    out = tmp_path / "report"
+    r = subprocess.run(
+        [sys.executable, "-m", "redactd.cli", "eval", str(tmp_path / "sets"),
+         "--config", str(cfg), "--out", str(out), "--show-names"],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "video-report.json").read_text())
+    (s,) = rep["sets"]
+    (face,) = s["classes"]
+    assert face["class"] == "face" and face["box_frames"] > 40
+    # the default profile masks nearly every counted face-frame of this clip
+    assert face["masked_recall_strict"] >= 0.8
+    assert s["latency"]["frames_per_second"] > 0 and rep["hardware"]["cpu"]
+    assert s["per_video"][0]["tracks"] and len(s["per_video"][0]["per_frame"]) == 24
+    assert {p.name for p in out.iterdir()} >= {
+        "video-report.json", "video-report.md", "video-1-1-over-time.png", "video-1-1-tracks.png"
+    }  # fmt: skip
+    for p in out.iterdir():
+        if p.is_file():
+            assert SECRET.encode() not in p.read_bytes(), p.name
+    assert SECRET not in r.stdout
+    assert f"video 1.1: cam-{SECRET}/{SECRET}.mp4" in r.stderr  # --show-names: terminal only
+    assert not [p for p in out.iterdir() if p.name.startswith(".redactd-eval-")]
