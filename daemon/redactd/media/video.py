@@ -860,3 +860,22 @@ __all__ = [
     "probe",
     "rotate_upright",
 ]
+
+
+def stored_frames_rgb(path: Path) -> Iterator[np.ndarray]:
+    """Every frame of the first video stream as stored (no rotation applied), ``HxWx3`` RGB.
+
+    For ``redactd eval``: labels of videos are in stored pixels, and input and
+    output are compared frame by frame.
+    """
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            yield f.to_ndarray(format="rgb24")
+
+
+def average_fps(path: Path) -> float:
+    """The first video stream's average frame rate (0.0 when the container does not say)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        rate = s.average_rate or s.guessed_rate
+        return float(rate) if rate else 0.0
