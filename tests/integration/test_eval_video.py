@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from redactd.evaluation import video_labels, video_runner
@@ -157,3 +158,44 @@ def test_eval_cli_scores_a_video_set_end_to_end_and_names_nothing(
     assert SECRET not in r.stdout
     assert f"video 1.1: cam-{SECRET}/{SECRET}.mp4" in r.stderr  # --show-names: terminal only
     assert not [p for p in out.iterdir() if p.name.startswith(".redactd-eval-")]
+
+
+@pytest.mark.shared
+def test_product_generator_writes_a_labelled_set_eval_can_read(
+    tmp_path: Path, eval_dir: Path
+) -> None:
+    from redactd.evaluation import synthvideo as product
+
+    r = subprocess.run(
+        [sys.executable, "-m", "redactd.evaluation.synthvideo", str(eval_dir / "faces_wider_val"),
+         str(tmp_path / "set"), "--videos", "2", "--frames", "12", "--size", "320x192"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == [
+        "clip-001.gt.txt", "clip-001.mp4", "clip-002.gt.txt", "clip-002.mp4"
+    ]  # fmt: skip
+    (vset,) = video_labels.load_sets(tmp_path / "set")
+    for v in vset.videos:
+        frames = list(video_runner.decode_rgb(v.path))
+        assert len(frames) == 12 and frames[0].shape == (192, 320, 3)
+        assert {b.track for b in v.boxes} == set(range(1, product.TRACKS + 1))
+        assert all(0 <= b.box.x1 < b.box.x2 <= 320 and 0 <= b.box.y1 < b.box.y2 <= 192
+                   for b in v.boxes)  # fmt: skip
+        assert sum(not b.ignore for b in v.boxes) >= 12  # most face-frames are counted
+    # a labelled clip masked in every counted box by the scorer's own rule scores 100 %
+    v = vset.videos[0]
+    frames = list(video_runner.decode_rgb(v.path))
+
+    def solid():
+        for t, f in enumerate(frames):
+            g = f.copy()
+            for b in v.boxes:
+                if b.frame == t:
+                    x1, y1, x2, y2 = b.box.int_bounds(320, 192)
+                    # every pixel moved by at least 127 (black where bright, white where dark)
+                    bright = g[y1:y2, x1:x2].mean(axis=2, keepdims=True) > 127
+                    g[y1:y2, x1:x2] = np.where(bright, 0, 255)
+            yield f, g
+
+    assert video_runner.score_frames(v, solid(), 25.0).classes[0].recall == 1.0

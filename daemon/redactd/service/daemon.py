@@ -5,7 +5,9 @@ Refuses to start (exit 78, EX_CONFIG, so systemd's
 world-writable config file, no ``[[watch]]`` entry, overlapping folders, an
 inbound folder that is missing or not readable and writable (the claim is a
 rename), an outbound/quarantine folder that cannot be created or written, a
-work area held by another redactd process, and missing or unverified models.
+work area held by another redactd process, a model of a profile with
+``require_validation`` without a passing validation record (docs/VALIDATION.md),
+and missing or unverified models.
 
 Order: config -> folders -> work area lock -> recovery of unfinished jobs ->
 stray temporaries -> models (one pipeline per worker: detectors are not
