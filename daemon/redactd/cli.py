@@ -635,8 +635,8 @@ def _eval_videos(args: argparse.Namespace) -> int:
     from redactd.evaluation import video_labels, video_report, video_runner
     from redactd.pipeline import Pipeline
 
-    if args.attack or args.sweep or args.negatives:
-        _err("error: --attack, --sweep and --negatives apply to image sets only")
+    if args.sweep or args.negatives:
+        _err("error: --sweep and --negatives apply to image sets only")
         return EX_USAGE
     try:
         cfg = _load_config(args.config)
@@ -661,7 +661,9 @@ def _eval_videos(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
         try:
-            result = video_runner.evaluate(pipeline, args.profile, sets, work, progress=progress)
+            result = video_runner.evaluate(
+                pipeline, args.profile, sets, work, progress=progress, attack=args.attack
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except ModelError as e:

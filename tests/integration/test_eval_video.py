@@ -137,7 +137,7 @@ def test_eval_cli_scores_a_video_set_end_to_end_and_names_nothing(
     out = tmp_path / "report"
     r = subprocess.run(
         [sys.executable, "-m", "redactd.cli", "eval", str(tmp_path / "sets"),
-         "--config", str(cfg), "--out", str(out), "--show-names"],
+         "--config", str(cfg), "--out", str(out), "--show-names", "--attack"],
         capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -149,6 +149,10 @@ def test_eval_cli_scores_a_video_set_end_to_end_and_names_nothing(
     assert face["masked_recall_strict"] >= 0.8
     assert s["latency"]["frames_per_second"] > 0 and rep["hardware"]["cpu"]
     assert s["per_video"][0]["tracks"] and len(s["per_video"][0]["per_frame"]) == 24
+    # --attack: 8 sampled frames; the attack has teeth on the input, none on the masks
+    (att,) = s["attack"]
+    assert s["attack_frames"] == 8 and att["cls"] == "face" and att["judged"] > 0
+    assert att["found_original"] > 0 and att["redetected"] == 0
     assert {p.name for p in out.iterdir()} >= {
         "video-report.json", "video-report.md", "video-1-1-over-time.png", "video-1-1-tracks.png"
     }  # fmt: skip

@@ -50,8 +50,31 @@ def _overmask_json(per: list[float], pooled: float | None) -> dict[str, Any]:
     }
 
 
+def _attack_json(summaries: Any) -> list[dict[str, Any]]:
+    keys = ("method", "cls", "boxes", "anonymized", "judged", "found_original", "redetected",
+            "redetected_deblurred", "floor_redetected", "floor_redetected_deblurred")  # fmt: skip
+    return [{k: getattr(a, k) for k in keys} for a in summaries]
+
+
+def _pool_attacks(videos: Any) -> list[dict[str, Any]]:
+    """Counts of every video's attacks added up per (method, class)."""
+    pooled: dict[tuple[str, str], dict[str, Any]] = {}
+    for v in videos:
+        for a in _attack_json(v.attack):
+            key = (a["method"], a["cls"])
+            if key not in pooled:
+                pooled[key] = dict(a)
+            else:
+                for k, val in a.items():
+                    if isinstance(val, int):
+                        pooled[key][k] += val
+    return list(pooled.values())
+
+
 def _video_json(si: int, v: VideoScore) -> dict[str, Any]:
     return {
+        "attack_frames": v.attack_frames,
+        "attack": _attack_json(v.attack),
         "video": f"{si + 1}.{v.index + 1}",
         "sha256": v.digest,
         "frames": v.frames,
@@ -109,6 +132,8 @@ def to_json(report: VideoEvalReport) -> dict[str, Any]:
                     if s.frames and wall
                     else None,
                 },
+                "attack_frames": sum(v.attack_frames for v in s.videos),
+                "attack": _pool_attacks(s.videos),
                 "per_video": [_video_json(s.index, v) for v in s.videos],
             }
         )
@@ -154,6 +179,23 @@ def markdown(report: VideoEvalReport) -> str:
                 f"{'–' if fpm is None else f'{fpm:.1f}'} | {_pct(om['pooled'], 2)} / "
                 f"{_pct(om['frame_mean'], 2)} / {_pct(om['frame_max'], 2)} | "
                 f"{lat['ms_per_frame'] or '–'} | {lat['frames_per_second'] or '–'} |"
+            )
+    att = [(s, a) for s in d["sets"] for a in s["attack"]]
+    if att:
+        lines += [
+            "",
+            "Attacks on sampled frames (the profile's masks; re-detection score >= 0.2 on "
+            "anonymized boxes >= 24 px):",
+            "",
+            "| set | frames | class | method | judged | found in the input | re-detected | "
+            "after deblur |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for s, a in att:
+            lines.append(
+                f"| {s['set']} | {s['attack_frames']} | {a['cls']} | {a['method']} | "
+                f"{a['judged']} | {a['found_original']} | {a['redetected']} | "
+                f"{a['redetected_deblurred']} |"
             )
     lines += ["", "Per video:", ""]
     for s in d["sets"]:

@@ -9,7 +9,10 @@ Per video:
    strict masked rule per labelled track box, over-masking per frame;
 3. turn the per-box verdicts into mask stability per track
    (``redactd.evaluation.stability``);
-4. delete the output.
+4. with ``attack``: the image attacks of ``redactd.evaluation.attack``
+   (re-detection and deblur-then-re-detection, the profile's own masks) on
+   ``ATTACK_FRAMES`` labelled frames spread evenly over the video;
+5. delete the output.
 
 A video the pipeline refused has no output: every box counts as unmasked
 and the video is reported failed with its reason code. An output with fewer
@@ -32,6 +35,7 @@ import numpy as np
 
 from redactd import __version__
 from redactd.errors import PermanentInputError, TransientError
+from redactd.evaluation import attack as attack_mod
 from redactd.evaluation import pixels, stability
 from redactd.evaluation.labels import LabelledBox, LabelledImage
 from redactd.evaluation.video_labels import LabelledVideo, TrackBox, VideoSet
@@ -40,6 +44,12 @@ from redactd.types import CLASSES, ObjectClass
 if TYPE_CHECKING:
     from redactd.evaluation.runner import Hardware
     from redactd.pipeline import Pipeline
+
+#: Labelled frames per video the attacks run on (spread evenly over those with counted boxes).
+ATTACK_FRAMES = 8
+
+#: Called with (frame, labels of the frame, input RGB, output RGB, pixel result).
+SampleFn = Callable[[int, LabelledImage, np.ndarray, np.ndarray, pixels.PixelResult], None]
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class VideoScore:
     tracks: tuple[stability.TrackStability, ...]
     wall_ms: float = 0.0
     error: str | None = None
+    attack: tuple[attack_mod.AttackSummary, ...] = ()
+    attack_frames: int = 0
 
     @property
     def out_pixels(self) -> int:
@@ -185,8 +197,12 @@ def score_frames(
     pairs: Iterable[tuple[np.ndarray, np.ndarray | None]],
     fps: float,
     index: int = 0,
+    sample: tuple[set[int], SampleFn] | None = None,
 ) -> VideoScore:
-    """Score (input, output) frame pairs (output ``None``: missing, all unmasked)."""
+    """Score (input, output) frame pairs (output ``None``: missing, all unmasked).
+
+    ``sample``: (frames, callback) -- the callback gets those frames' pairs.
+    """
     by_frame = video.frames()
     per_frame: list[FrameScore] = []
     track_frames: list[stability.TrackFrame] = []
@@ -201,6 +217,8 @@ def score_frames(
         else:
             n_out += 1
             res = pixels.compare_arrays(im, before, after)
+            if sample is not None and t in sample[0]:
+                sample[1](t, im, before, after, res)
         counts: dict[str, int] = {}
         masked: dict[str, int] = {}
         for b, bc in zip(boxes, res.boxes, strict=True):
@@ -240,7 +258,12 @@ def score_frames(
     )
 
 
-def score_file(video: LabelledVideo, output: Path | None, index: int = 0) -> VideoScore:
+def score_file(
+    video: LabelledVideo,
+    output: Path | None,
+    index: int = 0,
+    sample: tuple[set[int], SampleFn] | None = None,
+) -> VideoScore:
     """Score a masked video (made by redactd or another tool) against its labels."""
     before = decode_rgb(video.path)
     after: Iterable[np.ndarray | None] = decode_rgb(output) if output is not None else iter(())
@@ -251,11 +274,28 @@ def score_file(video: LabelledVideo, output: Path | None, index: int = 0) -> Vid
                 break  # extra output frames: nothing labelled to score
             yield b, a
 
-    return score_frames(video, pairs(), video_fps(video.path), index)
+    return score_frames(video, pairs(), video_fps(video.path), index, sample)
+
+
+def attack_frames(video: LabelledVideo, n: int = ATTACK_FRAMES) -> set[int]:
+    """``n`` frames with counted boxes, spread evenly over those."""
+    frames = sorted({b.frame for b in video.boxes if not b.ignore})
+    if len(frames) <= n:
+        return set(frames)
+    return (
+        {frames[round(i * (len(frames) - 1) / (n - 1))] for i in range(n)}
+        if n > 1
+        else {frames[len(frames) // 2]}
+    )
 
 
 def run_video(
-    pipeline: Pipeline, profile: str, video: LabelledVideo, dst: Path, index: int
+    pipeline: Pipeline,
+    profile: str,
+    video: LabelledVideo,
+    dst: Path,
+    index: int,
+    attack: bool = False,
 ) -> VideoScore:
     """Anonymize ``video`` into ``dst`` with the real pipeline, score it, delete ``dst``."""
     t0 = time.perf_counter()
@@ -268,9 +308,23 @@ def run_video(
     except OSError:
         error, output = "io_error", None
     wall_ms = (time.perf_counter() - t0) * 1000.0
+    attacked: list[attack_mod.BoxAttack] = []
+    prof = pipeline.cfg.profile(profile)
+
+    def on_sample(
+        t: int, im: LabelledImage, before: np.ndarray, after: np.ndarray, res: pixels.PixelResult
+    ) -> None:
+        # The attacks work on BGR as the detectors do; detector failures propagate.
+        b_bgr = np.ascontiguousarray(before[..., ::-1])
+        a_bgr = np.ascontiguousarray(after[..., ::-1])
+        floor = pipeline.detect_frame(b_bgr, prof, attack_mod.REDETECT_FLOOR)
+        base = attack_mod.baseline(im, b_bgr, floor, None)
+        attacked.extend(attack_mod.attack_image(pipeline, prof, im, a_bgr, res, None, base))
+
+    sample = (attack_frames(video), on_sample) if attack and output is not None else None
     try:
         try:
-            score = score_file(video, output, index)
+            score = score_file(video, output, index, sample)
         except (OSError, ValueError):  # an output that cannot be decoded masks nothing
             error = "compare_failed"
             score = score_file(video, None, index)
@@ -279,7 +333,21 @@ def run_video(
             dst.unlink()
     if error is None and score.output_frames < score.frames:
         error = "output_frames_missing"
-    return VideoScore(**{**score.__dict__, "wall_ms": wall_ms, "error": error})
+    summaries = tuple(
+        attack_mod.summarise(prof.face.mask.method if c == "face" else prof.plate.mask.method,
+                             c, attacked)
+        for c in CLASSES
+        if any(a.cls == c for a in attacked)
+    )  # fmt: skip
+    return VideoScore(
+        **{
+            **score.__dict__,
+            "wall_ms": wall_ms,
+            "error": error,
+            "attack": summaries,
+            "attack_frames": len(sample[0]) if sample else 0,
+        }
+    )
 
 
 def evaluate(
@@ -290,6 +358,7 @@ def evaluate(
     *,
     progress: Callable[[int, int, int], None] | None = None,
     with_hardware: bool = True,
+    attack: bool = False,
 ) -> VideoEvalReport:
     """Every video of every set through ``profile``; outputs live in ``work`` while scored."""
     import hashlib
@@ -301,7 +370,7 @@ def evaluate(
         scores = []
         for vi, video in enumerate(vs.videos):
             dst = work / f"video-{si}-{vi}{video.path.suffix.lower()}"
-            scores.append(run_video(pipeline, profile, video, dst, vi))
+            scores.append(run_video(pipeline, profile, video, dst, vi, attack))
             if progress is not None:
                 progress(si, vi + 1, len(vs.videos))
         digest = hashlib.sha256("".join(v.digest for v in vs.videos).encode()).hexdigest()
