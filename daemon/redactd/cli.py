@@ -829,13 +829,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_detect)
 
     sp = with_config(sub.add_parser("eval", help="measure detection and masking on labelled sets"))
-    sp.add_argument("dataset", metavar="DATASET_DIR", help="a labelled set or a folder of sets")
+    sp.add_argument(
+        "dataset",
+        metavar="DATASET_DIR",
+        help="a labelled set or a folder of sets (images; or videos with MOT gt.txt / "
+        "COCO-video JSON beside each, docs/EVAL.md)",
+    )
     sp.add_argument("--profile", default="default")
     sp.add_argument("--out", default="eval-report", metavar="DIR", help="report folder")
     sp.add_argument(
         "--attack", action="store_true", help="also attack the masks (re-detect, deblur, OCR)"
     )
-    sp.add_argument("--limit", type=int, metavar="N", help="at most N images per set (spread)")
+    sp.add_argument(
+        "--limit", type=int, metavar="N", help="at most N images (spread) or videos per set"
+    )
     sp.add_argument(
         "--sweep",
         metavar="T1,T2,...",

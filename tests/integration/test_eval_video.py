@@ -43,6 +43,7 @@ def test_mot_round_trip_keeps_every_box(tmp_path: Path) -> None:
         TrackBox(0, 1, "face", Box.from_xywh(10, 20, 30, 40)),
         TrackBox(0, 2, "plate", Box.from_xywh(100.5, 50, 60, 15)),
         TrackBox(7, 1, "face", Box.from_xywh(12, 22, 30, 41), ignore=True),
+        TrackBox(9, 5, "face", Box.from_xywh(1234567, 0.1, 30.25, 1 / 3)),
     ]
     text = video_labels.format_mot(boxes)
     again, skipped = video_labels.parse_mot(text)

@@ -67,10 +67,7 @@ def validated(tmp_path_factory: pytest.TempPathFactory, eval_dir: Path, models_d
 
 
 def _records(tmp: Path) -> dict[str, dict]:
-    return {
-        r["candidate"]["profile"]: r
-        for _, r in validation.load_records(tmp / "records")
-    }
+    return {r["candidate"]["profile"]: r for _, r in validation.load_records(tmp / "records")}
 
 
 def test_identical_profile_passes_and_weakened_fails(validated) -> None:
@@ -124,9 +121,7 @@ def test_daemon_refuses_a_profile_whose_models_have_no_passing_record(
         tmp_path, models_dir,
         '[profiles.default]\nrequire_validation = true\n',
     )  # fmt: skip
-    text = keyed.read_text().replace(
-        "[profiles.same]", f'hmac_key_file = "{key}"\n[profiles.same]'
-    )
+    text = keyed.read_text().replace("[profiles.same]", f'hmac_key_file = "{key}"\n[profiles.same]')
     keyed.write_text(text)
     problems = check_validation(load(keyed))
     assert problems and all("signature" in p.reason for p in problems)

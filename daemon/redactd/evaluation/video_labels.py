@@ -119,14 +119,19 @@ def parse_mot(text: str) -> tuple[list[TrackBox], int]:
     return boxes, skipped
 
 
+def _fmt(v: float) -> str:
+    # integers as integers; fractions exactly as Python prints them (round trip)
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
 def format_mot(boxes: Iterable[TrackBox]) -> str:
     """MOT ``gt.txt`` text of ``boxes`` (the inverse of ``parse_mot``)."""
     ids = {c: i for i, c in MOT_CLASSES.items()}
     lines = []
     for b in sorted(boxes, key=lambda b: (b.frame, b.track)):
-        x, y, w, h = b.box.x1, b.box.y1, b.box.width, b.box.height
+        x, y, w, h = (_fmt(v) for v in (b.box.x1, b.box.y1, b.box.width, b.box.height))
         lines.append(
-            f"{b.frame + 1},{b.track},{x:g},{y:g},{w:g},{h:g},{0 if b.ignore else 1},{ids[b.cls]},1"
+            f"{b.frame + 1},{b.track},{x},{y},{w},{h},{0 if b.ignore else 1},{ids[b.cls]},1"
         )
     return "\n".join(lines) + ("\n" if lines else "")
 
