@@ -72,6 +72,26 @@ def test_coco_video_json_reads_as_the_same_boxes_as_mot() -> None:
     assert boxes == mot and skipped == 1
 
 
+def test_cvat_video_xml_reads_as_the_same_boxes_as_mot() -> None:
+    xml = """<?xml version="1.0" encoding="utf-8"?>
+<annotations><version>1.1</version>
+  <track id="1" label="Face" source="manual">
+    <box frame="0" outside="0" occluded="0" keyframe="1" xtl="10" ytl="20" xbr="40" ybr="60"
+         z_order="0"></box>
+    <box frame="1" outside="0" occluded="1" keyframe="0" xtl="12" ytl="22" xbr="42" ybr="63"
+         z_order="0"><attribute name="ignore">true</attribute></box>
+    <box frame="2" outside="1" occluded="0" keyframe="1" xtl="12" ytl="22" xbr="42" ybr="63"
+         z_order="0"></box>
+  </track>
+  <track id="4" label="person"><box frame="0" outside="0" xtl="0" ytl="0" xbr="5" ybr="5"/></track>
+</annotations>"""
+    boxes, skipped = video_labels.parse_cvat_video(xml)
+    mot, _ = video_labels.parse_mot("1,1,10,20,30,40,1,1,1\n2,1,12,22,30,41,0,1,1\n")
+    assert boxes == mot and skipped == 1
+    with pytest.raises(video_labels.VideoLabelError, match="not well-formed"):
+        video_labels.parse_cvat_video("<annotations><track>")
+
+
 @pytest.mark.shared
 def test_one_track_unmasked_for_three_frames_is_reported_exactly(
     tmp_path: Path, eval_dir: Path

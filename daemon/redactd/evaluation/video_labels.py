@@ -17,6 +17,12 @@ A *video set* is a folder of videos, each with its labels beside it:
   ``annotations[].track_id`` (or ``instance_id``), categories by name as for
   images (``face``/``plate`` in the name), ``iscrowd`` or ``ignore`` an
   ignore box.
+* ``NAME.EXT`` + ``NAME.cvat.xml``: **CVAT for video 1.1** XML (CVAT's own
+  video export): ``<track id label>`` with one ``<box frame xtl ytl xbr
+  ybr outside ...>`` per frame (CVAT writes interpolated frames too);
+  ``outside="1"`` boxes are not there; labels by name (``face``/``plate``
+  in the name); an ``<attribute name="ignore">true</attribute>`` makes an
+  ignore box.
 
 Boxes are in the stored pixels of the video (as the annotation tool showed
 the decoded frames). Nothing here logs or reports a file name.
@@ -35,6 +41,7 @@ from redactd.types import Box, ObjectClass
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 MOT_SUFFIX = ".gt.txt"
 COCO_SUFFIX = ".coco.json"
+CVAT_SUFFIX = ".cvat.xml"
 #: redactd's MOT class ids.
 MOT_CLASSES: dict[int, ObjectClass] = {1: "face", 2: "plate"}
 
@@ -60,7 +67,7 @@ class LabelledVideo:
 
     path: Path
     labels: Path
-    format: str  # "mot" or "coco-video"
+    format: str  # "mot", "coco-video" or "cvat-video"
     boxes: tuple[TrackBox, ...]
     digest: str
     skipped: int = 0
@@ -185,6 +192,48 @@ def parse_coco_video(data: object) -> tuple[list[TrackBox], int]:
     return boxes, skipped
 
 
+def _label_class(name: str) -> ObjectClass | None:
+    n = name.lower()
+    return "face" if "face" in n else "plate" if "plate" in n else None
+
+
+def parse_cvat_video(text: str) -> tuple[list[TrackBox], int]:
+    """Boxes of a CVAT-for-video XML text, and how many boxes of other labels were skipped."""
+    import xml.etree.ElementTree as ET  # expat refuses entity expansion bombs
+
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise VideoLabelError(f"CVAT XML: not well-formed (line {e.position[0]})") from None
+    boxes: list[TrackBox] = []
+    skipped = 0
+    for i, track in enumerate(root.iter("track")):
+        cls = _label_class(track.get("label", ""))
+        try:
+            tid = int(track.get("id", str(i)))
+        except ValueError:
+            raise VideoLabelError(f"CVAT XML: track {i + 1} has a non-integer id") from None
+        for box in track.iter("box"):
+            if cls is None:
+                skipped += 1
+                continue
+            if box.get("outside", "0") == "1":
+                continue
+            try:
+                frame = int(box.get("frame", ""))
+                x1, y1, x2, y2 = (float(box.get(k, "")) for k in ("xtl", "ytl", "xbr", "ybr"))
+            except ValueError:
+                raise VideoLabelError(f"CVAT XML: track {i + 1}: a box lacks numbers") from None
+            if frame < 0 or x2 <= x1 or y2 <= y1:
+                raise VideoLabelError(f"CVAT XML: track {i + 1}: frame < 0 or an empty box")
+            ignore = any(
+                a.get("name", "").lower() == "ignore" and (a.text or "").strip().lower() == "true"
+                for a in box.iter("attribute")
+            )
+            boxes.append(TrackBox(frame, tid, cls, Box(x1, y1, x2, y2), ignore))
+    return boxes, skipped
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -206,7 +255,9 @@ def _video_for(labels: Path, suffix: str) -> Path | None:
 def label_files(folder: Path) -> list[Path]:
     """The MOT and COCO-video label files directly inside ``folder``, by name."""
     return sorted(
-        p for p in folder.iterdir() if p.name.endswith((MOT_SUFFIX, COCO_SUFFIX)) and p.is_file()
+        p
+        for p in folder.iterdir()
+        if p.name.endswith((MOT_SUFFIX, COCO_SUFFIX, CVAT_SUFFIX)) and p.is_file()
     )
 
 
@@ -221,7 +272,7 @@ def is_video_set(path: Path) -> bool:
 
 def load_video(labels: Path) -> LabelledVideo:
     """One labelled video from its label file (``VideoLabelError`` if unreadable)."""
-    suffix = MOT_SUFFIX if labels.name.endswith(MOT_SUFFIX) else COCO_SUFFIX
+    suffix = next(s for s in (MOT_SUFFIX, COCO_SUFFIX, CVAT_SUFFIX) if labels.name.endswith(s))
     video = _video_for(labels, suffix)
     if video is None:
         raise VideoLabelError("a label file has no video beside it (same name, a video suffix)")
@@ -232,6 +283,9 @@ def load_video(labels: Path) -> LabelledVideo:
     if suffix == MOT_SUFFIX:
         boxes, skipped = parse_mot(text)
         fmt = "mot"
+    elif suffix == CVAT_SUFFIX:
+        boxes, skipped = parse_cvat_video(text)
+        fmt = "cvat-video"
     else:
         try:
             data = json.loads(text)
