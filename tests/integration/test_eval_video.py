@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from redactd.config import default_config
+from redactd.errors import PermanentInputError
 from redactd.evaluation import video_labels, video_runner
 from redactd.evaluation.video_labels import TrackBox
 from redactd.types import Box
@@ -224,3 +226,22 @@ def test_product_generator_writes_a_labelled_set_eval_can_read(
             yield f, g
 
     assert video_runner.score_frames(v, solid(), 25.0).classes[0].recall == 1.0
+
+
+class _Refusing:
+    """Plumbing stand-in for a pipeline that quarantines its input (no model needed)."""
+
+    cfg = default_config()
+
+    def process(self, *args: object, **kwargs: object) -> None:
+        raise PermanentInputError("corrupt", "test")
+
+
+def test_an_undecodable_video_counts_every_labelled_box_unmasked(tmp_path: Path) -> None:
+    (tmp_path / "v.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+    (tmp_path / "v.gt.txt").write_text("1,1,10,10,20,20,1,1,1\n3,1,12,10,20,20,1,1,1\n")
+    (video,) = video_labels.load_sets(tmp_path)[0].videos
+    score = video_runner.run_video(_Refusing(), "default", video, tmp_path / "o.mp4", 0)  # type: ignore[arg-type]
+    assert score.error == "corrupt"
+    (face,) = score.classes
+    assert (face.box_frames, face.masked, face.stability.stable_tracks) == (2, 0, 0)

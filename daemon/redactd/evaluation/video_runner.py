@@ -277,6 +277,17 @@ def score_file(
     return score_frames(video, pairs(), video_fps(video.path), index, sample)
 
 
+def unscored(video: LabelledVideo, index: int = 0) -> VideoScore:
+    """The score of a video that cannot be decoded at all: every labelled box unmasked."""
+    if not video.boxes:
+        return score_frames(video, iter(()), 0.0, index)
+    w = int(max(b.box.x2 for b in video.boxes)) + 1
+    h = int(max(b.box.y2 for b in video.boxes)) + 1
+    n = max(b.frame for b in video.boxes) + 1
+    blank = np.zeros((h, w, 3), np.uint8)
+    return score_frames(video, ((blank, None) for _ in range(n)), 0.0, index)
+
+
 def attack_frames(video: LabelledVideo, n: int = ATTACK_FRAMES) -> set[int]:
     """``n`` frames with counted boxes, spread evenly over those."""
     frames = sorted({b.frame for b in video.boxes if not b.ignore})
@@ -326,8 +337,8 @@ def run_video(
         try:
             score = score_file(video, output, index, sample)
         except (OSError, ValueError):  # an output that cannot be decoded masks nothing
-            error = "compare_failed"
-            score = score_file(video, None, index)
+            error = error or "compare_failed"
+            score = unscored(video, index)
     finally:
         with contextlib.suppress(FileNotFoundError):
             dst.unlink()
