@@ -219,6 +219,9 @@ class Profile:
     track: TrackConfig = _f(TrackConfig())
     instructions: InstructionsConfig = _f(InstructionsConfig())
     record: RecordConfig = _f(RecordConfig())
+    # change control: refuse to start unless every model of this profile has a
+    # passing `redactd models validate` record (docs/VALIDATION.md)
+    require_validation: bool = False
 
 
 def _fast_profile() -> Profile:
@@ -345,6 +348,21 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Change control of models: where ``redactd models validate`` records go and
+    what a candidate may lose against its baseline (docs/VALIDATION.md)."""
+
+    dir: Path = Path("models/validation")
+    # largest drop of strict masked recall of any class (0.005 = half a point)
+    max_recall_drop: float = _f(0.005, 0.0, 1.0)
+    # largest growth of over-masking (share of pixels, 0.005 = half a point)
+    max_overmask_increase: float = _f(0.005, 0.0, 1.0)
+    # a file holding a secret: records are then signed (HMAC-SHA256) and
+    # unsigned or altered records do not count
+    hmac_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """Limits that stop decompression bombs and runaway jobs."""
 
@@ -377,6 +395,7 @@ class Config:
     models: ModelsConfig = _f(ModelsConfig())
     limits: LimitsConfig = _f(LimitsConfig())
     logging: LoggingConfig = _f(LoggingConfig())
+    validation: ValidationConfig = _f(ValidationConfig())
     profiles: dict[str, Profile] = _f({})
     watch: tuple[WatchConfig, ...] = ()
     source: Path | None = None
@@ -650,6 +669,7 @@ def parse(data: dict[str, Any], base: Path, source: Path | None = None) -> Confi
         service=_resolve(cfg.service, base, "work_dir"),
         runtime=_resolve(cfg.runtime, base, "cache_dir"),
         models=_resolve(cfg.models, base, "dir"),
+        validation=_resolve(cfg.validation, base, "dir"),
         profiles=profiles,
         watch=tuple(watches),
         source=source,

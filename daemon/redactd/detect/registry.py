@@ -157,6 +157,31 @@ def check_derived(cfg: Config) -> list[ModelError]:
     return errors
 
 
+def profile_models(cfg: Config, profile: str) -> list[ModelSpec]:
+    """The manifest (or derived) models the enabled classes of ``profile`` run, by name.
+
+    Derived models are read from their provenance without hashing (loading
+    verifies the files); raises ``ModelError`` for an unknown or absent one.
+    """
+    prof = cfg.profile(profile)
+    names = sorted(
+        {
+            DETECTORS[d].model
+            for cls in CLASSES
+            if getattr(prof, cls).enabled
+            for d in getattr(prof, cls).detectors
+            if d in DETECTORS
+        }
+    )
+    models = manifest.load()
+    return [
+        derived.spec(models, n, cfg.models.dir, verify=False)
+        if n in derived.RECIPES
+        else models.get(n)
+        for n in names
+    ]
+
+
 def _infer_info(det: Detector) -> tuple[str, str]:
     network = getattr(det, "network", None)
     execution = getattr(network, "execution", None)
