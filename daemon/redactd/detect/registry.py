@@ -136,7 +136,12 @@ def check_profiles(cfg: Config) -> list[ConfigError]:
 
 
 def check_derived(cfg: Config) -> list[ModelError]:
-    """Derived models (``redactd models quantize``) the profiles use that are absent or altered."""
+    """Derived models (``redactd models quantize``) the profiles use that are absent or altered.
+
+    Converted IRs (kind ``ir``) are left to ``models verify`` like the fetched
+    models they come from: ``models fetch`` makes them, so a config checked
+    before its models are installed (deploy/install.sh) is not refused for them.
+    """
     names = {
         DETECTORS[d].model
         for prof in cfg.profiles.values()
@@ -144,6 +149,7 @@ def check_derived(cfg: Config) -> list[ModelError]:
         if getattr(prof, cls).enabled
         for d in getattr(prof, cls).detectors
         if d in DETECTORS and DETECTORS[d].model in derived.RECIPES
+        and derived.RECIPES[DETECTORS[d].model].kind == "int8"
     }
     if not names:
         return []
