@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from redactd.config import TrackConfig
+from redactd.config import ClassConfig, TrackConfig
 from redactd.types import Box, Detection, ObjectClass
 
 #: IoU a low-score detection needs with a confirmed track's predicted box
@@ -216,6 +216,10 @@ class ClassTracker:
     width: int
     height: int
     lookback: int
+    #: The class's settings, for its size rule (``ClassConfig.threshold_for``):
+    #: a large box below its own threshold is "low" (it may continue a
+    #: confirmed track, never start one). None: ``threshold`` for every box.
+    cc: ClassConfig | None = None
     tracks: list[_Track] = field(default_factory=list)
     started: int = 0
     #: ``TrackStep.assigned`` of the last step (empty without detector output).
@@ -239,8 +243,8 @@ class ClassTracker:
             for t in self.tracks:
                 t.misses += 1
         else:
-            high = [d for d in detections if d.score >= self.threshold]
-            low = [d for d in detections if d.score < self.threshold]
+            high = [d for d in detections if d.score >= self._needs(d)]
+            low = [d for d in detections if d.score < self._needs(d)]
             ids: dict[int, int] = {}
             matched_tracks = self._associate(frame, high, low, out, backfill, ids)
             assigned = [
@@ -258,6 +262,11 @@ class ClassTracker:
         return [self._clipped(d) for d in out], [
             Backfill(b.frame, self._clipped(b.detection)) for b in backfill
         ]
+
+    def _needs(self, d: Detection) -> float:
+        if self.cc is None:
+            return self.threshold
+        return max(self.threshold, self.cc.threshold_for(d.box, self.width, self.height))
 
     def _associate(
         self,
@@ -398,7 +407,9 @@ class MultiTracker:
     detections at or above it are "high" (always masked, may start tracks),
     below it "low" (masked only when they continue a confirmed track).
     ``lookback`` is the number of earlier frames the caller can still change
-    (its look-ahead buffer); backfills never reach further back.
+    (its look-ahead buffer); backfills never reach further back. ``classes``:
+    each class's settings, for the score a large box needs
+    (``ClassConfig.threshold_for``).
     """
 
     def __init__(
@@ -408,11 +419,14 @@ class MultiTracker:
         width: int,
         height: int,
         lookback: int | None = None,
+        classes: Mapping[ObjectClass, ClassConfig] | None = None,
     ) -> None:
         self.cfg = cfg
         lb = cfg.lookback if lookback is None else lookback
+        cc = classes or {}
         self.trackers = {
-            cls: ClassTracker(cls, cfg, thr, width, height, lb) for cls, thr in thresholds.items()
+            cls: ClassTracker(cls, cfg, thr, width, height, lb, cc.get(cls))
+            for cls, thr in thresholds.items()
         }
 
     def step(self, frame: int, detections: Sequence[Detection] | None) -> TrackStep:
