@@ -216,10 +216,9 @@ def large_needs(min_score: float, frac: float) -> Callable[[Box, float, int, int
     return keep
 
 
-#: The face mask before issue 17 (padding half the box per side, 2 cells along
-#: the padded box, i.e. one cell per face; ``blocks`` counted cells of the
-#: padded box then, so the equivalent here is 1 cell per face: not reachable,
-#: measured on the old code; kept for the padding alone).
+#: The face mask before issue 17 was padding 0.5 per side, box, 2 cells along
+#: the PADDED box (one cell per face) at threshold 0.1; ``old 0.1`` keeps its
+#: geometry with today's cells (one per detected box: the same size).
 OLD = MaskConfig(
     method="mosaic",
     shape="box",
@@ -227,11 +226,14 @@ OLD = MaskConfig(
     padding_px=0.0,
     max_padding=2.0,
     max_padding_frame=1.0,
-    blocks=2,
+    blocks=1,
 )
-NEW = MaskConfig()
-ELL = dataclasses.replace(NEW, shape="ellipse", padding=0.25)
-BOX = dataclasses.replace(NEW, shape="box")
+FACE = config_mod.Profile().face
+NEW = FACE.mask
+
+
+def _default_rule(b: Box, s: float, w: int, h: int) -> bool:
+    return s >= FACE.threshold_for(b, w, h)
 
 
 def _s(thr: float, mask: MaskConfig = NEW, big: tuple[float, float] | None = None) -> Setting:
@@ -240,21 +242,22 @@ def _s(thr: float, mask: MaskConfig = NEW, big: tuple[float, float] | None = Non
 
 SETTINGS: dict[str, Setting] = {
     "old 0.1": Setting(0.1, OLD),
-    "default": Setting(config_mod.Profile().face.threshold, config_mod.Profile().face.mask),
-    "new 0.1": _s(0.1),
-    "new 0.15": _s(0.15),
-    "new 0.2": _s(0.2),
-    "new 0.25": _s(0.25),
-    "new 0.3": _s(0.3),
-    "box 0.1": _s(0.1, BOX),
-    "ellipse 0.1": _s(0.1, ELL),
-    "new 0.1 big.1/0.3": _s(0.1, big=(0.3, 0.1)),
-    "new 0.1 big.15/0.3": _s(0.1, big=(0.3, 0.15)),
-    "new 0.1 big.1/0.5": _s(0.1, big=(0.5, 0.1)),
-    "new 0.15 big.1/0.3": _s(0.15, big=(0.3, 0.1)),
-    "new 0.2 big.1/0.4": _s(0.2, big=(0.4, 0.1)),
-    "new 0.05": _s(0.05),
-    "new 0.05 big.05/0.3": _s(0.05, big=(0.3, 0.05)),
+    "default": Setting(FACE.threshold, NEW, _default_rule),
+    "no size rule": _s(FACE.threshold),
+    "size rule 0.15/0.3": _s(FACE.threshold, big=(0.3, 0.15)),
+    "0.15": _s(0.15, big=(0.3, 0.1)),
+    "0.2": _s(0.2, big=(0.3, 0.1)),
+    "2 cells": _s(0.1, dataclasses.replace(NEW, blocks=2), big=(0.3, 0.1)),
+    "rounded": _s(0.1, dataclasses.replace(NEW, shape="rounded"), big=(0.3, 0.1)),
+    "ellipse 0.25": _s(
+        0.1, dataclasses.replace(NEW, shape="ellipse", padding=0.25), big=(0.3, 0.1)
+    ),
+    "padding 0.15+4px": _s(
+        0.1, dataclasses.replace(NEW, padding=0.15, padding_px=4.0), big=(0.3, 0.1)
+    ),
+    "padding 0.25+6px": _s(
+        0.1, dataclasses.replace(NEW, padding=0.25, padding_px=6.0), big=(0.3, 0.1)
+    ),
 }
 
 
