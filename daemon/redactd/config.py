@@ -202,11 +202,11 @@ class Profile:
     # threshold 0.1 with a coarse 640 px pass and a native-size pass: more faces
     # masked on both labelled sets than the earlier 0.2 with a 1.5x pass, at
     # under half its cost (benchmarks/face_recall_sweep.py, benchmarks/RESULTS.md)
-    # boxes over 0.1 of the frame's shorter side need 0.3: on the labelled face
-    # sets and on car photos this halves the masked background at the cost
-    # of ~1 % of strict masked recall (benchmarks/face_mask_sweep.py)
+    # boxes over 0.1 of the frame's shorter side need 0.2: a quarter less
+    # masked background on the labelled face sets and on car photos for
+    # 0.2-0.7 % of strict masked recall (benchmarks/face_mask_sweep.py)
     face: ClassConfig = _f(
-        ClassConfig(detectors=("centerface",), threshold=0.1, large_box=0.1, large_threshold=0.3)
+        ClassConfig(detectors=("centerface",), threshold=0.1, large_box=0.1, large_threshold=0.2)
     )
     # plates: PP-OCR text regions with plate geometry (installs from the package
     # registry alone; measured in docs/PLATES.md), masked solid so no text is readable

@@ -25,7 +25,7 @@ def test_the_default_face_rule() -> None:
     cc = Profile().face
     small, large = Box(0, 0, 40, 40), Box(0, 0, 60, 60)  # 0.1 x 480 = 48 px
     assert cc.threshold_for(small, W, H) == cc.threshold == 0.1
-    assert cc.threshold_for(large, W, H) == 0.3
+    assert cc.threshold_for(large, W, H) == 0.2
     assert Profile().plate.threshold_for(Box(0, 0, 600, 400), W, H) == Profile().plate.threshold
 
 
@@ -42,7 +42,7 @@ class _Stub:
 
 def test_images_drop_a_large_low_score_box_only(tmp_path: Path) -> None:
     small_low = Detection("face", Box(10, 10, 40, 40), 0.15, "stub")
-    large_low = Detection("face", Box(100, 100, 400, 400), 0.2, "stub")
+    large_low = Detection("face", Box(100, 100, 400, 400), 0.15, "stub")
     large_high = Detection("face", Box(300, 50, 500, 300), 0.35, "stub")
     p = Pipeline(default_config(tmp_path), _Stub([small_low, large_low, large_high]))  # type: ignore[arg-type]
     got = p.detect_frame(np.zeros((H, W, 3), np.uint8), Profile())
