@@ -398,8 +398,9 @@ def _ellipse(box: Box, x0: int, y0: int, cw: int, ch: int) -> np.ndarray:
 
 def _rounded(box: Box, rx: float, ry: float, x0: int, y0: int, cw: int, ch: int) -> np.ndarray:
     """Pixels of the crop whose centres lie in ``box`` with its corners rounded
-    by quarter-ellipses of radii ``rx``, ``ry`` (each at most half the box):
-    with the padding as radii, the inner (detected) box stays wholly inside."""
+    by quarter-ellipses whose radii are half of ``rx``, ``ry`` (the padding of
+    both sides together: one side's padding), at most half the box: so the
+    inner (detected) box stays wholly inside."""
     rx = min(max(rx / 2.0, 0.0), box.width / 2.0)
     ry = min(max(ry / 2.0, 0.0), box.height / 2.0)
     xs = np.arange(cw, dtype=np.float32) + x0 + 0.5
