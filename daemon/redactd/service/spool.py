@@ -1305,7 +1305,14 @@ class Spool:
             # group; unmapped under PrivateUsers). A copy it creates takes the
             # set-group-ID folder's group and gets the quarantine mode.
             _unlink_quiet(tmp)
-            _copy_nofollow(src, tmp, mode=self.quarantine_mode)
+            try:
+                _copy_nofollow(src, tmp, mode=self.quarantine_mode)
+            except PermissionError:
+                # Unreadable to the service (mode 000, say): nobody else can
+                # read it through its mode either; quarantine it as it is
+                # rather than leave it stuck in the work area.
+                self._log.warning("quarantine.mode_kept", reason="unreadable")
+                os.link(src, tmp, follow_symlinks=False)
             return tmp
         _unlink_quiet(tmp)  # links work here: place the original itself
         setattr(job, tmp_attr, None)
@@ -1317,6 +1324,11 @@ class Spool:
         st = os.lstat(src)
         if not stat.S_ISREG(st.st_mode):
             return True  # a symlink is quarantined as the link itself: no content to read
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != self.quarantine_mode:
+            # Ours (a cross-mount claim's copy, or the service wrote it):
+            # set the mode on the file itself, no copy needed for that.
+            src.chmod(self.quarantine_mode)  # a regular file (checked above)
+            st = os.lstat(src)
         return (
             st.st_uid == os.geteuid()
             and st.st_gid == os.lstat(qdir).st_gid
