@@ -14,6 +14,7 @@ on 2 cores (the Debian root filesystem is cached; making it takes ~1 min).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -524,6 +525,13 @@ def test_upgrade_with_a_bad_model_leaves_the_running_version(
     blob = bytearray(onnx.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     onnx.write_bytes(bytes(blob))
+    # The SBOM is rewritten to match as well (it is checked before anything else).
+    sbom = json.loads((bad / "sbom.cdx.json").read_text())
+    for model in sbom["components"]:
+        for f in model.get("components", []):
+            if f["properties"][0]["value"] == onnx.relative_to(bad).as_posix():
+                f["hashes"] = [{"alg": "SHA-256", "content": hashlib.sha256(blob).hexdigest()}]
+    (bad / "sbom.cdx.json").write_text(json.dumps(sbom))
     subprocess.run(
         "find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS",
         shell=True, cwd=bad, check=True,
