@@ -209,6 +209,36 @@ def test_bad_files_are_quarantined_with_their_reason(box: nspawn.Container) -> N
     assert SECRET not in journal and "Kvarnholm" not in journal
 
 
+def test_records_reach_the_journal_with_structured_fields_and_no_names(
+    box: nspawn.Container,
+) -> None:
+    """Under the unit, records go to journald natively (systemd-python): an
+    operator selects by event and reason; no field carries the input's name."""
+    name = f"{SECRET}-journal.jpg"
+    _drop(box, name, b"Minutes of the meeting with Kvarnholm, not a photo\n" * 20)
+    _wait(lambda: _exists(box, f"{SRV}/quarantine/{name}.reason.json"), 120, "the quarantined file")
+    sel = box.run(
+        "journalctl", "-u", UNIT, "--no-pager", "-o", "json",
+        "REDACTD_EVENT=job.quarantined", "REDACTD_REASON=unsupported_type",
+    ).stdout
+    records = [json.loads(ln) for ln in sel.splitlines()]
+    assert records, "journalctl found no job.quarantined record by its fields"
+    rec = records[-1]
+    assert rec["SYSLOG_IDENTIFIER"] == "redactd" and rec["PRIORITY"] == "4"
+    assert rec["REDACTD_STAGE"] and rec["REDACTD_JOB"]
+    assert json.loads(rec["MESSAGE"])["event"] == "job.quarantined"
+    assert not any(k.startswith("CODE_") for k in rec)
+    everything = box.run("journalctl", "-u", UNIT, "--no-pager", "-o", "json").stdout
+    backends = [
+        json.loads(ln) for ln in everything.splitlines() if '"REDACTD_EVENT":"log.backend"' in ln
+    ]
+    assert backends and backends[-1]["REDACTD_BACKEND"] == "journald"
+    assert '"REDACTD_BACKEND":"libsystemd"' in everything  # service.notify_backend
+    assert SECRET not in everything and "Kvarnholm" not in everything
+    version = box.run("/opt/redactd/venv/bin/redactd", "--version").stdout
+    assert "systemd-python 235" in version and "openvino " in version
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="spool links the producer's original into quarantine as it is (its owner, group "
