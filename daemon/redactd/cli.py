@@ -623,7 +623,7 @@ def _versions_lines(config_arg: str | None) -> list[str]:
         path = _config_path(config_arg)
         cfg = load(path) if path is not None else default_config()
         store = cfg.models.dir
-    except ConfigError:
+    except (ConfigError, OSError):  # unreadable for this user: the default store
         store = default_config().models.dir
     return versions.collect(store).lines()
 

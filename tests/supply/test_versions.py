@@ -56,3 +56,27 @@ def test_version_flags_a_model_that_does_not_match_the_manifest(
     spec = manifest.load().get("centerface")
     assert f"  centerface {spec.identity} mismatch" in lines
     assert not any(ln.startswith("  ppocr_det") for ln in lines)
+
+
+def test_status_shows_what_is_installed(tmp_path: Path, models_dir: Path) -> None:
+    import json
+    import time
+
+    snap = tmp_path / "status.json"
+    snap.write_text(json.dumps({"text": "running: 0 queued", "time": time.time(), "metrics": {}}))
+    cfg = tmp_path / "redactd.toml"
+    cfg.write_text(f'[service]\nstatus_file = "{snap}"\n[models]\ndir = "{models_dir}"\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO / "daemon")}
+    r = subprocess.run(
+        [sys.executable, "-m", "redactd.cli", "status", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    i = lines.index("installed:")
+    assert f"  openvino {metadata.version('openvino')}" in lines[i:]
+    spec = manifest.load().get("centerface")
+    assert f"    centerface {spec.identity} verified" in lines[i:]
