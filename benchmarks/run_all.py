@@ -398,6 +398,23 @@ def bench_video_gt(ctx: dict[str, Any], size: tuple[int, int], frames: int) -> d
         source = "benchmarks/clips.faces_clip (4 faces)"
     res = _video_tools(ctx, path, "gt", True, recall)
     res["clip"] = {"source": source, "width": size[0], "height": size[1]}
+    if synthvideo is not None:
+        # Per-frame pixel measures defined as `redactd eval`'s (strict recall, over-masking).
+        outs = {key: ctx["work"] / "video" / "gt" / key / path.name for key, _p in ctx["runs"]}
+        outs["deface"] = ctx["work"] / "video" / "gt" / "deface.mp4"
+        for key, out in outs.items():
+            if key in res and out.is_file():
+                try:
+                    vp = synthvideo.video_pixels(gt, out)
+                except AssertionError:  # frame counts differ
+                    continue
+                res[key].update(
+                    strict_recall=vp.strict_recall,
+                    frame_overmask=vp.overmask,
+                    frame_overmask_mean=vp.frame_mean,
+                    frame_overmask_max=vp.frame_max,
+                    frames_over_1pct=vp.frames_over_1pct,
+                )
     return res
 
 
@@ -515,7 +532,8 @@ def to_markdown(res: dict[str, Any]) -> str:
             rows.append(
                 f"| {tool} ({t.get('profile', '-')}) | {_f(t.get('fps'))} "
                 f"| {_f(t.get('ratio_vs_deface'))} | {_f(t.get('fps_excl_startup'))} "
-                f"| {_f(t.get('masked_recall'), 3)} |"
+                f"| {_f(t.get('masked_recall'), 3)} | {_f(t.get('strict_recall'), 3)} "
+                f"| {_f(t.get('frame_overmask'), 4)} | {_f(t.get('frame_overmask_max'), 4)} |"
             )
         return rows
 
@@ -526,8 +544,8 @@ def to_markdown(res: dict[str, Any]) -> str:
             f"### Video: labelled synthetic clip {c['width']}x{c['height']}, {v['frames']} frames",
             "",
             "| tool (profile) | frames/s | / deface | frames/s excl. startup "
-            "| masked recall (face-frames) |",
-            "|---|---:|---:|---:|---:|",
+            "| masked recall (face-frames) | masked (strict) | over-masking | worst frame |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
             *video_rows(v),
             "",
             f"redactd / deface: {_f(v.get('ratio_redactd_vs_deface'))} (excl. startup "

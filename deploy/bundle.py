@@ -90,7 +90,7 @@ def _prop(path: str) -> list[dict[str, str]]:
 
 def describe(bundle: Path, lock: Path) -> None:
     from redactd import __version__
-    from redactd.models import manifest
+    from redactd.models import derived, manifest
 
     locked = lock_hashes(lock)
     components: list[dict[str, Any]] = []
@@ -128,13 +128,25 @@ def describe(bundle: Path, lock: Path) -> None:
         raise SystemExit(f"bundle: no wheel for {', '.join(sorted(missing))}")
 
     man = manifest.load()
-    for name in sorted(p.name for p in (bundle / "models").iterdir() if p.is_dir()):
-        spec = man.get(name)
+    store = bundle / "models"
+    for name in sorted(p.name for p in store.iterdir() if p.is_dir()):
+        derived_from = ""
+        if name in man.models:
+            spec = man.get(name)
+        else:  # made on the build machine from a manifest model (an IR): its provenance
+            spec = derived.spec(man, name, store)
+            derived_from = derived.recipe(name).source
         files = []
-        for rel, digest in sorted(spec.files.items()):
+        on_disk = sorted(
+            f.relative_to(store / name).as_posix() for f in (store / name).rglob("*") if f.is_file()
+        )
+        for rel in on_disk:
             path = f"models/{name}/{rel}"
-            if sha256(bundle / path) != digest:
+            digest = sha256(bundle / path)
+            if rel in spec.files and digest != spec.files[rel]:
                 raise SystemExit(f"bundle: {path} does not match the manifest")
+            if rel not in spec.files and not (derived_from and rel == "provenance.json"):
+                raise SystemExit(f"bundle: {path} is not a file of the model")
             files.append(
                 {
                     "type": "file",
@@ -144,6 +156,8 @@ def describe(bundle: Path, lock: Path) -> None:
                     "properties": _prop(path),
                 }
             )
+        if set(spec.files) - set(on_disk):
+            raise SystemExit(f"bundle: model {name} is incomplete")
         refs = [
             {"type": "distribution", "url": u, "comment": f} for f, u in sorted(spec.urls.items())
         ]
@@ -151,6 +165,8 @@ def describe(bundle: Path, lock: Path) -> None:
             {"name": "redactd:task", "value": spec.task},
             {"name": "redactd:decoder", "value": spec.decoder},
         ]
+        if derived_from:
+            props.append({"name": "redactd:derived-from", "value": f"model:{derived_from}"})
         comp = {
             "type": "machine-learning-model",
             "bom-ref": f"model:{name}",

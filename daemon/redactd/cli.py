@@ -390,6 +390,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             return EX_OK
         if args.action == "quantize":
             return _models_quantize(args, cfg, man, store)
+        if args.action == "validate":
+            return _models_validate(args, cfg)
         default = list(man.models) if args.all else list(fetch_mod.DEFAULT_MODELS)
         names = [n for n in args.names if n not in derived.RECIPES]
         # models made on this server: named, or (by default) every one present
@@ -472,6 +474,59 @@ def _models_quantize(args: argparse.Namespace, cfg: Config, man: Manifest, store
     return EX_OK
 
 
+def _models_validate(args: argparse.Namespace, cfg: Config) -> int:
+    """``redactd models validate CANDIDATE --against BASELINE --data DIR --operator NAME``.
+
+    Exit 0 when the candidate passed, 1 when it failed (the record is written
+    either way), 64 usage, 65 data unreadable, 78 config or model problem.
+    """
+    import shutil
+    import tempfile
+
+    from redactd.evaluation import validate
+
+    if len(args.names) != 1 or not args.against or not args.data or not args.operator:
+        _err(
+            "error: usage: redactd models validate CANDIDATE_PROFILE --against BASELINE_PROFILE "
+            "--data DIR --operator NAME [--comment TEXT]"
+        )
+        return EX_USAGE
+    if args.limit is not None and args.limit < 1:
+        _err("error: --limit must be at least 1")
+        return EX_USAGE
+    try:
+        cfg.profile(args.names[0])
+        cfg.profile(args.against)
+        data = validate.load_data(Path(args.data), limit=args.limit)
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    except validate.ValidationDataError as e:
+        _err(f"dataset error: {e}")
+        return EX_DATAERR
+    work = Path(tempfile.mkdtemp(prefix=".redactd-validate-"))
+    try:
+        record = validate.validate(
+            cfg, args.names[0], args.against, data, work,
+            operator=args.operator, comment=args.comment or "",
+        )  # fmt: skip
+    except (OSError, ValueError) as e:
+        _err(f"error: validation failed to run ({type(e).__name__})")
+        return EX_CONFIG
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    path = validate.write(record, cfg.validation.dir)
+    for c in record["checks"]:
+        delta = "–" if c["delta"] is None else f"{100 * c['delta']:+.2f} points"
+        print(
+            f"set {c['set']} {c['measure']}: {c['baseline']:.4f} -> "
+            f"{'–' if c['candidate'] is None else format(c['candidate'], '.4f')} ({delta}) "
+            f"{'ok' if c['passed'] else 'FAIL'}"
+        )
+    print(f"{'PASSED' if record['passed'] else 'FAILED'}: record {path.name}")
+    return EX_OK if record["passed"] else 1
+
+
 # --------------------------------------------------------------------------- eval
 
 
@@ -485,6 +540,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         _err("error: --limit must be at least 1")
         return EX_USAGE
+    if args.negatives is not None and args.negatives < 1:
+        _err("error: --negatives must be at least 1")
+        return EX_USAGE
+    try:
+        sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip()) if args.sweep else ()
+    except ValueError:
+        _err("error: --sweep takes comma-separated thresholds, e.g. 0.05,0.2,0.3")
+        return EX_USAGE
+    if any(not 0.0 <= t <= 1.0 for t in sweep):
+        _err("error: --sweep thresholds must lie in 0..1")
+        return EX_USAGE
+    try:
+        # Before the long run: a missing plotting library is an error, not a silent skip.
+        report.require_matplotlib()
+    except report.PlotError as e:
+        _err(f"error: {e}")
+        return EX_CONFIG
+    from redactd.evaluation import video_labels
+
+    if video_labels.is_video_set(Path(args.dataset)):
+        return _eval_videos(args)
     try:
         cfg = _load_config(args.config)
         cfg.profile(args.profile)
@@ -506,6 +582,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # Masked outputs live only here (mode 0700) while their image is scored.
         work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
 
+        if args.negatives:
+            # Generated into the private work folder: deleted with it after the run.
+            from redactd.evaluation import negatives
+
+            if negatives.generate(sets, work / "text_negatives", args.negatives, seed=0):
+                sets = [*sets, *dataset.load(work / "text_negatives")]
+            else:
+                _err("warning: no picture of the sets could carry text negatives")
+
         def progress(i: int, done: int, total: int) -> None:
             if done == total or done % 25 == 0:
                 _err(f"set {i + 1}/{len(sets)}: {done}/{total} images")
@@ -521,6 +606,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 recognizer=recognizer,
                 limit=args.limit,
                 progress=progress,
+                sweep=sweep,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -531,7 +617,68 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pipeline.close()
     written = report.write(result, out)
     print(report.summary(result))
+    if args.show_names:
+        # The terminal only: reports and logs never name an image.
+        for lset, rep in zip(sets, result.sets, strict=True):
+            for w in rep.worst:
+                rel = lset.images[w.index].path.relative_to(lset.root)
+                _err(f"{rep.name} over-masking #{w.rank} ({w.overmask:.3f}): {rel}")
     _err(f"report written: {', '.join(p.name for p in written)} in the --out folder")
+    return EX_OK
+
+
+def _eval_videos(args: argparse.Namespace) -> int:
+    """``redactd eval`` on labelled videos (MOT ``gt.txt`` or COCO-video JSON beside each)."""
+    import shutil
+    import tempfile
+
+    from redactd.evaluation import video_labels, video_report, video_runner
+    from redactd.pipeline import Pipeline
+
+    if args.sweep or args.negatives:
+        _err("error: --sweep and --negatives apply to image sets only")
+        return EX_USAGE
+    try:
+        cfg = _load_config(args.config)
+        cfg.profile(args.profile)
+        sets = video_labels.load_sets(Path(args.dataset), limit=args.limit)
+        pipeline = Pipeline.load(cfg, [args.profile])
+    except ConfigError as e:
+        _print_config_error(e)
+        return EX_CONFIG
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    except video_labels.VideoLabelError as e:
+        _err(f"dataset error: {e}")
+        return EX_DATAERR
+    out = Path(args.out)
+
+    def progress(i: int, done: int, total: int) -> None:
+        _err(f"video set {i + 1}/{len(sets)}: {done}/{total} videos")
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
+        try:
+            result = video_runner.evaluate(
+                pipeline, args.profile, sets, work, progress=progress, attack=args.attack
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except ModelError as e:
+        _err(f"model error: {e}")
+        return EX_CONFIG
+    finally:
+        pipeline.close()
+    written = video_report.write(result, out)
+    print(video_report.markdown(result).split("\n\nPer video:")[0])
+    if args.show_names:
+        # The terminal only: reports and logs name sets and videos by index.
+        for si, vs in enumerate(sets):
+            for vi, v in enumerate(vs.videos):
+                _err(f"video {si + 1}.{vi + 1}: {vs.name}/{v.path.name}")
+    _err(f"report written: {len(written)} files (video-report.md) in the --out folder")
     return EX_OK
 
 
@@ -713,13 +860,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_detect)
 
     sp = with_config(sub.add_parser("eval", help="measure detection and masking on labelled sets"))
-    sp.add_argument("dataset", metavar="DATASET_DIR", help="a labelled set or a folder of sets")
+    sp.add_argument(
+        "dataset",
+        metavar="DATASET_DIR",
+        help="a labelled set or a folder of sets (images; or videos with MOT gt.txt / "
+        "COCO-video JSON beside each, docs/EVAL.md)",
+    )
     sp.add_argument("--profile", default="default")
     sp.add_argument("--out", default="eval-report", metavar="DIR", help="report folder")
     sp.add_argument(
         "--attack", action="store_true", help="also attack the masks (re-detect, deblur, OCR)"
     )
-    sp.add_argument("--limit", type=int, metavar="N", help="at most N images per set (spread)")
+    sp.add_argument(
+        "--limit", type=int, metavar="N", help="at most N images (spread) or videos per set"
+    )
+    sp.add_argument(
+        "--sweep",
+        metavar="T1,T2,...",
+        help="also run the profile with each of these thresholds for the classes a set "
+        "labels (masked recall against over-masking; one more pipeline run per value)",
+    )
+    sp.add_argument(
+        "--show-names",
+        action="store_true",
+        help="name the most over-masked images on stderr (never in the report or logs)",
+    )
+    sp.add_argument(
+        "--negatives",
+        type=int,
+        metavar="N",
+        help="also score a set of N generated text negatives: the sets' photos with "
+        "burned-in timestamps, captions, posters, signs and logos that must stay unmasked",
+    )
     sp.set_defaults(func=cmd_eval)
 
     sp = with_config(sub.add_parser("check-config", help="validate the config (exit 0 or 78)"))
@@ -728,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(
         sub.add_parser("models", help="list, fetch, verify or quantize detector models")
     )
-    sp.add_argument("action", choices=["list", "fetch", "verify", "quantize"])
+    sp.add_argument("action", choices=["list", "fetch", "verify", "quantize", "validate"])
     sp.add_argument("names", nargs="*", help="model names (default: the default models)")
     sp.add_argument("--all", action="store_true", help="every model in the manifest")
     sp.add_argument("--from", dest="from_dir", metavar="DIR", help="local mirror directory")
@@ -746,6 +918,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--heads", choices=["float", "int8"], default="float", help="quantize the output heads?"
     )
+    v = sp.add_argument_group(
+        "validate (a candidate profile against a baseline on your labelled data; "
+        "docs/VALIDATION.md)"
+    )
+    v.add_argument("--against", metavar="PROFILE", help="the baseline profile")
+    v.add_argument("--data", metavar="DIR", help="labelled video or image sets")
+    v.add_argument("--operator", metavar="NAME", help="who signs the record off")
+    v.add_argument("--comment", metavar="TEXT", help="why (kept in the record)")
+    v.add_argument("--limit", type=int, metavar="N", help="at most N videos/images per set")
     sp.set_defaults(func=cmd_models)
     return p
 

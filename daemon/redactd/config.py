@@ -199,17 +199,18 @@ class Profile:
     # masked on both labelled sets than the earlier 0.2 with a 1.5x pass, at
     # under half its cost (benchmarks/face_recall_sweep.py, benchmarks/RESULTS.md)
     face: ClassConfig = _f(ClassConfig(detectors=("centerface",), threshold=0.1))
-    # plates: PP-OCR text regions with plate geometry (installs from the package
-    # registry alone; measured in docs/PLATES.md), masked solid so no text is readable
+    # plates: the YOLOv8n plate detector (its IR is built from the fetched
+    # checkpoint; provenance and measurements in docs/PLATES.md; "ppocr_plate"
+    # stays selectable), masked solid so no text is readable
     plate: ClassConfig = _f(
         ClassConfig(
             enabled=True,
-            detectors=("ppocr_plate",),
-            threshold=0.5,
-            # plates keep the tiling they were measured with: coarse pass at
-            # 1280 px, native 640 px tiles on larger frames (TilingConfig's
-            # own defaults are the face class's)
-            tiling=TilingConfig(max_side=1280, upscale=1.0, tile_size=640, overlap=128),
+            detectors=("yolov8_plate",),
+            threshold=0.25,
+            # a coarse pass at 640 px (the size the model was trained at) plus
+            # a native-resolution pass, tiled at 1280 px on larger frames: each
+            # scale finds plates the other misses (docs/PLATES.md)
+            tiling=TilingConfig(max_side=640, upscale=1.0, tile_size=1280, overlap=128),
             mask=MaskConfig(method="solid", shape="box", padding=0.15),
         )
     )
@@ -218,6 +219,9 @@ class Profile:
     track: TrackConfig = _f(TrackConfig())
     instructions: InstructionsConfig = _f(InstructionsConfig())
     record: RecordConfig = _f(RecordConfig())
+    # change control: refuse to start unless every model of this profile has a
+    # passing `redactd models validate` record (docs/VALIDATION.md)
+    require_validation: bool = False
 
 
 def _fast_profile() -> Profile:
@@ -305,6 +309,7 @@ class ServiceConfig:
     work_dir: Path = Path("var/work")
     workers: int = _f(1, 1, 64)
     settle_seconds: float = _f(2.0, 0.0, 3600.0)
+    empty_file_grace_seconds: float = _f(60.0, 0.0, 86400.0)
     rescan_seconds: float = _f(300.0, 1.0, 86400.0)
     max_attempts: int = _f(5, 1, 1000)
     retry_base_seconds: float = _f(2.0, 0.01, 3600.0)
@@ -343,6 +348,21 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Change control of models: where ``redactd models validate`` records go and
+    what a candidate may lose against its baseline (docs/VALIDATION.md)."""
+
+    dir: Path = Path("models/validation")
+    # largest drop of strict masked recall of any class (0.005 = half a point)
+    max_recall_drop: float = _f(0.005, 0.0, 1.0)
+    # largest growth of over-masking (share of pixels, 0.005 = half a point)
+    max_overmask_increase: float = _f(0.005, 0.0, 1.0)
+    # a file holding a secret: records are then signed (HMAC-SHA256) and
+    # unsigned or altered records do not count
+    hmac_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """Limits that stop decompression bombs and runaway jobs."""
 
@@ -375,6 +395,7 @@ class Config:
     models: ModelsConfig = _f(ModelsConfig())
     limits: LimitsConfig = _f(LimitsConfig())
     logging: LoggingConfig = _f(LoggingConfig())
+    validation: ValidationConfig = _f(ValidationConfig())
     profiles: dict[str, Profile] = _f({})
     watch: tuple[WatchConfig, ...] = ()
     source: Path | None = None
@@ -648,6 +669,7 @@ def parse(data: dict[str, Any], base: Path, source: Path | None = None) -> Confi
         service=_resolve(cfg.service, base, "work_dir"),
         runtime=_resolve(cfg.runtime, base, "cache_dir"),
         models=_resolve(cfg.models, base, "dir"),
+        validation=_resolve(cfg.validation, base, "dir"),
         profiles=profiles,
         watch=tuple(watches),
         source=source,

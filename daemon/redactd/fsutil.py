@@ -4,14 +4,21 @@ The promise "nothing is lost, nothing half-written in outbound" rests on
 three moves: write to a temporary name in the target folder, fsync the file
 and the folder, then link the temporary into its final name (``link`` fails
 with EEXIST instead of replacing, unlike ``rename``) and drop the temporary.
-Filesystems without hard links (some SMB/FUSE mounts) fall back to an
-existence check plus ``rename``; the window there is documented in
-ARCHITECTURE.md.
+Filesystems without hard links (some SMB/FUSE mounts) fall back to
+``renameat2(RENAME_NOREPLACE)`` where the kernel and filesystem have it,
+else to an existence check plus ``rename``; the window there is documented
+in ARCHITECTURE.md.
+
+"Same filesystem" is never judged by ``st_dev``: two bind mounts of one
+filesystem share it, yet a link or rename between them fails with EXDEV.
+EXDEV is passed up to the caller, which copies instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import secrets
@@ -49,11 +56,80 @@ def tmp_name(final: Path) -> Path:
     return final.with_name(f"{TMP_PREFIX}{secrets.token_hex(6)}{final.suffix}")
 
 
+#: errnos of ``link`` meaning "this filesystem has no hard links" (FUSE and
+#: sshfs answer ENOSYS, SMB EPERM or EOPNOTSUPP). EXDEV is not one of them:
+#: it means "another mount", which a rename cannot cross either.
+NO_LINK_ERRNOS: frozenset[int] = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+)
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_renameat2: object = None  # unresolved; False when libc has none
+
+
+def _libc_renameat2() -> object:
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            fn = libc.renameat2
+            fn.argtypes = [
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint,
+            ]
+            fn.restype = ctypes.c_int
+            _renameat2 = fn
+        except (OSError, AttributeError):
+            _renameat2 = False
+    return _renameat2
+
+
+def rename_noreplace(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    src_dir_fd: int | None = None,
+    dst_dir_fd: int | None = None,
+) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (``FileExistsError``).
+
+    Atomic where ``renameat2(RENAME_NOREPLACE)`` works (Linux >= 3.15 on
+    ext4, xfs, btrfs, tmpfs, recent cifs/fuse); elsewhere an existence check
+    then ``rename`` (a name created by another host in between could still
+    be replaced). Raises OSError as ``rename`` does (EXDEV across mounts).
+    """
+    fn = _libc_renameat2()
+    if fn:
+        sfd = _AT_FDCWD if src_dir_fd is None else src_dir_fd
+        dfd = _AT_FDCWD if dst_dir_fd is None else dst_dir_fd
+        r = fn(sfd, os.fsencode(src), dfd, os.fsencode(dst), _RENAME_NOREPLACE)  # type: ignore[operator]
+        if r == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "target exists")
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err))
+        # The filesystem (or kernel) has no RENAME_NOREPLACE: check, then rename.
+    try:
+        os.lstat(dst, dir_fd=dst_dir_fd)
+    except FileNotFoundError:
+        pass
+    else:
+        raise FileExistsError(errno.EEXIST, "target exists")
+    os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+
 def link_noreplace(src: Path, dst: Path) -> None:
     """Give ``src`` the name ``dst`` without ever replacing an existing ``dst``.
 
-    Raises ``FileExistsError`` when ``dst`` exists. ``src`` is removed after
-    the new name is durable.
+    Raises ``FileExistsError`` when ``dst`` exists, OSError(EXDEV) when the
+    two are on different mounts (the caller copies). ``src`` is removed
+    after the new name is durable.
     """
     try:
         # follow_symlinks=False: a symlink being quarantined is linked itself,
@@ -62,13 +138,10 @@ def link_noreplace(src: Path, dst: Path) -> None:
     except OSError as e:
         if e.errno == errno.EEXIST:
             raise FileExistsError(errno.EEXIST, "target exists") from e
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+        if e.errno not in NO_LINK_ERRNOS:
             raise
-        # No hard links here: check-then-rename (a racing writer of the same
-        # name could still be replaced; only redactd writes outbound).
-        if dst.exists() or dst.is_symlink():
-            raise FileExistsError(errno.EEXIST, "target exists") from e
-        src.rename(dst)
+        # No hard links here: a rename that refuses to replace.
+        rename_noreplace(src, dst)
         fsync_dir(dst.parent)
         return
     fsync_dir(dst.parent)

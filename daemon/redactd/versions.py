@@ -96,7 +96,8 @@ def _ffmpeg() -> str:
 
 def collect(models_dir: Path) -> Versions:
     """Versions of this install; models: those present in ``models_dir``."""
-    from redactd.models import manifest
+    from redactd.errors import ModelError
+    from redactd.models import derived, manifest
 
     man = manifest.load()
     models = []
@@ -106,6 +107,15 @@ def collect(models_dir: Path) -> Versions:
             continue
         state = "mismatch" if spec.missing_or_bad(models_dir) else "verified"
         models.append(ModelVersion(name, spec.identity, dict(spec.files), state))
+    for name in derived.installed(models_dir):  # made on this server (IR, INT8)
+        try:
+            spec = derived.spec(man, name, models_dir, verify=False)
+        except ModelError:  # no readable provenance, or made from another source
+            models.append(ModelVersion(name, "-", {}, "mismatch"))
+            continue
+        state = "mismatch" if spec.missing_or_bad(models_dir) else "verified"
+        models.append(ModelVersion(name, spec.identity, dict(spec.files), state))
+    models.sort(key=lambda m: m.name)
     return Versions(
         redactd=__version__,
         python=platform.python_version(),

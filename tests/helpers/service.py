@@ -72,6 +72,7 @@ def write_config(
         "work_dir": folders.work,
         "workers": 1,
         "settle_seconds": 0.3,
+        "empty_file_grace_seconds": 0.5,
         "rescan_seconds": 5.0,
         "max_attempts": 4,
         "retry_base_seconds": 0.1,

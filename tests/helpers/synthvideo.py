@@ -581,3 +581,71 @@ def stability(gt: GTVideo, output: Path) -> Stability:
 
 def boxes_for(gt: GTVideo, frames: Sequence[int]) -> list[GTFace]:
     return [f for f in gt.faces if f.frame in set(frames)]
+
+
+@dataclass(frozen=True)
+class VideoPixels:
+    """Per-frame pixel measures of a masked clip, defined as ``redactd eval``'s for images.
+
+    ``strict_recall``: counted face-frames strictly masked (70 % of the box's
+    detail pixels changed by more than 10 in luma; ``redactd.evaluation.pixels``).
+    ``overmask``: changed pixels (luma > 10, 3x3 opening) outside every face
+    box grown by 30 % (uncounted faces included), over all frames;
+    ``frame_mean`` / ``frame_max`` / ``frames_over_1pct`` per frame.
+    """
+
+    strict_recall: float
+    face_frames: int
+    overmask: float
+    frame_mean: float
+    frame_max: float
+    frames_over_1pct: int
+    frames: int
+
+    def line(self) -> str:
+        return (
+            f"strict recall {self.strict_recall:.3f} ({self.face_frames} face-frames), "
+            f"over-masking {self.overmask:.4f} (per frame mean {self.frame_mean:.4f}, "
+            f"max {self.frame_max:.4f}, {self.frames_over_1pct}/{self.frames} frames > 1 %)"
+        )
+
+
+def video_pixels(gt: GTVideo, output: Path) -> VideoPixels:
+    """Strict masked recall per face-frame and over-masking per frame of ``output``."""
+    from redactd.evaluation import pixels
+    from redactd.evaluation.labels import LabelledBox, LabelledImage
+    from redactd.types import Box
+
+    by_frame: dict[int, list[GTFace]] = {}
+    for f in gt.faces:
+        by_frame.setdefault(f.frame, []).append(f)
+    results = []
+    for t, (before, after) in enumerate(zip(decode_bgr(gt.path), decode_bgr(output), strict=False)):
+        faces = by_frame.get(t, [])
+        im = LabelledImage(
+            path=gt.path,
+            width=gt.width,
+            height=gt.height,
+            labels_complete=True,
+            boxes=tuple(
+                LabelledBox("face", Box.from_xywh(*f.box), ignore=not f.counted) for f in faces
+            ),
+        )
+        results.append(
+            pixels.compare_arrays(
+                im, np.ascontiguousarray(before[..., ::-1]), np.ascontiguousarray(after[..., ::-1])
+            )
+        )
+    if len(results) != gt.frames:
+        raise AssertionError(f"output has {len(results)} frames, ground truth {gt.frames}")
+    s = pixels.summarise(results, "face")
+    per = [r.overmask or 0.0 for r in results]
+    return VideoPixels(
+        strict_recall=s.detail_recall or 0.0,
+        face_frames=s.boxes,
+        overmask=pixels.overmask(results) or 0.0,
+        frame_mean=float(np.mean(per)),
+        frame_max=float(np.max(per)),
+        frames_over_1pct=sum(1 for v in per if v > 0.01),
+        frames=len(results),
+    )

@@ -9,6 +9,7 @@ compares output and input pixels per labelled box (tests/helpers/media.py).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,13 +42,14 @@ def _config(tmp: Path, models_dir: Path) -> Path:
     return cfg
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "redactd.cli", *args],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=REPO,
+        env=env,
     )
 
 
@@ -102,7 +104,7 @@ def test_eval_cli_reports_and_masked_recall_matches_an_independent_pixel_check(
     cfg = _config(tmp_path, models_dir)
     out = tmp_path / "report"
 
-    r = _run("eval", str(sets), "--config", str(cfg), "--out", str(out))
+    r = _run("eval", str(sets), "--config", str(cfg), "--out", str(out), "--negatives", "3")
     assert r.returncode == 0, r.stderr
     logs = r.stdout + r.stderr
     assert SECRET not in logs, "an image name reached the logs or the terminal"
@@ -112,8 +114,24 @@ def test_eval_cli_reports_and_masked_recall_matches_an_independent_pixel_check(
     assert SECRET not in (out / "report.json").read_text() + md
     assert not list(out.glob(".redactd-eval-*")), "masked outputs left behind"
     by_name = {s["name"]: s for s in report["sets"]}
-    assert set(by_name) == {"faces", "plates"}
+    assert set(by_name) == {"faces", "plates", "text_negatives"}
     assert report["hardware"]["cpu"] and report["hardware"]["detectors"]
+    assert {"pr_curves.png", "recall_vs_overmask.png"} <= {p.name for p in out.glob("*.png")}
+    for s in report["sets"]:
+        assert 0.0 <= s["overmask"] <= 1.0 and s["overmask_far"] is not None
+        # Worst images by rank only: no position or name that would identify one.
+        assert s["worst_overmask"] and set(s["worst_overmask"][0]) == {
+            "rank",
+            "overmask",
+            "changed_pixels",
+        }
+        assert [w["rank"] for w in s["worst_overmask"]] == list(
+            range(1, len(s["worst_overmask"]) + 1)
+        )
+    neg = by_name["text_negatives"]["negatives"]
+    assert neg["images"] == 3 and neg["regions"] >= 6
+    assert sum(k["regions"] for k in neg["by_kind"]) == neg["regions"]
+    assert "## Text regions (negatives) masked" in md
 
     for name, rows in (("faces", faces), ("plates", plates)):
         proc = tmp_path / "proc" / name
@@ -123,6 +141,7 @@ def test_eval_cli_reports_and_masked_recall_matches_an_independent_pixel_check(
         (cls_report,) = by_name[name]["classes"]
         masked = cls_report["masked"]
         assert masked["boxes"] == total
+        assert masked["detail_masked"] <= total and masked["detail_recall"] is not None
         # Same pipeline, same inputs: the two counts must agree (one box of
         # slack for a pixel on the 50 % line after a different decode).
         assert abs(masked["anonymized"] - anonymized) <= 1, (masked, anonymized, total)
@@ -134,6 +153,36 @@ def test_eval_cli_reports_and_masked_recall_matches_an_independent_pixel_check(
     assert plate_box["precision"] is None and plate_box["ap50"] is None
     face_box = by_name["faces"]["classes"][0]["box"]
     assert face_box["ap50"] is not None and face_box["precision"] is not None
+
+
+def test_show_names_names_the_worst_images_on_the_terminal_only(
+    tmp_path: Path, eval_dir: Path, models_dir: Path
+) -> None:
+    src = eval_dir / "faces_mask_kaggle"
+    _copy_set(src, tmp_path / "sets" / "faces", _with_boxes(src, 2))
+    out = tmp_path / "report"
+    args = ("eval", str(tmp_path / "sets"), "--config", str(_config(tmp_path, models_dir)))
+    r = _run(*args, "--out", str(out), "--show-names")
+    assert r.returncode == 0, r.stderr
+    named = [line for line in r.stderr.splitlines() if "over-masking #" in line]
+    assert len(named) == 2 and all(SECRET in line for line in named)
+    assert SECRET not in (out / "report.json").read_text() + (out / "report.md").read_text()
+    r = _run(*args, "--out", str(tmp_path / "report2"))
+    assert r.returncode == 0 and SECRET not in r.stdout + r.stderr
+
+
+def test_eval_without_matplotlib_is_an_error_before_any_work(tmp_path: Path) -> None:
+    """The plots are part of the report: no silent report without them."""
+    block = tmp_path / "block" / "matplotlib"
+    block.mkdir(parents=True)
+    (block / "__init__.py").write_text('raise ImportError("blocked by the test")\n')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "block"), env.get("PYTHONPATH", "")])
+    out = tmp_path / "report"
+    r = _run("eval", str(tmp_path / "no-such-set"), "--out", str(out), env=env)
+    assert r.returncode == 78, r.stderr
+    assert "matplotlib" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
 
 
 def test_coco_json_reads_as_the_same_set_as_labels_jsonl(tmp_path: Path, eval_dir: Path) -> None:
@@ -198,12 +247,13 @@ def ocr_models(models_dir: Path) -> Path:
 def test_default_masks_resist_redetection_deblur_and_plate_reading(
     tmp_path: Path, eval_dir: Path, ocr_models: Path
 ) -> None:
-    """On a subset of every shared set: zero re-detections and zero readable plates.
+    """On a subset of every shared set: zero re-detected faces and zero readable plates.
 
     The same attacks find the faces and read the plates of the unmasked
     inputs (so the zeros are not an attack that sees nothing).
     """
-    cfg = load_config(_config(tmp_path, ocr_models))
+    cfg_path = _config(tmp_path, ocr_models)
+    cfg = load_config(cfg_path)
     picks = {
         "faces_mask_kaggle": 3,
         "faces_wider_val": 1,
@@ -224,8 +274,13 @@ def test_default_masks_resist_redetection_deblur_and_plate_reading(
             )
             for a in rep.attack:
                 assert a.method == "profile"
-                assert a.redetected == 0, f"{name}: masked {a.cls} found again: {a}"
-                assert a.redetected_deblurred == 0, f"{name}: found again after deblur: {a}"
+                if a.cls == "face":
+                    # A face found again may be recognised. A plate's identity
+                    # is its text: the plate detector finds the solid
+                    # plate-shaped box it leaves on a bumper again (shape and
+                    # place suffice), and only readability counts there.
+                    assert a.redetected == 0, f"{name}: masked {a.cls} found again: {a}"
+                    assert a.redetected_deblurred == 0, f"{name}: found again after deblur: {a}"
                 assert a.readable == 0 and a.readable_deblurred == 0, f"{name}: readable: {a}"
                 found += a.found_original
                 judged += a.judged

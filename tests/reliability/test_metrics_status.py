@@ -37,8 +37,10 @@ def test_metrics_file_and_status_report_counts_without_names(
 
     def settled() -> bool:
         t = metrics.read_text() if metrics.exists() else ""
-        return metric(t, 'redactd_jobs_total{outcome="done"}') == 3
-    wait_until(settled, 30, "metrics with 3 done", d)
+        return metric(t, 'redactd_jobs_total{outcome="done"}') == 3 and (
+            metric(t, 'redactd_jobs_total{outcome="quarantined"}') == 1
+        )
+    wait_until(settled, 30, "metrics with 3 done, 1 quarantined", d)
     text = metrics.read_text()
     assert metric(text, 'redactd_jobs_total{outcome="quarantined"}') == 1
     assert metric(text, 'redactd_quarantined_total{reason="empty_file"}') == 1

@@ -81,6 +81,8 @@ def daemon_for(
 
 
 def done_event(d: Daemon) -> dict[str, object]:
+    # job.done is logged just after the output is placed (and the work area cleared)
+    wait_until(lambda: bool(d.events("job.done")), 10, "job.done", d)
     [ev] = d.events("job.done")
     return ev
 
@@ -166,7 +168,8 @@ def test_an_invalid_sidecar_quarantines_both_files_with_one_reason_naming_the_fi
     side = sidecar(media, {"mask": [{"box": [40, 10, 20, 30]}]})  # x2 < x1
     noisy_png(media, 4)
     originals = {name: sha256(media), name + SIDE: sha256(side)}
-    wait_until(lambda: len(rel_names(f.quarantine)) == 2, 30, "quarantine", d)
+    # (the reason file is placed last)
+    wait_until(lambda: len(rel_names(f.quarantine, reasons=True)) == 3, 30, "quarantine", d)
     assert sorted(rel_names(f.quarantine)) == sorted(originals)
     for rel, digest in originals.items():
         assert sha256(f.quarantine / rel) == digest
@@ -195,7 +198,8 @@ def test_a_sidecar_for_a_profile_without_instructions_quarantines_the_pair(
     media = f.inbound / "x.png"
     sidecar(media, CORNER)
     noisy_png(media, 5)
-    wait_until(lambda: len(rel_names(f.quarantine)) == 2, 30, "quarantine", d)
+    # (the reason file is placed last)
+    wait_until(lambda: len(rel_names(f.quarantine, reasons=True)) == 3, 30, "quarantine", d)
     assert rel_names(f.quarantine) == ["x.png", "x.png" + SIDE]
     assert json.loads((f.quarantine / "x.png.reason.json").read_text())["reason"] == (
         "instructions_disabled"

@@ -239,12 +239,6 @@ def test_records_reach_the_journal_with_structured_fields_and_no_names(
     assert "systemd-python 235" in version and "openvino " in version
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spool links the producer's original into quarantine as it is (its owner, group "
-    "redactd-in and mode); it must make its own copy there (group from the set-group-ID "
-    "folder, service.quarantine_file_mode) unless the file already has them: helper D",
-)
 def test_quarantined_original_is_the_admins_with_the_service_mode(box: nspawn.Container) -> None:
     q = f"{SRV}/quarantine"
     name = f"{SECRET}-mode.jpg"
@@ -355,13 +349,6 @@ def test_work_area_and_folders_are_one_mount_for_the_service(box: nspawn.Contain
         svc(UNIT, "rm", "-f", f"{WORK}/.probe", "/var/lib/redactd/.probe")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a work area on another mount than the folders (an older config, or an operator's "
-    "choice): the output is delivered, but quarantine links the original from the work area "
-    "(same st_dev, other mount: EXDEV) and nothing is quarantined; the spool must fall back "
-    "to a durable copy on EXDEV: helper D",
-)
 def test_work_area_on_another_mount_still_delivers_and_quarantines(
     box: nspawn.Container,
 ) -> None:

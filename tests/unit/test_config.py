@@ -193,7 +193,7 @@ def test_documented_config_shows_every_key() -> None:
     doc = tomllib.loads((REPO / "config" / "redactd.toml").read_text())
     hints = get_type_hints(Config)
     missing: list[str] = []
-    for section in ("service", "runtime", "models", "limits", "logging"):
+    for section in ("service", "runtime", "models", "limits", "logging", "validation"):
         missing += _documented_keys_missing(hints[section], doc[section], f"{section}.")
     missing += _documented_keys_missing(Profile, doc["profiles"]["default"], "profiles.default.")
     missing += _documented_keys_missing(WatchConfig, doc["watch"][0], "watch.")

@@ -65,7 +65,7 @@ def test_overmasking_counts_only_pixels_far_from_every_box() -> None:
     # Near = the box grown by its own size on each side: 30 x 30 pixels.
     assert res.far_pixels == 200 * 100 - 30 * 30
     assert res.far_changed == 100
-    assert pixels.overmask([res]) == pytest.approx(100 / res.far_pixels)
+    assert pixels.overmask_far([res]) == pytest.approx(100 / res.far_pixels)
 
 
 def test_an_image_without_output_masks_nothing() -> None:
@@ -73,7 +73,7 @@ def test_an_image_without_output_masks_nothing() -> None:
     res = pixels.unchanged(im)
     assert not res.ok
     assert pixels.summarise([res], "face").masked_recall == 0.0
-    assert pixels.overmask([res]) is None
+    assert pixels.overmask([res]) is None and pixels.overmask_far([res]) is None
 
 
 def test_plate_strings_compare_on_letters_and_digits_with_one_error_allowed() -> None:

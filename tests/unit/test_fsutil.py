@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+
+import pytest
 
 from redactd import fsutil
 
@@ -56,3 +60,59 @@ def test_copy_durable_refuses_to_replace(tmp_path: Path) -> None:
         pass
     else:  # pragma: no cover
         raise AssertionError("copy_durable replaced an existing file")
+
+
+def test_rename_noreplace_never_replaces(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"new")
+    b.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        fsutil.rename_noreplace(a, b)
+    assert b.read_bytes() == b"old" and a.read_bytes() == b"new"
+    fsutil.rename_noreplace(a, tmp_path / "c")
+    assert (tmp_path / "c").read_bytes() == b"new" and not a.exists()
+
+
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP])
+def test_link_noreplace_without_hard_links_renames_and_never_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    def no_links(*_a: object, **_kw: object) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(fsutil.os, "link", no_links)
+    final = tmp_path / "a.jpg"
+    final.write_bytes(b"old")
+    tmp = _tmp_with(final, b"new")
+    with pytest.raises(FileExistsError):
+        fsutil.link_noreplace(tmp, final)
+    assert final.read_bytes() == b"old"
+    used = fsutil.publish(tmp, final)
+    assert used == tmp_path / "a (1).jpg" and used.read_bytes() == b"new"
+    assert not tmp.exists()
+
+
+def test_link_noreplace_passes_exdev_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another mount (bind mounts share st_dev): the caller copies; no rename is tried."""
+
+    def other_mount(*_a: object, **_kw: object) -> None:
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(fsutil.os, "link", other_mount)
+    tmp = _tmp_with(tmp_path / "a.jpg", b"x")
+    with pytest.raises(OSError) as ei:
+        fsutil.link_noreplace(tmp, tmp_path / "a.jpg")
+    assert ei.value.errno == errno.EXDEV
+    assert tmp.exists()
+
+
+def test_rename_noreplace_without_renameat2_still_refuses_an_existing_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsutil, "_renameat2", False)  # an old libc or kernel
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"new")
+    b.symlink_to(tmp_path / "nowhere")  # even a dangling symlink is a name taken
+    with pytest.raises(FileExistsError):
+        fsutil.rename_noreplace(a, b)
+    assert b.is_symlink() and a.exists()

@@ -32,7 +32,7 @@ def record(instructions: InstructionsUsed | None = None) -> JobRecord:
     t = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=timezone.utc)
     models = [
         ModelInfo("centerface", "centerface", "x", "CPU", "f32", (SHA,), "2026.4.0"),
-        ModelInfo("ppocr_plate", "ppocr_det", "y", "CPU", "f32", (SHA, SHA), "2026.4.0"),
+        ModelInfo("yolov8_plate", "yolov8n_plate-ir", "y", "CPU", "f32", (SHA, SHA), "2026.4.0"),
         ModelInfo("yunet", "face_detection_yunet", "z", "CPU", "f32", (SHA,), "2026.4.0"),
     ]
     result = JobResult(
@@ -83,7 +83,7 @@ def test_fields_are_complete_counted_per_class_and_timed_in_utc() -> None:
     assert doc["kept"] == {"face": 1, "plate": 0}
     assert doc["timings_ms"]["decode"] == 1.3
     # only the detectors the profile runs (yunet is loaded for another profile)
-    assert [m["detector"] for m in doc["models"]] == ["centerface", "ppocr_plate"]
+    assert [m["detector"] for m in doc["models"]] == ["centerface", "yolov8_plate"]
 
 
 def test_the_log_fields_are_the_record_without_the_input_hash() -> None:

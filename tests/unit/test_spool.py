@@ -220,6 +220,37 @@ def test_quarantine_keeps_the_subfolder_and_writes_a_reason_without_names(
     assert os.listdir(dirs["work"]) == []
 
 
+def test_a_world_readable_original_is_quarantined_with_the_service_mode(
+    dirs: dict[str, Path],
+) -> None:
+    """A producer's 0644 original must not stay readable by everyone in
+    quarantine: the spool places its own copy with the quarantine mode."""
+    sp = Spool(dirs["work"], quarantine_mode=0o640)
+    put(dirs, "open.jpg")
+    (dirs["inbound"] / "open.jpg").chmod(0o644)
+    job = sp.claim(("open.jpg",), target(dirs), True)
+    assert job is not None
+    sp.start_quarantine(job, "corrupt", "decode", "")
+    q = sp.quarantine(job)
+    assert stat.S_IMODE(os.lstat(q).st_mode) == 0o640
+    assert q.read_bytes() == b"original"
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_an_original_already_in_the_service_mode_is_linked_not_copied(
+    dirs: dict[str, Path],
+) -> None:
+    sp = Spool(dirs["work"], quarantine_mode=0o640)
+    put(dirs, "ready.jpg")
+    (dirs["inbound"] / "ready.jpg").chmod(0o640)
+    ino = os.lstat(dirs["inbound"] / "ready.jpg").st_ino
+    job = sp.claim(("ready.jpg",), target(dirs), True)
+    assert job is not None
+    sp.start_quarantine(job, "corrupt", "decode", "")
+    q = sp.quarantine(job)
+    assert os.lstat(q).st_ino == ino and stat.S_IMODE(os.lstat(q).st_mode) == 0o640
+
+
 def test_a_symlink_is_quarantined_as_the_link_itself(dirs: dict[str, Path], tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_bytes(b"not yours")
@@ -473,7 +504,10 @@ def test_claim_and_quarantine_across_filesystems_copy_durably(tmp_path: Path) ->
         sp = Spool(d["work"])
         job = sp.claim(("a.jpg",), target(d), True)
         assert job is not None
-        assert os.listdir(d["inbound"]) == []  # neither the file nor its claim name
+        # Only the hidden claim name stays until the job ends (a writer on a
+        # share may still append to it); it does not carry the job id.
+        [claim] = os.listdir(d["inbound"])
+        assert claim.startswith(".redactd-claim-") and job.id not in claim
         assert job.src.read_bytes() == b"original"
         sp.begin_attempt(job)
         sp.start_quarantine(job, "corrupt", "decode")
@@ -481,6 +515,7 @@ def test_claim_and_quarantine_across_filesystems_copy_durably(tmp_path: Path) ->
         assert q.read_bytes() == b"original"
         assert all_files(d["quarantine"]) == ["a.jpg", "a.jpg.reason.json"]
         assert os.listdir(d["work"]) == []
+        assert os.listdir(d["inbound"]) == []
         # a special file cannot be copied: it is left in place
         os.mkfifo(d["inbound"] / "p")
         with pytest.raises(spool_mod.NotMovable):
@@ -513,6 +548,9 @@ def test_cross_filesystem_claim_interrupted_mid_copy_is_finished_by_recovery(
         assert [p.startswith(".redactd-claim-") for p in os.listdir(d["inbound"])] == [True]
         jobs = Spool(d["work"]).recover()
         assert len(jobs) == 1 and jobs[0].src.read_bytes() == b"original"
+        # the hidden claim name stays until the job ends
+        assert [p.startswith(".redactd-claim-") for p in os.listdir(d["inbound"])] == [True]
+        Spool(d["work"])._finish(jobs[0])
         assert os.listdir(d["inbound"]) == []
 
 
@@ -554,3 +592,193 @@ def test_a_subfolder_swapped_for_a_symlink_cannot_pull_files_from_outside(
         sp.claim(("cam", "x.jpg"), target(dirs), True)
     assert (outside / "x.jpg").read_bytes() == b"not in inbound"
     assert os.listdir(dirs["work"]) == []
+
+
+# --------------------------------------------------------------------------- settle snapshot
+
+
+def _snapshot(p: Path) -> tuple[int, int, int, int]:
+    st = os.lstat(p)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@pytest.mark.parametrize("change", ["append", "truncate", "replace", "touch"])
+def test_claim_refuses_a_file_that_changed_since_it_settled(
+    dirs: dict[str, Path], change: str
+) -> None:
+    src = put(dirs, "a.jpg")
+    snap = _snapshot(src)
+    if change == "append":
+        with open(src, "ab") as f:
+            f.write(b"more")
+    elif change == "truncate":
+        os.truncate(src, 3)
+    elif change == "replace":
+        tmp = dirs["inbound"] / ".new"
+        tmp.write_bytes(b"original")
+        os.replace(tmp, src)
+    else:
+        os.utime(src, ns=(snap[3] + 10**9, snap[3] + 10**9))
+    sp = Spool(dirs["work"])
+    with pytest.raises(spool_mod.InputChanged):
+        sp.claim(("a.jpg",), target(dirs), True, expect=snap)
+    assert os.listdir(dirs["inbound"]) == ["a.jpg"]
+    assert [p for p in dirs["work"].iterdir() if p.is_dir()] == []
+    job = sp.claim(("a.jpg",), target(dirs), True, expect=_snapshot(src))
+    assert job is not None and not sp.input_changed(job)
+
+
+def test_input_changed_sees_appends_through_an_open_handle_after_the_claim(
+    dirs: dict[str, Path],
+) -> None:
+    src = put(dirs, "a.jpg")
+    handle = os.open(src, os.O_PATH)
+    sp = Spool(dirs["work"])
+    job = sp.claim(("a.jpg",), target(dirs), True, expect=_snapshot(src))
+    assert job is not None and not sp.input_changed(job)
+    fd = os.open(f"/proc/self/fd/{handle}", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"+rest")
+    os.close(fd)
+    os.close(handle)
+    assert sp.input_changed(job)  # renews the snapshot ...
+    assert not sp.input_changed(job)  # ... so quiet afterwards means settled
+    assert job.src.read_bytes() == b"original+rest"
+    # the snapshot is in the manifest: a restart compares with it too
+    [again] = Spool(dirs["work"]).recover()
+    assert again.snap == job.snap
+
+
+def test_cross_filesystem_claim_keeps_a_random_claim_name_and_puts_back_on_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tmpfs(tmp_path / "mnt") as mnt:
+        d = {
+            "inbound": mnt / "inbound",
+            "outbound": tmp_path / "o",
+            "quarantine": tmp_path / "q",
+            "work": tmp_path / "w",
+        }
+        for p in d.values():
+            p.mkdir()
+        src = put(d, "a.jpg")
+        real_copy = spool_mod._copy_nofollow
+
+        def copy_then_writer_appends(a: Path, b: Path, **kw: object) -> None:
+            real_copy(a, b, **kw)  # type: ignore[arg-type]
+            [claim] = [n for n in os.listdir(d["inbound"]) if n.startswith(".redactd-claim-")]
+            with open(d["inbound"] / claim, "ab") as f:
+                f.write(b"+late")
+
+        monkeypatch.setattr(spool_mod, "_copy_nofollow", copy_then_writer_appends)
+        sp = Spool(d["work"])
+        with pytest.raises(spool_mod.InputChanged):
+            sp.claim(("a.jpg",), target(d), True, expect=_snapshot(src))
+        monkeypatch.undo()
+        assert os.listdir(d["inbound"]) == ["a.jpg"]
+        assert src.read_bytes() == b"original+late"
+        assert [p for p in d["work"].iterdir() if p.is_dir()] == []
+        job = sp.claim(("a.jpg",), target(d), True, expect=_snapshot(src))
+        assert job is not None and job.claim is not None and job.id not in job.claim
+        # appended after the copy: seen on the kept claim name, copied again
+        with open(d["inbound"] / job.claim, "ab") as f:
+            f.write(b"!")
+        assert sp.input_changed(job)
+        sp.recopy(job)
+        assert job.state == "claiming" and not job.src.exists()
+        assert sp.resume_claim(job)
+        assert job.src.read_bytes() == b"original+late!"
+
+
+def test_unfinished_cross_filesystem_claim_on_a_full_work_area_is_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tmpfs(tmp_path / "mnt") as mnt:
+        d = {
+            "inbound": mnt / "inbound",
+            "outbound": tmp_path / "o",
+            "quarantine": tmp_path / "q",
+            "work": tmp_path / "w",
+        }
+        for p in d.values():
+            p.mkdir()
+        put(d, "a.jpg")
+
+        def die(a: Path, b: Path, **kw: object) -> None:
+            raise Crash()
+
+        monkeypatch.setattr(spool_mod, "_copy_nofollow", die)
+        with pytest.raises(Crash):
+            Spool(d["work"]).claim(("a.jpg",), target(d), True)
+        put(d, "a.jpg", data=b"a newer file of the same name")
+
+        def full(a: Path, b: Path, **kw: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(spool_mod, "_copy_nofollow", full)
+        assert Spool(d["work"]).recover() == []
+        assert sorted(os.listdir(d["inbound"])) == ["a (1).jpg", "a.jpg"]
+        assert (d["inbound"] / "a (1).jpg").read_bytes() == b"original"
+        assert os.listdir(d["work"]) == []
+
+
+def test_crash_then_remount_with_new_inode_numbers_still_delivers_exactly_once(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CIFS ``noserverino`` gives files new inode numbers after a remount:
+    recovery must still recognise its placed output (size + mtime)."""
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+
+    def link_then_die(src: Path, dst: Path) -> None:
+        os.link(src, dst)
+        raise Crash()
+
+    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", link_then_die)
+    with pytest.raises(Crash):
+        sp.deliver(job)
+    monkeypatch.undo()
+    manifest = job.dir / MANIFEST
+    doc = json.loads(manifest.read_text())
+    doc["places"]["out"]["ino"] += 1_000_003  # what the remount did
+    manifest.write_text(json.dumps(doc))
+    [again] = Spool(dirs["work"]).recover()
+    sp.deliver(again)
+    assert all_files(dirs["outbound"]) == ["a.jpg"]
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_a_claim_name_that_could_not_be_dropped_is_dropped_at_the_next_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never an unmasked dotfile left in inbound for good."""
+    with tmpfs(tmp_path / "mnt") as mnt:
+        d = {
+            "inbound": mnt / "inbound",
+            "outbound": tmp_path / "o",
+            "quarantine": tmp_path / "q",
+            "work": tmp_path / "w",
+        }
+        for p in d.values():
+            p.mkdir()
+        src = put(d, "a.jpg")
+        sp = Spool(d["work"])
+        job = sp.claim(("a.jpg",), target(d), True, expect=_snapshot(src))
+        assert job is not None and job.claim is not None
+        fake_process(job.src, sp.begin_attempt(job))
+
+        def unsafe(*_a: object) -> int:
+            raise PermissionError(13, "inbound is not readable right now")
+
+        monkeypatch.setattr(spool_mod, "open_dir_nofollow", unsafe)
+        sp.deliver(job)
+        monkeypatch.undo()
+        assert all_files(d["outbound"]) == ["a.jpg"]
+        assert [n.startswith(".redactd-claim-") for n in os.listdir(d["inbound"])] == [True]
+        [again] = Spool(d["work"]).recover()
+        assert again.state == "delivering"
+        Spool(d["work"]).deliver(again)
+        assert os.listdir(d["inbound"]) == [] and os.listdir(d["work"]) == []
+        assert all_files(d["outbound"]) == ["a.jpg"]

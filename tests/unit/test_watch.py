@@ -6,7 +6,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from redactd.config import DEFAULT_IGNORE, WatchConfig
+from redactd.service import watch as watch_mod
 from redactd.service.watch import (
     FolderWatcher,
     fs_type,
@@ -178,3 +181,25 @@ def test_a_vanished_inbound_is_watched_again_when_it_returns(tmp_path: Path) -> 
         assert _wait_ready(w) == [("b.jpg",)]
     finally:
         w.stop()
+
+
+def test_a_rescan_of_a_large_folder_is_spread_over_ticks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main loop (and its watchdog pings) never waits for a whole share."""
+    inbound = tmp_path / "in"
+    (inbound / "sub").mkdir(parents=True)
+    for i in range(25):
+        (inbound / f"f{i:02d}.jpg").write_bytes(b"x")
+        (inbound / "sub" / f"g{i:02d}.jpg").write_bytes(b"x")
+    monkeypatch.setattr(watch_mod, "SCAN_ENTRIES_PER_TICK", 10)
+    cfg = WatchConfig(inbound, tmp_path / "o", tmp_path / "q", mode="poll")
+    w = FolderWatcher(0, cfg, settle_seconds=3600, rescan_seconds=3600)  # scans only
+    now = time.monotonic()
+    seen = []
+    for _ in range(8):
+        w.tick(now)
+        seen.append(w.pending())
+    assert seen[0] <= 10 and seen == sorted(seen), seen  # at most 10 entries a tick
+    assert seen[-1] == 50  # every file once the rescan has gone round
+    w.stop()

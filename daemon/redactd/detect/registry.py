@@ -30,6 +30,7 @@ from redactd.detect import (
     omz_plate,
     omz_ssd,
     ppocr_plate,
+    yolo_plate,
     yunet,
 )
 from redactd.detect.base import Detector
@@ -97,8 +98,12 @@ for _omz in (
     "face-detection-0205",
 ):
     register(DetectorInfo(_omz, "face", _omz, omz_ssd.create))
-# plates: the default (text regions with plate geometry), every text region,
-# and the plate-specific models that come from a URL or a mirror (docs/PLATES.md)
+# plates: the default (YOLOv8n plate detector; its IR is built from the fetched
+# checkpoint by `models fetch`, models/derived.py kind "ir"), text regions with
+# plate geometry (selectable for operators who cannot accept the YOLO weights'
+# provenance), every text region, and the plate-specific models that come from
+# a URL or a mirror (docs/PLATES.md)
+register(DetectorInfo("yolov8_plate", "plate", "yolov8n_plate-ir", yolo_plate.create))
 register(DetectorInfo("ppocr_plate", "plate", "ppocr_det", ppocr_plate.create))
 register(DetectorInfo("ppocr_text", "plate", "ppocr_det", ppocr_plate.create_text))
 register(DetectorInfo("lpd_yunet", "plate", "license_plate_detection_yunet", lpd_yunet.create))
@@ -131,7 +136,12 @@ def check_profiles(cfg: Config) -> list[ConfigError]:
 
 
 def check_derived(cfg: Config) -> list[ModelError]:
-    """Derived models (``redactd models quantize``) the profiles use that are absent or altered."""
+    """Derived models (``redactd models quantize``) the profiles use that are absent or altered.
+
+    Converted IRs (kind ``ir``) are left to ``models verify`` like the fetched
+    models they come from: ``models fetch`` makes them, so a config checked
+    before its models are installed (deploy/install.sh) is not refused for them.
+    """
     names = {
         DETECTORS[d].model
         for prof in cfg.profiles.values()
@@ -139,6 +149,7 @@ def check_derived(cfg: Config) -> list[ModelError]:
         if getattr(prof, cls).enabled
         for d in getattr(prof, cls).detectors
         if d in DETECTORS and DETECTORS[d].model in derived.RECIPES
+        and derived.RECIPES[DETECTORS[d].model].kind == "int8"
     }
     if not names:
         return []
@@ -150,6 +161,31 @@ def check_derived(cfg: Config) -> list[ModelError]:
         except ModelError as e:
             errors.append(e)
     return errors
+
+
+def profile_models(cfg: Config, profile: str) -> list[ModelSpec]:
+    """The manifest (or derived) models the enabled classes of ``profile`` run, by name.
+
+    Derived models are read from their provenance without hashing (loading
+    verifies the files); raises ``ModelError`` for an unknown or absent one.
+    """
+    prof = cfg.profile(profile)
+    names = sorted(
+        {
+            DETECTORS[d].model
+            for cls in CLASSES
+            if getattr(prof, cls).enabled
+            for d in getattr(prof, cls).detectors
+            if d in DETECTORS
+        }
+    )
+    models = manifest.load()
+    return [
+        derived.spec(models, n, cfg.models.dir, verify=False)
+        if n in derived.RECIPES
+        else models.get(n)
+        for n in names
+    ]
 
 
 def _infer_info(det: Detector) -> tuple[str, str]:

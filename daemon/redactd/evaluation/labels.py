@@ -10,6 +10,12 @@ image. ``ignore`` boxes are "don't care" regions: neither a hit nor a miss.
 ``labels_complete`` is false when only some objects are labelled (then an
 unmatched detection is no evidence of a false positive). Extra keys are kept
 in ``LabelledBox.extra`` and otherwise ignored.
+
+A box of class ``"text"`` is a *negative*: a region (burned-in timestamp,
+caption, poster, sign) that must stay unmasked. It is no object to find:
+it goes into ``LabelledImage.negatives`` (its optional ``kind`` string into
+``negative_kinds``), is not scored by the box metrics, and masking it counts
+as over-masking (see ``redactd.evaluation.pixels``).
 """
 
 from __future__ import annotations
@@ -48,24 +54,32 @@ class LabelledImage:
     height: int
     labels_complete: bool
     boxes: tuple[LabelledBox, ...]
+    negatives: tuple[Box, ...] = ()
+    negative_kinds: tuple[str, ...] = ()
 
     def of_class(self, cls: ObjectClass, *, ignore: bool | None = None) -> list[LabelledBox]:
         """Boxes of ``cls``; ``ignore=False`` keeps only counted boxes, ``True`` only ignored."""
         return [b for b in self.boxes if b.cls == cls and (ignore is None or b.ignore == ignore)]
 
 
-def _box(raw: Any, where: str) -> LabelledBox:
+NEGATIVE_CLASS = "text"
+
+
+def _box(raw: Any, where: str) -> LabelledBox | tuple[Box, str]:
     if not isinstance(raw, dict):
         raise LabelError(f"{where}: a box must be an object")
     cls = raw.get("cls")
-    if cls not in CLASSES:
-        raise LabelError(f"{where}: cls must be one of {', '.join(CLASSES)}")
+    if cls not in CLASSES and cls != NEGATIVE_CLASS:
+        raise LabelError(f"{where}: cls must be one of {', '.join(CLASSES)}, {NEGATIVE_CLASS}")
     try:
         x, y, w, h = (float(raw[k]) for k in ("x", "y", "w", "h"))
     except (KeyError, TypeError, ValueError) as e:
         raise LabelError(f"{where}: x, y, w, h must be numbers") from e
     if w <= 0 or h <= 0:
         raise LabelError(f"{where}: w and h must be positive")
+    if cls == NEGATIVE_CLASS:
+        kind = raw.get("kind", "")
+        return Box.from_xywh(x, y, w, h), kind if isinstance(kind, str) else ""
     ignore = raw.get("ignore", False)
     if not isinstance(ignore, bool):
         raise LabelError(f"{where}: ignore must be true or false")
@@ -97,12 +111,16 @@ def parse_line(line: str, root: Path, lineno: int = 0) -> LabelledImage:
     complete = raw.get("labels_complete", True)
     if not isinstance(complete, bool):
         raise LabelError(f"{where}: labels_complete must be true or false")
+    parsed = [_box(b, f"{where} box {i}") for i, b in enumerate(boxes)]
+    negatives = [p for p in parsed if isinstance(p, tuple)]
     return LabelledImage(
         path=root / image,
         width=width,
         height=height,
         labels_complete=complete,
-        boxes=tuple(_box(b, f"{where} box {i}") for i, b in enumerate(boxes)),
+        boxes=tuple(p for p in parsed if isinstance(p, LabelledBox)),
+        negatives=tuple(b for b, _ in negatives),
+        negative_kinds=tuple(k for _, k in negatives),
     )
 
 

@@ -17,13 +17,31 @@ Definitions (also in ``docs/EVAL.md``):
   reported too. **Masked recall** is the share of counted (non-ignore)
   boxes that are anonymized. A mask that leaves a flat, uniform face almost
   unchanged is not counted: what the pixels do not show is not claimed.
-* **Over-masking** is the share of changed pixels *far* from every labelled
-  box: outside each box (any class, ignore or not) grown by ``FAR_MARGIN``
-  (1.0) times its own width and height on every side (a 3x3 box-sized area
-  around it). Near a face, a mask's padding (0.5 of the box by default) and
-  a loose detection box are expected; far from every label, a
-  change is a false positive (or an unlabelled object -- on sets with
-  ``labels_complete = false`` over-masking is an upper bound).
+* **Strict masked recall** (a mask that only grazes a box passes the rule
+  above): a pixel is **luma-changed** when its luma (BT.601) differs by more
+  than ``LUMA_THRESHOLD`` (10). A box's **detail pixels** are those of the
+  input that a box blur of half the box's size (``w/2`` x ``h/2``) would
+  move by more than ``DETAIL_THRESHOLD`` (10) in luma: flat skin carries no
+  identity and changes under no mask. A box is **strictly masked** when at
+  least ``STRICT_DETAIL_SHARE`` (0.7) of its detail pixels are
+  luma-changed. A box whose detail pixels are fewer than
+  ``MIN_DETAIL_SHARE`` (10 %) of its pixels is judged on all its pixels
+  instead (a flat box counts only when a mask visibly changed 70 % of it:
+  nothing is claimed that the pixels do not show).
+* **Over-masking** is the share of *outside* pixels that changed: the
+  luma-changed map after a 3x3 morphological opening (single-pixel
+  compression noise goes), outside every labelled box (any class, ignore
+  or not) grown by ``GROWTH`` (0.3) of its own width and height on every
+  side. A mask fitted to a labelled object plus a little slack changes
+  nothing outside; everything else it changes (a poster, a timestamp, a
+  wall) counts -- on sets with ``labels_complete = false`` unlabelled
+  objects count too, so there it is an upper bound. Text regions labelled
+  as negatives (``redactd.evaluation.negatives``) are not grown: they are
+  outside pixels like any other.
+* **Far over-masking** (the older measure, kept for comparison): changed
+  pixels outside each box grown by ``FAR_MARGIN`` (1.0) of its size.
+* **Text regions** (negatives): a region is masked when it is strictly
+  masked by the rule above.
 * An image the pipeline refused (quarantine) has no output: its boxes count
   as not anonymized, and it is reported as failed.
 """
@@ -37,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -51,6 +70,13 @@ CHANGE_THRESHOLD = 12
 ANONYMIZED_SHARE = 0.5
 STRICT_SHARE = 0.9
 FAR_MARGIN = 1.0
+LUMA_THRESHOLD = 10.0
+DETAIL_THRESHOLD = 10.0
+STRICT_DETAIL_SHARE = 0.7
+MIN_DETAIL_SHARE = 0.1
+GROWTH = 0.3
+#: Side of the square structuring element of the opening before over-masking.
+OPENING = 3
 #: Counted boxes shorter than this (pixels) make up the "small" masked recall.
 SMALL_HEIGHT = 32.0
 
@@ -68,6 +94,14 @@ class BoxChange:
     ignore: bool
     height: float
     share: float
+    #: Share of the judged pixels (detail pixels, or all when the box is flat) luma-changed.
+    detail_share: float = 0.0
+    #: Whether the box had too few detail pixels and was judged on all its pixels.
+    flat: bool = False
+
+    @property
+    def strictly_masked(self) -> bool:
+        return self.detail_share >= STRICT_DETAIL_SHARE
 
 
 @dataclass(frozen=True)
@@ -78,6 +112,20 @@ class PixelResult:
     far_pixels: int
     far_changed: int
     ok: bool = True
+    #: Pixels outside every labelled box grown by ``GROWTH``, and how many changed (opened map).
+    out_pixels: int = 0
+    out_changed: int = 0
+    #: Negative (text) regions: share of judged pixels luma-changed, in label order.
+    negatives: tuple[float, ...] = ()
+
+    @property
+    def overmask(self) -> float | None:
+        """This image's over-masking (``None`` without output or outside pixels)."""
+        return self.out_changed / self.out_pixels if self.ok and self.out_pixels else None
+
+    @property
+    def negatives_masked(self) -> int:
+        return sum(1 for s in self.negatives if s >= STRICT_DETAIL_SHARE)
 
 
 @dataclass(frozen=True)
@@ -106,6 +154,13 @@ class PixelSummary:
     strict: int
     small_boxes: int
     small_anonymized: int
+    detail_masked: int = 0  # boxes strictly masked (detail-pixel rule)
+    flat_boxes: int = 0  # boxes judged on all pixels (too few detail pixels)
+
+    @property
+    def detail_recall(self) -> float | None:
+        """Strict masked recall: the detail-pixel rule (see the module doc)."""
+        return self.detail_masked / self.boxes if self.boxes else None
 
     @property
     def masked_recall(self) -> float | None:
@@ -139,6 +194,61 @@ def changed(before: np.ndarray, after: np.ndarray, threshold: int = CHANGE_THRES
     return np.asarray(diff > threshold)
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """``HxW`` float32 BT.601 luma of an RGB image."""
+    f = rgb.astype(np.float32)
+    return np.asarray(0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2])
+
+
+def luma_changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``HxW`` bool: pixels whose luma changed by more than ``LUMA_THRESHOLD``."""
+    if before.shape != after.shape:
+        raise PixelError("input and output differ in size")
+    return np.asarray(np.abs(luma(after) - luma(before)) > LUMA_THRESHOLD)
+
+
+def opened(mask: np.ndarray) -> np.ndarray:
+    """``mask`` after a ``OPENING`` x ``OPENING`` morphological opening (isolated pixels go)."""
+    kernel = np.ones((OPENING, OPENING), np.uint8)
+    out = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    return np.asarray(out.astype(bool))
+
+
+def detail_pixels(y: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray:
+    """Bool map of the box ``bounds`` (x1, y1, x2, y2) in luma ``y``: its detail pixels.
+
+    A pixel is detail when a box blur of half the box's size (with the
+    image around the box, mirrored at the image's edge) moves it by more
+    than ``DETAIL_THRESHOLD``.
+    """
+    x1, y1, x2, y2 = bounds
+    bw, bh = x2 - x1, y2 - y1
+    kw, kh = max(1, round(bw / 2)), max(1, round(bh / 2))
+    h, w = y.shape
+    # Context of half a kernel around the box so the blur sees the surroundings.
+    cx1, cy1 = max(0, x1 - kw // 2 - 1), max(0, y1 - kh // 2 - 1)
+    cx2, cy2 = min(w, x2 + kw // 2 + 1), min(h, y2 + kh // 2 + 1)
+    crop = np.ascontiguousarray(y[cy1:cy2, cx1:cx2])
+    blurred = cv2.blur(crop, (kw, kh), borderType=cv2.BORDER_REFLECT)
+    moved = np.abs(blurred - crop) > DETAIL_THRESHOLD
+    return np.asarray(moved[y1 - cy1 : y2 - cy1, x1 - cx1 : x2 - cx1])
+
+
+def judged_share(
+    y_before: np.ndarray, lchanged: np.ndarray, bounds: tuple[int, int, int, int]
+) -> tuple[float, bool]:
+    """(share of the box's judged pixels that are luma-changed, whether it was flat)."""
+    x1, y1, x2, y2 = bounds
+    region = lchanged[y1:y2, x1:x2]
+    if not region.size:
+        return 0.0, True
+    detail = detail_pixels(y_before, bounds)
+    n = int(detail.sum())
+    if n < MIN_DETAIL_SHARE * detail.size or n == 0:
+        return float(region.mean()), True
+    return float(region[detail].mean()), False
+
+
 def _bounds(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     # Label boxes are integer pixels; round any fractional one to the pixels it touches.
     return box.int_bounds(width, height)
@@ -159,21 +269,45 @@ def far_region(image: LabelledImage, height: int, width: int) -> np.ndarray:
     return far
 
 
+def outside_region(image: LabelledImage, height: int, width: int) -> np.ndarray:
+    """``HxW`` bool: pixels outside every labelled box grown by ``GROWTH`` on every side."""
+    out = np.ones((height, width), dtype=bool)
+    for b in image.boxes:
+        grown = Box(
+            b.box.x1 - GROWTH * b.box.width,
+            b.box.y1 - GROWTH * b.box.height,
+            b.box.x2 + GROWTH * b.box.width,
+            b.box.y2 + GROWTH * b.box.height,
+        )
+        x1, y1, x2, y2 = _bounds(grown, width, height)
+        out[y1:y2, x1:x2] = False
+    return out
+
+
 def compare_arrays(image: LabelledImage, before: np.ndarray, after: np.ndarray) -> PixelResult:
-    """Changed share of every labelled box and the far-pixel counts of one image."""
+    """Changed shares of every labelled box and region, and the over-masking counts."""
     ch = changed(before, after)
     h, w = ch.shape
+    y_before = luma(before)
+    lch = np.asarray(np.abs(luma(after) - y_before) > LUMA_THRESHOLD)
     boxes = []
     for i, b in enumerate(image.boxes):
-        x1, y1, x2, y2 = _bounds(b.box, w, h)
+        bounds = _bounds(b.box, w, h)
+        x1, y1, x2, y2 = bounds
         region = ch[y1:y2, x1:x2]
         share = float(region.mean()) if region.size else 0.0
-        boxes.append(BoxChange(i, b.cls, b.ignore, b.box.height, share))
+        dshare, flat = judged_share(y_before, lch, bounds)
+        boxes.append(BoxChange(i, b.cls, b.ignore, b.box.height, share, dshare, flat))
+    negatives = tuple(judged_share(y_before, lch, _bounds(n, w, h))[0] for n in image.negatives)
     far = far_region(image, h, w)
+    out = outside_region(image, h, w)
     return PixelResult(
         boxes=tuple(boxes),
         far_pixels=int(far.sum()),
         far_changed=int((ch & far).sum()),
+        out_pixels=int(out.sum()),
+        out_changed=int((opened(lch) & out).sum()),
+        negatives=negatives,
     )
 
 
@@ -186,6 +320,7 @@ def unchanged(image: LabelledImage) -> PixelResult:
         far_pixels=0,
         far_changed=0,
         ok=False,
+        negatives=tuple(0.0 for _ in image.negatives),
     )
 
 
@@ -228,9 +363,8 @@ def run_pipeline(pipeline: Pipeline, image: LabelledImage, profile: str, dst: Pa
 
 def summarise(results: Sequence[PixelResult], cls: ObjectClass) -> PixelSummary:
     """Masked recall of counted boxes of ``cls`` over a set."""
-    shares = [
-        (b.share, b.height) for r in results for b in r.boxes if b.cls == cls and not b.ignore
-    ]
+    counted = [b for r in results for b in r.boxes if b.cls == cls and not b.ignore]
+    shares = [(b.share, b.height) for b in counted]
     small = [s for s, h in shares if h < SMALL_HEIGHT]
     return PixelSummary(
         cls=cls,
@@ -239,10 +373,50 @@ def summarise(results: Sequence[PixelResult], cls: ObjectClass) -> PixelSummary:
         strict=sum(1 for s, _ in shares if s >= STRICT_SHARE),
         small_boxes=len(small),
         small_anonymized=sum(1 for s in small if s >= ANONYMIZED_SHARE),
+        detail_masked=sum(1 for b in counted if b.strictly_masked),
+        flat_boxes=sum(1 for b in counted if b.flat),
     )
 
 
 def overmask(results: Sequence[PixelResult]) -> float | None:
-    """Share of far pixels that changed, over the images that have an output."""
+    """Over-masking of a set: changed outside pixels / outside pixels, over images with output."""
+    out = sum(r.out_pixels for r in results if r.ok)
+    return sum(r.out_changed for r in results if r.ok) / out if out else None
+
+
+def overmask_far(results: Sequence[PixelResult]) -> float | None:
+    """The older measure: share of far pixels that changed, over the images with output."""
     far = sum(r.far_pixels for r in results if r.ok)
     return sum(r.far_changed for r in results if r.ok) / far if far else None
+
+
+@dataclass(frozen=True)
+class NegativeSummary:
+    """Text regions (negatives) of a set and how many the output masked (strict rule)."""
+
+    regions: int
+    masked: int
+    images: int  # images that carry at least one region
+    images_with_masked: int
+    #: Per image (regions, masked), most masked first: ranks, not positions in the set.
+    per_image: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def masked_share(self) -> float | None:
+        return self.masked / self.regions if self.regions else None
+
+
+def summarise_negatives(results: Sequence[PixelResult]) -> NegativeSummary:
+    with_regions = [r for r in results if r.negatives]
+    return NegativeSummary(
+        regions=sum(len(r.negatives) for r in with_regions),
+        masked=sum(r.negatives_masked for r in with_regions),
+        images=len(with_regions),
+        images_with_masked=sum(1 for r in with_regions if r.negatives_masked),
+        per_image=tuple(
+            sorted(
+                ((len(r.negatives), r.negatives_masked) for r in with_regions),
+                key=lambda t: (-t[1], -t[1] / t[0]),
+            )
+        ),
+    )

@@ -9,10 +9,12 @@ Per image, in this order:
 2. anonymize it with the real pipeline (``Pipeline.process``) into a private
    work folder, time it, and compare output and input pixels
    (``redactd.evaluation.pixels``);
-3. with ``attack``: the attacks of ``redactd.evaluation.attack`` on that
+3. with ``sweep``: the same for the profile with the threshold of the
+   set's classes set to each value tried (recall against over-masking);
+4. with ``attack``: the attacks of ``redactd.evaluation.attack`` on that
    output, then the same for every mask method (the profile with only
    ``mask.method`` changed, for every class), each through the real pipeline;
-4. delete the outputs.
+5. delete the outputs.
 
 Masked outputs exist only inside the work folder and only while their
 image is scored. Logs carry counts and timings, never names or paths.
@@ -48,7 +50,7 @@ from redactd.evaluation.ocr import TextRecognizer
 from redactd.media import image as image_io
 from redactd.models import manifest
 from redactd.pipeline import Pipeline
-from redactd.types import Detection
+from redactd.types import Detection, ObjectClass
 
 #: Score floor of the detection pass behind the box metrics (the PR curve starts here).
 EVAL_FLOOR = attack_mod.REDETECT_FLOOR
@@ -64,6 +66,33 @@ class Latency:
     p95_ms: float | None
     ms_per_megapixel: float | None  # total time / total megapixels
     detect_mean_ms: float | None
+
+
+#: The worst images by over-masking kept per set (listed by rank, never by name).
+WORST_IMAGES = 10
+
+
+@dataclass(frozen=True)
+class WorstImage:
+    """One of a set's most over-masked images. ``index`` is its position in the set
+    (for ``--show-names`` on the terminal only; reports give the rank)."""
+
+    rank: int
+    overmask: float
+    changed_pixels: int
+    index: int
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """Masked recall and over-masking of the profile with one class threshold changed."""
+
+    cls: str
+    threshold: float
+    operating: bool  # the profile's own threshold
+    masked_recall: float | None
+    detail_recall: float | None
+    overmask: float | None
 
 
 @dataclass(frozen=True)
@@ -91,6 +120,15 @@ class SetReport:
     latency: Latency
     attack: tuple[attack_mod.AttackSummary, ...] = ()
     seconds: float = 0.0
+    overmask_far: float | None = None
+    #: Mean of the per-image over-masking, and how many images exceed 1 %.
+    overmask_image_mean: float | None = None
+    images_over_1pct: int = 0
+    worst: tuple[WorstImage, ...] = ()
+    negatives: pixels_mod.NegativeSummary | None = None
+    #: Negative regions by kind: (kind, regions, masked).
+    negatives_by_kind: tuple[tuple[str, int, int], ...] = ()
+    sweep: tuple[SweepPoint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,6 +200,12 @@ def settings() -> dict[str, float]:
         "anonymized_share": pixels_mod.ANONYMIZED_SHARE,
         "strict_share": pixels_mod.STRICT_SHARE,
         "far_margin": pixels_mod.FAR_MARGIN,
+        "luma_threshold": pixels_mod.LUMA_THRESHOLD,
+        "detail_threshold": pixels_mod.DETAIL_THRESHOLD,
+        "strict_detail_share": pixels_mod.STRICT_DETAIL_SHARE,
+        "min_detail_share": pixels_mod.MIN_DETAIL_SHARE,
+        "growth": pixels_mod.GROWTH,
+        "opening_px": float(pixels_mod.OPENING),
         "redetect_floor": attack_mod.REDETECT_FLOOR,
         "redetect_threshold": attack_mod.REDETECT_THRESHOLD,
         "redetect_min_height_px": attack_mod.REDETECT_MIN_HEIGHT,
@@ -226,6 +270,34 @@ def _bgr(path: Path) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
+def threshold_variant(profile: Profile, cls: str, threshold: float) -> Profile:
+    """``profile`` with the detection threshold of class ``cls`` set to ``threshold``."""
+    c = getattr(profile, cls)
+    return dataclasses.replace(profile, **{cls: dataclasses.replace(c, threshold=threshold)})
+
+
+def worst_images(results: Sequence[pixels_mod.PixelResult]) -> tuple[WorstImage, ...]:
+    """The ``WORST_IMAGES`` most over-masked images (ties: set order), worst first."""
+    scored = [(r.overmask, i, r.out_changed) for i, r in enumerate(results)]
+    ranked = sorted(((v, i, c) for v, i, c in scored if v is not None), key=lambda t: (-t[0], t[1]))
+    return tuple(
+        WorstImage(rank=k + 1, overmask=v, changed_pixels=c, index=i)
+        for k, (v, i, c) in enumerate(ranked[:WORST_IMAGES])
+    )
+
+
+def _negatives_by_kind(
+    images: Sequence[LabelledImage], results: Sequence[pixels_mod.PixelResult]
+) -> tuple[tuple[str, int, int], ...]:
+    counts: dict[str, list[int]] = {}
+    for im, r in zip(images, results, strict=True):
+        for kind, share in zip(im.negative_kinds, r.negatives, strict=True):
+            c = counts.setdefault(kind or "text", [0, 0])
+            c[0] += 1
+            c[1] += share >= pixels_mod.STRICT_DETAIL_SHARE
+    return tuple((k, n, m) for k, (n, m) in sorted(counts.items()))
+
+
 def _latency(runs: Sequence[pixels_mod.MaskedImage], images: Sequence[LabelledImage]) -> Latency:
     ok = [(r, im) for r, im in zip(runs, images, strict=True) if r.job is not None]
     if not ok:
@@ -267,14 +339,27 @@ def evaluate_set(
     methods: Sequence[MaskMethod] = attack_mod.METHODS,
     recognizer: TextRecognizer | None = None,
     progress: Callable[[int, int], None] | None = None,
+    sweep: Sequence[float] = (),
 ) -> SetReport:
     """Measure one set (see the module doc). ``work`` MUST be a private, existing folder.
 
     With ``attack``, the profile itself and one variant per mask method in
-    ``methods`` are attacked (``methods=()``: the profile only).
+    ``methods`` are attacked (``methods=()``: the profile only). ``sweep``:
+    thresholds tried for each class the set labels (besides the profile's).
     """
     t0 = time.perf_counter()
     prof = cfg.profile(profile_name)
+    sweeps: list[tuple[ObjectClass, float, Pipeline, str]] = []
+    for c in lset.classes:
+        for t in sorted(set(sweep)):
+            if t == getattr(prof, c).threshold or not getattr(prof, c).enabled:
+                continue
+            name = f"{profile_name}.eval-{c}-{t:g}"
+            vcfg = dataclasses.replace(
+                cfg, profiles={**cfg.profiles, name: threshold_variant(prof, c, t)}
+            )
+            sweeps.append((c, t, Pipeline(vcfg, pipeline.detectors), name))
+    sweep_results: list[list[pixels_mod.PixelResult]] = [[] for _ in sweeps]
     variants = _variants(pipeline, cfg, profile_name, methods) if attack else []
     # A method variant that masks this set's classes exactly as the profile
     # does gives the same attack results: reuse the profile's instead of
@@ -293,6 +378,13 @@ def evaluate_set(
         dst = work / f"{k:06d}-profile{image.path.suffix.lower()}"
         run = pixels_mod.run_pipeline(pipeline, image, profile_name, dst)
         runs.append(run)
+        for j, (_c, _t, spipe, sname) in enumerate(sweeps):
+            sdst = work / f"{k:06d}-sweep{j}{image.path.suffix.lower()}"
+            srun = pixels_mod.run_pipeline(spipe, image, sname, sdst)
+            sweep_results[j].append(srun.pixels)
+            if srun.output is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    srun.output.unlink()
         try:
             if attack and original is not None:
                 base = attack_mod.baseline(image, original, floor_dets, recognizer)
@@ -322,6 +414,28 @@ def evaluate_set(
         for v in variants
         for c in lset.classes
     )
+    points = [
+        SweepPoint(
+            cls=c.pixels.cls,
+            threshold=c.metrics.threshold,
+            operating=True,
+            masked_recall=c.pixels.masked_recall,
+            detail_recall=c.pixels.detail_recall,
+            overmask=pixels_mod.overmask(results),
+        )
+        for c in classes
+        if c.enabled
+    ]
+    for (c, t, _p, _n), res in zip(sweeps, sweep_results, strict=True):
+        summ = pixels_mod.summarise(res, c)
+        points.append(
+            SweepPoint(
+                c, t, False, summ.masked_recall, summ.detail_recall, pixels_mod.overmask(res)
+            )
+        )
+    points.sort(key=lambda p: (p.cls, p.threshold))
+    per_image = [v for v in (r.overmask for r in results) if v is not None]
+    has_negatives = any(im.negatives for im in lset.images)
     return SetReport(
         name=lset.name,
         format=lset.format,
@@ -335,6 +449,13 @@ def evaluate_set(
         latency=_latency(runs, lset.images),
         attack=summaries,
         seconds=time.perf_counter() - t0,
+        overmask_far=pixels_mod.overmask_far(results),
+        overmask_image_mean=statistics.fmean(per_image) if per_image else None,
+        images_over_1pct=sum(1 for v in per_image if v > 0.01),
+        worst=worst_images(results),
+        negatives=pixels_mod.summarise_negatives(results) if has_negatives else None,
+        negatives_by_kind=_negatives_by_kind(lset.images, results) if has_negatives else (),
+        sweep=tuple(points),
     )
 
 
@@ -381,6 +502,7 @@ def evaluate(
     recognizer: TextRecognizer | None = None,
     limit: int | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    sweep: Sequence[float] = (),
 ) -> EvalReport:
     """Measure every set; ``progress(set_index, done, total)`` is called after each image."""
     logger = log.get("redactd.eval")
@@ -401,6 +523,7 @@ def evaluate(
             methods=methods,
             recognizer=recognizer,
             progress=step,
+            sweep=sweep,
         )
         logger.info(
             "eval.set_done",

@@ -860,3 +860,51 @@ __all__ = [
     "probe",
     "rotate_upright",
 ]
+
+
+def stored_frames_rgb(path: Path) -> Iterator[np.ndarray]:
+    """Every frame of the first video stream as stored (no rotation applied), ``HxWx3`` RGB.
+
+    For ``redactd eval``: labels of videos are in stored pixels, and input and
+    output are compared frame by frame.
+    """
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            yield f.to_ndarray(format="rgb24")
+
+
+def average_fps(path: Path) -> float:
+    """The first video stream's average frame rate (0.0 when the container does not say)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        rate = s.average_rate or s.guessed_rate
+        return float(rate) if rate else 0.0
+
+
+def encode_bgr_frames(
+    path: Path, frames: Iterator[np.ndarray], fps: int, crf: int = 14, preset: str = "veryfast"
+) -> int:
+    """Write ``HxWx3`` BGR frames as an H.264 MP4 (yuv420p); returns the frame count.
+
+    For generated evaluation clips (``redactd.evaluation.synthvideo``), not for
+    job outputs (those go through ``Transcoder``).
+    """
+    n = 0
+    with av.open(str(path), "w") as oc:
+        vs: Any = None
+        for pic in frames:
+            if vs is None:
+                vs = oc.add_stream("libx264", rate=fps)
+                vs.height, vs.width = pic.shape[:2]
+                vs.pix_fmt = "yuv420p"
+                vs.codec_context.options = {"crf": str(crf), "preset": preset}
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(pic), format="bgr24")
+            vf.pts = n
+            vf.time_base = Fraction(1, fps)
+            for pkt in vs.encode(vf):
+                oc.mux(pkt)
+            n += 1
+        if vs is not None:
+            for pkt in vs.encode(None):
+                oc.mux(pkt)
+    return n

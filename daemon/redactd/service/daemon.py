@@ -5,7 +5,9 @@ Refuses to start (exit 78, EX_CONFIG, so systemd's
 world-writable config file, no ``[[watch]]`` entry, overlapping folders, an
 inbound folder that is missing or not readable and writable (the claim is a
 rename), an outbound/quarantine folder that cannot be created or written, a
-work area held by another redactd process, and missing or unverified models.
+work area held by another redactd process, a model of a profile with
+``require_validation`` without a passing validation record (docs/VALIDATION.md),
+and missing or unverified models.
 
 Order: config -> folders -> work area lock -> recovery of unfinished jobs ->
 stray temporaries -> models (one pipeline per worker: detectors are not
@@ -70,6 +72,39 @@ def check_folders(cfg: Config) -> list[ConfigError]:
                 continue
             if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
                 problems.append(ConfigError(f"{key}.{role}", "is not a writable folder"))
+    return problems
+
+
+def check_validation(cfg: Config) -> list[ConfigError]:
+    """Models of profiles with ``require_validation`` that have no passing record."""
+    from redactd.detect import registry  # the detector table; models are not loaded
+    from redactd.models import validation
+
+    problems: list[ConfigError] = []
+    wanting = [n for n, p in sorted(cfg.profiles.items()) if p.require_validation]
+    if not wanting:
+        return problems
+    try:
+        key = validation.read_key(cfg.validation.hmac_key_file)
+    except (OSError, ValueError) as e:
+        reason = errname(e) if isinstance(e, OSError) else str(e)
+        return [ConfigError("validation.hmac_key_file", f"unusable ({reason})")]
+    records = validation.load_records(cfg.validation.dir)
+    for name in wanting:
+        try:
+            specs = registry.profile_models(cfg, name)
+        except ModelError as e:
+            problems.append(ConfigError(f"profiles.{name}.require_validation", str(e)))
+            continue
+        for spec in specs:
+            v = validation.verdict(spec.name, validation.model_digest(spec), records, key)
+            if not v.passed:
+                problems.append(
+                    ConfigError(
+                        f"profiles.{name}.require_validation",
+                        f"{v.message()}; run 'redactd models validate'",
+                    )
+                )
     return problems
 
 
@@ -144,8 +179,11 @@ def run(config_path: Path) -> int:
     problems = check_folders(cfg)
     if problems:
         return _config_errors(logger, ConfigErrors(problems))
+    unvalidated = check_validation(cfg)
+    if unvalidated:
+        return _config_errors(logger, ConfigErrors(unvalidated))
     try:
-        spool = Spool(cfg.service.work_dir)
+        spool = Spool(cfg.service.work_dir, cfg.service.quarantine_file_mode)
         spool.lock()
     except SpoolBusy as e:
         return _config_errors(logger, ConfigError("service.work_dir", str(e)))

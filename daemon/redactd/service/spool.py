@@ -6,9 +6,24 @@ instant leaves each input in exactly one place, and recovery can tell which:
 * **claim**: a small manifest is written first (state ``claiming``), then the
   inbound file is renamed into ``work_dir/<job>/`` (atomic; the rename is the
   lock between two instances watching one folder: the loser gets ENOENT).
-  When the work area is on another filesystem (EXDEV) the file is first
-  renamed to ``.redactd-claim-<job>`` beside itself (the lock), copied and
-  fsynced into the work area, then that claim name is removed.
+  The watcher's settle snapshot (dev, inode, size, mtime) comes with the
+  request and is checked before and after the rename: a file that changed
+  since it settled is not taken (``InputChanged``; it settles again).
+  When the work area is on another mount (EXDEV; bind mounts of one
+  filesystem included, so ``st_dev`` is never trusted) the file is first
+  renamed to ``.redactd-claim-<random>`` beside itself (the lock; the name is
+  not derivable from the job id in the logs), copied and fsynced into the
+  work area, and the claim name is looked at again: changed, the copy is
+  dropped and the file put back under its name (``rename_noreplace``, never
+  over a newer file). The claim name is kept (hidden) until the job ends, as
+  the inode a remote writer may still append to; it is removed with the
+  original. A claim that cannot be finished (disk full during recovery) is
+  put back the same way, never left hidden.
+* **input changed**: the claimed original's (inode, size, mtime, ctime) is
+  kept in the manifest (``snap``); the supervisor compares it before
+  processing, before a quarantine verdict and before publishing
+  (:meth:`Spool.input_changed`): content appended through a writer's open
+  handle after the claim discards the output and the job settles again.
 * **deliver**: the pipeline writes a temporary name in the outbound folder
   (recorded in the manifest before it exists). The manifest records the
   temporary's inode and the final name about to be used, then the temporary
@@ -29,7 +44,7 @@ Pairs (an input with its instruction sidecar, ``NAME.EXT.redact.json``):
 * the sidecar's name is recorded in the manifest before the claim; the input
   is renamed first (it stays the lock), then the sidecar into
   ``work_dir/<job>/sidecar.json`` (across filesystems: renamed to a claim
-  name, copied, dropped, like the input). A crash between the two is
+  name, copied, that name kept until the job ends, like the input). A crash between the two is
   finished by recovery; a sidecar that vanished meanwhile leaves the job
   without instructions, as if it had come too late;
 * a sidecar is never delivered: it is removed with the original. In
@@ -64,6 +79,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import stat
 import threading
@@ -77,7 +93,7 @@ from redactd import __version__, fsutil, log
 from redactd.errors import REASONS, PermanentInputError, TransientError
 from redactd.instructions import SIDECAR_SUFFIX
 from redactd.record import RECORD_SUFFIX
-from redactd.service.watch import CLAIM_PREFIX, errname
+from redactd.service.watch import CLAIM_PREFIX, errname, writer_active
 
 MANIFEST = "job.json"
 SRC = "src"
@@ -100,6 +116,36 @@ class SpoolBusy(Exception):
 
 class NotMovable(Exception):
     """A special file that cannot be moved into the work area (other filesystem)."""
+
+
+class InputChanged(Exception):
+    """The inbound file is not the one that settled (it grew, shrank, was
+    replaced or touched): it was left (or put back) in inbound to settle again."""
+
+
+#: What a watcher saw when a file settled: (dev, inode, size, mtime_ns).
+Snapshot = tuple[int, int, int, int]
+
+
+def snap_of(st: os.stat_result) -> dict[str, int]:
+    """The fields of a claimed file compared by :meth:`Spool.input_changed`."""
+    return {
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
+
+
+def _matches(st: os.stat_result, expect: Snapshot | None) -> bool:
+    if expect is None:
+        return True
+    return (st.st_ino, st.st_size, st.st_mtime_ns) == expect[1:]
+
+
+def claim_name() -> str:
+    """A fresh claim name for inbound: random, never derived from the job id."""
+    return CLAIM_PREFIX + secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -143,6 +189,9 @@ class Job:
     qs_tmp: str | None = None  # the sidecar's quarantine temporary (cross-filesystem)
     rec_tmp: str | None = None  # the job record's outbound temporary
     input_sha256: str | None = None  # computed once (while copying, or before processing)
+    # The claimed original as last seen unchanged (``snap_of``); None for jobs
+    # of older versions (first look renews it).
+    snap: dict[str, int] | None = None
     places: dict[str, dict[str, Any]] = field(default_factory=dict)
     reason: dict[str, Any] | None = None
     timed_out: bool = False
@@ -188,6 +237,7 @@ class Job:
             "qs_tmp": self.qs_tmp,
             "rec_tmp": self.rec_tmp,
             "input_sha256": self.input_sha256,
+            "snap": self.snap,
             "places": self.places,
             "reason": self.reason,
             "timed_out": self.timed_out,
@@ -224,10 +274,17 @@ class Job:
             qs_tmp=d.get("qs_tmp"),
             rec_tmp=d.get("rec_tmp"),
             input_sha256=d.get("input_sha256"),
+            snap=_snap_field(d.get("snap")),
             places=dict(d.get("places") or {}),
             reason=d.get("reason"),
             timed_out=bool(d.get("timed_out", False)),
         )
+
+
+def _snap_field(v: object) -> dict[str, int] | None:
+    if not isinstance(v, dict):
+        return None
+    return {str(k): int(x) for k, x in v.items()}
 
 
 def _plain_name(v: object) -> str | None:
@@ -366,12 +423,17 @@ def open_dir_nofollow(root: Path, parts: tuple[str, ...]) -> int:
 
 
 def _copy_nofollow(
-    src: Path, dst: Path, src_dir_fd: int | None = None, digest: Any = None
+    src: Path,
+    dst: Path,
+    src_dir_fd: int | None = None,
+    digest: Any = None,
+    mode: int | None = None,
 ) -> None:
     """Durable exclusive copy of a regular file, refusing anything else.
 
     ``digest`` (a hashlib object) is fed the bytes on the way: the copy is the
-    one read of the input a job needs for its sha256.
+    one read of the input a job needs for its sha256. ``mode``: the copy's
+    final mode, set before it is fsynced (it is created 0600).
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     fd_in = os.open(src, flags, dir_fd=src_dir_fd)
@@ -390,6 +452,8 @@ def _copy_nofollow(
                 while view:
                     n = os.write(fd_out, view)
                     view = view[n:]
+            if mode is not None:
+                os.fchmod(fd_out, mode)
             os.fsync(fd_out)
         except BaseException:
             os.close(fd_out)
@@ -404,6 +468,30 @@ def _temporaries_of(job: Job) -> set[str]:
     names = {job.out_tmp, job.rec_tmp, job.q_tmp, job.qs_tmp, job.r_tmp}
     names.update(str(rec.get("staged")) for rec in job.places.values())
     return {n for n in names if n}
+
+
+def _place_rec(staged: Path) -> dict[str, Any]:
+    """What a placement records of its file before linking it (see ``_is_rec``)."""
+    st = os.lstat(staged)
+    return {
+        "staged": str(staged),
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "cand": None,
+    }
+
+
+def _is_rec(st: os.stat_result, rec: dict[str, Any]) -> bool:
+    """Whether ``st`` is the file a placement recorded: the same inode and
+    size; or, on mounts whose inode numbers do not survive a remount (CIFS
+    ``noserverino``, some FUSE), the same size and mtime to the nanosecond
+    (a link keeps both). Records of older versions hold the inode only."""
+    size_ok = "size" not in rec or st.st_size == rec["size"]
+    if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+        return size_ok
+    return "mtime_ns" in rec and size_ok and st.st_mtime_ns == rec["mtime_ns"]
 
 
 def _raise_bad_name(e: OSError) -> None:
@@ -427,8 +515,11 @@ class Spool:
     its own, uniquely named temporaries); one job is handled by one thread.
     """
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, quarantine_mode: int = 0o640) -> None:
         self.dir = work_dir
+        # Mode of quarantined originals (service.quarantine_file_mode): a
+        # producer's own mode (0644 seen) must not let others read them.
+        self.quarantine_mode = quarantine_mode
         self._lock_fd: int | None = None
         # Temporaries named by the jobs ``recover`` kept: never strays.
         self._recorded: set[str] = set()
@@ -490,7 +581,12 @@ class Spool:
     # -- claim ----------------------------------------------------------------
 
     def claim(
-        self, rel: tuple[str, ...], target: Target, regular: bool, sidecar: str | None = None
+        self,
+        rel: tuple[str, ...],
+        target: Target,
+        regular: bool,
+        sidecar: str | None = None,
+        expect: Snapshot | None = None,
     ) -> Job | None:
         """Take ``target.inbound/rel`` (and its sidecar ``sidecar``, a name in
         the same folder) into the work area.
@@ -499,9 +595,10 @@ class Spool:
         descriptors and the rename is relative to the last one, so a folder
         swapped for a symlink after the scan cannot make us move a file from
         outside inbound. Returns None when the file is gone (another instance
-        took it, or it was removed). Raises ``NotMovable`` for a special file
-        on another filesystem, ``OSError`` for anything else (the file then
-        stays where it was).
+        took it, or it was removed). Raises ``InputChanged`` when the file is
+        not the settled snapshot ``expect`` (dev, inode, size, mtime_ns) any
+        more, ``NotMovable`` for a special file on another filesystem,
+        ``OSError`` for anything else (the file then stays where it was).
         """
         name = rel[-1]
         try:
@@ -509,7 +606,14 @@ class Spool:
         except FileNotFoundError:
             return None
         try:
-            job = self._claim_in(dfd, name, rel, target, regular, sidecar)
+            if expect is not None:
+                try:
+                    st = os.lstat(name, dir_fd=dfd)
+                except FileNotFoundError:
+                    return None
+                if not _matches(st, expect) or st.st_dev != expect[0]:
+                    raise InputChanged()
+            job = self._claim_in(dfd, name, rel, target, regular, sidecar, expect)
             if job is not None and job.sidecar is not None:
                 self._claim_sidecar(job, dfd)
                 self.save(job)
@@ -525,6 +629,7 @@ class Spool:
         target: Target,
         regular: bool,
         sidecar: str | None,
+        expect: Snapshot | None = None,
     ) -> Job | None:
         job_id = log.new_job_id()
         job_dir = self.dir / job_id
@@ -550,7 +655,7 @@ class Spool:
                 if e.errno == errno.EXDEV:
                     raise NotMovable() from e
                 raise
-            return self._claim_by_copy(job, dfd, name)
+            return self._claim_by_copy(job, dfd, name, expect)
         except BaseException:
             if not _lexists(job.src):
                 self._drop(job)
@@ -558,12 +663,20 @@ class Spool:
         with contextlib.suppress(OSError):
             os.fsync(dfd)
         fsutil.fsync_dir(job_dir)
-        job.size = os.lstat(job.src).st_size
+        st = os.lstat(job.src)
+        job.size = st.st_size
+        job.snap = snap_of(st)
+        if not _matches(st, expect):
+            # Written to between our look and the rename: it is ours now, but
+            # it has not settled; the first check sees a change and waits.
+            job.snap["mtime_ns"] = -1
         job.state = "claimed"
         return job
 
-    def _claim_by_copy(self, job: Job, dfd: int, name: str) -> Job | None:
-        claim = CLAIM_PREFIX + job.id
+    def _claim_by_copy(
+        self, job: Job, dfd: int, name: str, expect: Snapshot | None = None
+    ) -> Job | None:
+        claim = claim_name()
         job.claim = claim
         self.save(job)
         try:
@@ -574,6 +687,11 @@ class Spool:
             return None
         os.fsync(dfd)
         try:
+            st = os.lstat(claim, dir_fd=dfd)
+            if not _matches(st, expect):
+                raise InputChanged()
+            job.snap = snap_of(st)  # of the inbound inode: compared again after the copy
+            self.save(job)
             self._copy_claim(job, dfd)
         except FileNotFoundError:
             self._drop(job)
@@ -582,30 +700,105 @@ class Spool:
             # Put the original back under its name (never over a newer file),
             # so a failed copy leaves inbound as it was.
             try:
-                os.link(claim, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
-                os.unlink(claim, dir_fd=dfd)
-                os.fsync(dfd)
-                self._drop(job)
+                self._put_back(job, dfd)
             except OSError:
-                # Left as a half-claimed job; recovery at the next start
-                # finishes the copy (the claim name is recorded).
+                # Left as a half-claimed job (state ``claiming``): the
+                # supervisor resumes or puts it back (``resume_claim``).
                 self._log.error("job.claim_parked", job=job.id)
+                raise
+            self._drop(job)
             raise
         return job
 
     def _copy_claim(self, job: Job, dfd: int) -> None:
+        """Copy the claim name into the work area; remove it only when it did
+        not change meanwhile (else ``InputChanged``, the copy dropped)."""
         assert job.claim is not None
         partial = job.dir / (SRC + ".partial")
         _unlink_quiet(partial)
         h = hashlib.sha256()
         _copy_nofollow(Path(job.claim), partial, src_dir_fd=dfd, digest=h)
+        st = os.lstat(job.claim, dir_fd=dfd)
+        if job.snap is not None and snap_of(st) != job.snap:
+            _unlink_quiet(partial)  # a copy of content that was still changing
+            raise InputChanged()
         partial.rename(job.src)
         fsutil.fsync_dir(job.dir)
         job.size = os.lstat(job.src).st_size
         job.input_sha256 = h.hexdigest()
         job.state = "claimed"
+        # The claim name stays (hidden) until the job is finished: a writer on
+        # a share may still append to that inode, and ``input_changed`` looks
+        # at it before a result is published. ``job.snap`` stays its snapshot.
         self.save(job)
-        self._drop_claim(job, dfd)
+
+    def recopy(self, job: Job) -> None:
+        """A cross-filesystem job whose inbound original changed after the
+        claim: drop the outputs and the stale copy; the job goes back to
+        state ``claiming`` and :meth:`resume_claim` copies it again (or puts
+        it back in inbound when it changed again meanwhile)."""
+        self.discard_output(job)
+        _unlink_quiet(job.src)
+        job.input_sha256 = None
+        job.state = "claiming"
+        self.save(job)
+
+    def _put_back(self, job: Job, dfd: int) -> None:
+        """Give the claim name (and a sidecar's) back its original name in
+        inbound, never over a file that took the name meanwhile (then
+        ``name (1).ext``). Raises OSError when it cannot."""
+        for attr, orig in (("sidecar_claim", job.sidecar), ("claim", job.name)):
+            claim = getattr(job, attr)
+            if claim is None or orig is None:
+                continue
+            try:
+                os.lstat(claim, dir_fd=dfd)
+            except FileNotFoundError:
+                setattr(job, attr, None)
+                continue
+            limit = 255
+            with contextlib.suppress(OSError):
+                limit = int(os.fpathconf(dfd, "PC_NAME_MAX"))
+            for i in range(10000):
+                try:
+                    fsutil.rename_noreplace(
+                        claim, numbered(orig, i, limit), src_dir_fd=dfd, dst_dir_fd=dfd
+                    )
+                except FileExistsError:
+                    continue
+                break
+            os.fsync(dfd)
+            setattr(job, attr, None)
+        self._log.info("job.put_back", job=job.id)
+
+    def resume_claim(self, job: Job) -> bool:
+        """Finish a claim left in state ``claiming`` (a crash or a failure mid
+        copy): True when the job now holds its input. When the copy cannot be
+        done (disk full, the input changed) the original is put back in
+        inbound and the job dropped (False). Raises OSError only when even
+        that fails (tried again later)."""
+        if _lexists(job.src):
+            job.state = "claimed"
+            self.save(job)
+            return True
+        dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
+        try:
+            try:
+                os.lstat(job.claim or "", dir_fd=dfd)
+            except FileNotFoundError:
+                self._drop(job)  # neither here nor there: the rename never happened
+                return False
+            try:
+                self._copy_claim(job, dfd)
+                return True
+            except (OSError, InputChanged, PermanentInputError) as e:
+                reason = errname(e) if isinstance(e, OSError) else type(e).__name__
+                self._log.warning("job.claim_unfinished", job=job.id, error=reason)
+            self._put_back(job, dfd)
+            self._drop(job)
+            return False
+        finally:
+            os.close(dfd)
 
     def _claim_sidecar(self, job: Job, dfd: int) -> None:
         """Move the recorded sidecar into the job folder (after the input, whose
@@ -620,7 +813,6 @@ class Spool:
         dst = job.sidecar_src
         try:
             if _lexists(dst):
-                self._drop_sidecar_claim(job, dfd)
                 return
             if job.sidecar_claim is None:
                 try:
@@ -644,7 +836,7 @@ class Spool:
                     fsutil.fsync_dir(job.dir)
                     return
                 # Across filesystems: the claim name is the lock, as for the input.
-                job.sidecar_claim = CLAIM_PREFIX + job.id + SIDECAR_CLAIM_SUFFIX
+                job.sidecar_claim = claim_name() + SIDECAR_CLAIM_SUFFIX
                 self.save(job)
                 try:
                     os.rename(job.sidecar, job.sidecar_claim, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -661,40 +853,36 @@ class Spool:
                 return
             partial.rename(dst)
             fsutil.fsync_dir(job.dir)
-            self.save(job)
-            self._drop_sidecar_claim(job, dfd)
+            self.save(job)  # its claim name stays with the input's until the job ends
         except (OSError, PermanentInputError) as e:
             # The input is claimed already; the job, still naming a sidecar it
             # does not hold, fails closed as invalid_sidecar.
             err = errname(e) if isinstance(e, OSError) else e.reason
             self._log.warning("job.sidecar_claim_failed", job=job.id, error=err)
 
-    def _drop_sidecar_claim(self, job: Job, dfd: int) -> None:
-        if job.sidecar_claim is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(job.sidecar_claim, dir_fd=dfd)
-        with contextlib.suppress(OSError):
-            os.fsync(dfd)
-        job.sidecar_claim = None
-
-    def _drop_claim(self, job: Job, dfd: int | None = None) -> None:
-        """Remove the inbound claim name of a cross-filesystem claim, if any."""
-        if job.claim is None:
-            return
+    def _drop_claim(self, job: Job, dfd: int | None = None) -> bool:
+        """Remove the inbound claim names (input and sidecar) of a
+        cross-filesystem claim, if any. False when they could not be removed."""
+        if job.claim is None and job.sidecar_claim is None:
+            return True
         own = dfd is None
         try:
             if dfd is None:
                 dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(job.claim, dir_fd=dfd)
+            for name in (job.sidecar_claim, job.claim):
+                if name is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=dfd)
             os.fsync(dfd)
-        except OSError:
-            return  # the folder is gone or unsafe: the name is left (a dotfile, ignored)
+        except OSError as e:
+            # The folder is gone or unsafe: the name is left (a dotfile, ignored).
+            self._log.warning("job.claim_not_dropped", job=job.id, errno=errname(e))
+            return False
         finally:
             if own and dfd is not None:
                 os.close(dfd)
-        job.claim = None
+        job.claim = job.sidecar_claim = None
+        return True
 
     def _claim_exists(self, job: Job) -> bool:
         if job.claim is None:
@@ -712,6 +900,43 @@ class Spool:
             os.close(dfd)
 
     # -- processing -------------------------------------------------------------
+
+    def input_changed(self, job: Job) -> bool:
+        """Whether the claimed original changed since its snapshot (size,
+        mtime, ctime, inode): content appended through a writer's open handle
+        after the claim. The snapshot is renewed, so a second call after a
+        quiet period says whether it settled again. A local writer still
+        holding it open counts as a change. Across filesystems the inode
+        looked at is the inbound claim name (the copy is never written to);
+        a claim name someone removed is no change (the copy is complete)."""
+        if job.claim is not None:
+            try:
+                dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
+            except OSError:
+                return False
+            try:
+                st = os.lstat(job.claim, dir_fd=dfd)
+            except FileNotFoundError:
+                return False
+            finally:
+                os.close(dfd)
+            if job.snap is not None and snap_of(st) != job.snap:
+                job.snap = snap_of(st)
+                self.save(job)
+                return True
+            return False
+        st = os.lstat(job.src)
+        now = snap_of(st)
+        if job.snap is None:
+            job.snap = now  # a job of an older version: nothing to compare with
+            self.save(job)
+            return False
+        if now == job.snap and not (stat.S_ISREG(st.st_mode) and writer_active(job.src)):
+            return False
+        job.snap = now
+        job.size = st.st_size
+        self.save(job)
+        return True
 
     def preflight(self, job: Job, max_bytes: int) -> os.stat_result:
         """Check the claimed source without following or blocking on it.
@@ -858,7 +1083,7 @@ class Spool:
             st = os.lstat(cand)
         except FileNotFoundError:
             return None
-        if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+        if _is_rec(st, rec):
             return Path(cand)
         return None
 
@@ -868,7 +1093,7 @@ class Spool:
             st = os.lstat(staged)
         except FileNotFoundError:
             return
-        if (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
+        if _is_rec(st, rec):
             staged.unlink()
             with contextlib.suppress(OSError):
                 fsutil.fsync_dir(staged.parent)
@@ -895,8 +1120,7 @@ class Spool:
         ``folder`` without ever replacing a file, exactly once across crashes."""
         rec = job.places.get(key)
         if rec is None:
-            st = os.lstat(staged)
-            rec = {"staged": str(staged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            rec = _place_rec(staged)
             job.places[key] = rec
         done = self._placed(rec)
         if done is not None:
@@ -946,15 +1170,13 @@ class Spool:
         """
         rec = job.places.get(key)
         if rec is None:
-            st = os.lstat(staged)
-            rec = {"staged": str(staged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            rec = _place_rec(staged)
             job.places[key] = rec
         crec = job.places.get(ckey)
         if crec is None and required and not _lexists(cstaged):
             raise FileNotFoundError(errno.ENOENT, "staged companion vanished")
         if crec is None and _lexists(cstaged):
-            st = os.lstat(cstaged)
-            crec = {"staged": str(cstaged), "dev": st.st_dev, "ino": st.st_ino, "cand": None}
+            crec = _place_rec(cstaged)
             job.places[ckey] = crec
         done = self._placed(rec)
         if done is not None:
@@ -998,7 +1220,12 @@ class Spool:
     def _finish(self, job: Job) -> None:
         _unlink_quiet(job.src)
         _unlink_quiet(job.sidecar_src)
-        self._drop_claim(job)
+        if not self._drop_claim(job):
+            # The hidden original is still in inbound: the job folder stays, so
+            # recovery finishes the (already placed) job again and retries.
+            with contextlib.suppress(OSError):
+                self.save(job)
+            return
         shutil.rmtree(job.dir, ignore_errors=True)
 
     # -- quarantine ---------------------------------------------------------------
@@ -1047,9 +1274,13 @@ class Spool:
     def _stage_quarantine(
         self, job: Job, key: str, src: Path, qdir: Path, tmp_attr: str
     ) -> Path | None:
-        """What to link into ``qdir`` for ``src``: itself on the same
-        filesystem, else a durable copy (recorded in ``job.<tmp_attr>``).
-        Resumes an earlier staging; None when there is nothing to stage."""
+        """What to link into ``qdir`` for ``src``: ``src`` itself when a hard
+        link from it into ``qdir`` works, else a durable copy (recorded in
+        ``job.<tmp_attr>``). ``st_dev`` is not asked: bind mounts of one
+        filesystem share it, yet refuse links between them (EXDEV), as do
+        filesystems without hard links; so a link is tried (to a temporary
+        name, removed at once). Resumes an earlier staging; None when there
+        is nothing to stage."""
         rec = job.places.get(key)
         if rec is not None:
             if self._placed(rec) is not None or _lexists(Path(rec["staged"])):
@@ -1057,14 +1288,40 @@ class Spool:
             job.places.pop(key)
         if not _lexists(src):
             return None
-        if os.lstat(src).st_dev == qdir.stat().st_dev:
-            return src
         tmp = tmp_for(qdir, job.name)
         _unlink_quiet(getattr(job, tmp_attr))
         setattr(job, tmp_attr, str(tmp))
         self.save(job)
-        _copy_nofollow(src, tmp)
-        return tmp
+        try:
+            os.link(src, tmp, follow_symlinks=False)
+        except OSError as e:
+            if e.errno != errno.EXDEV and e.errno not in fsutil.NO_LINK_ERRNOS:
+                raise
+            _copy_nofollow(src, tmp, mode=self.quarantine_mode)
+            return tmp
+        if not self._quarantine_ready(src, qdir):
+            # The producer's file keeps its owner, group and mode through a
+            # link; the service cannot chown it to the admins' group (not its
+            # group; unmapped under PrivateUsers). A copy it creates takes the
+            # set-group-ID folder's group and gets the quarantine mode.
+            _unlink_quiet(tmp)
+            _copy_nofollow(src, tmp, mode=self.quarantine_mode)
+            return tmp
+        _unlink_quiet(tmp)  # links work here: place the original itself
+        setattr(job, tmp_attr, None)
+        return src
+
+    def _quarantine_ready(self, src: Path, qdir: Path) -> bool:
+        """Whether ``src`` may be linked into ``qdir`` as it is: owned by the
+        service, in the folder's group, with the quarantine mode."""
+        st = os.lstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            return True  # a symlink is quarantined as the link itself: no content to read
+        return (
+            st.st_uid == os.geteuid()
+            and st.st_gid == os.lstat(qdir).st_gid
+            and stat.S_IMODE(st.st_mode) == self.quarantine_mode
+        )
 
     def _write_reason(self, job: Job, qdir: Path, final: Path) -> None:
         rec = job.places.get("reason")
@@ -1144,20 +1401,16 @@ class Spool:
         if job.state == "claiming":
             if _lexists(job.src):
                 job.state = "claimed"
-                self._drop_claim(job)
                 _unlink_quiet(job.dir / (SRC + ".partial"))
                 job.size = os.lstat(job.src).st_size
             elif self._claim_exists(job):
-                dfd = open_dir_nofollow(job.target.inbound, job.rel[:-1])
-                try:
-                    self._copy_claim(job, dfd)
-                finally:
-                    os.close(dfd)
+                # Finish the copy, or put the original back when it cannot be
+                # finished (disk full, changed meanwhile): never left hidden.
+                if not self.resume_claim(job):
+                    return False
             else:
                 self._drop(job)  # the rename never happened: the input is still in inbound
                 return False
-        else:
-            self._drop_claim(job)
         if (
             job.state == "claimed"
             and job.sidecar is not None

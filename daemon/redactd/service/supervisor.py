@@ -33,12 +33,13 @@ record is staged in the outbound folder and published before the output
 (``spool``). The ``job.done`` event carries the same fields
 (``JobRecord.log_fields``), minus the input's sha256.
 
-A job running longer than ``service.job_timeout_seconds`` cannot be
-interrupted (Python threads cannot be killed and the detectors run native
-code), so the loop marks it ``timed_out`` in its manifest, stops sending
-``WATCHDOG=1`` and shuts down with exit code 75 (EX_TEMPFAIL); systemd's
-``Restart=on-failure`` starts a fresh process, whose recovery quarantines the
-job with ``job_timeout``.
+A job that reports no progress for ``service.job_timeout_seconds`` (from
+its start or its last progress report: a long video that keeps reporting
+frames is never hung) cannot be interrupted (Python threads cannot be
+killed and the detectors run native code), so the loop marks it
+``timed_out`` in its manifest, stops sending ``WATCHDOG=1`` and shuts down
+with exit code 75 (EX_TEMPFAIL); systemd's ``Restart=on-failure`` starts a
+fresh process, whose recovery quarantines the job with ``job_timeout``.
 
 Signals (handlers only set flags; the loop acts): SIGTERM/SIGINT stop taking
 work, let running jobs finish within ``service.stop_timeout_seconds`` and
@@ -58,6 +59,7 @@ import itertools
 import json
 import os
 import random
+import stat
 import threading
 import time
 import traceback
@@ -74,12 +76,18 @@ from redactd import config as config_mod
 from redactd import log
 from redactd.config import Config
 from redactd.errors import REASONS, ConfigError, ModelError, PermanentInputError, TransientError
-from redactd.instructions import Instructions, load_instructions, sidecar_source
+from redactd.instructions import Instructions, load_instructions, sidecar_path, sidecar_source
 from redactd.record import FileDigest, JobRecord, digest_file
 from redactd.service.metrics import Metrics
 from redactd.service.notify import Notifier
-from redactd.service.spool import Job, NotMovable, Spool, Target, free_bytes
-from redactd.service.watch import Candidate, FolderWatcher, errname, is_sidecar_name
+from redactd.service.spool import InputChanged, Job, NotMovable, Spool, Target, free_bytes
+from redactd.service.watch import (
+    Candidate,
+    FolderWatcher,
+    errname,
+    is_sidecar_name,
+    writer_active,
+)
 from redactd.types import JobResult
 
 if TYPE_CHECKING:  # the registry pulls in OpenVINO: only the daemon's start loads it
@@ -136,6 +144,9 @@ class _Active:
     started: float
     frames_done: int = 0
     frames_total: int | None = None
+    #: When the job last reported progress (a video's frames): a job that
+    #: makes progress is not hung, however long it runs.
+    progressed: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -281,7 +292,13 @@ class Supervisor:
 
     def _make_watchers(self, cfg: Config) -> list[FolderWatcher]:
         return [
-            FolderWatcher(i, w, cfg.service.settle_seconds, cfg.service.rescan_seconds)
+            FolderWatcher(
+                i,
+                w,
+                cfg.service.settle_seconds,
+                cfg.service.rescan_seconds,
+                empty_grace_seconds=cfg.service.empty_file_grace_seconds,
+            )
             for i, w in enumerate(cfg.watch)
         ]
 
@@ -391,6 +408,8 @@ class Supervisor:
         def progress(done: int, total: int | None) -> None:
             a = self._active.get(worker)
             if a is not None:
+                if done != a.frames_done:
+                    a.progressed = self.clock()
                 a.frames_done, a.frames_total = done, total
 
         return progress
@@ -457,9 +476,8 @@ class Supervisor:
                 free = free_bytes(folder)
             except OSError:
                 free = -1
-            self.log.warning(
-                "service.paused", reason="outbound_full", free_bytes=free, needed_bytes=needed
-            )
+            reason = "work_area_full" if folder == self.spool.dir else "outbound_full"
+            self.log.warning("service.paused", reason=reason, free_bytes=free, needed_bytes=needed)
             self._publish_status(self.clock(), force=True)
 
     def _paused_dev(self, folder: Path) -> int | None:
@@ -500,7 +518,9 @@ class Supervisor:
     def _check_timeouts(self, now: float) -> None:
         limit = self.cfg.service.job_timeout_seconds
         for a in list(self._active.values()):
-            if now - a.started <= limit or a.job.timed_out:
+            # Measured from the last progress: a long video that keeps
+            # reporting frames is working, not hung.
+            if now - max(a.started, a.progressed) <= limit or a.job.timed_out:
                 continue
             a.job.timed_out = True
             with contextlib.suppress(OSError):
@@ -616,7 +636,15 @@ class Supervisor:
                 return None  # parked with the watcher's in-flight mark kept
             if not cand.regular and not self._special_movable(cand, target):
                 raise NotMovable()
-            job = self.spool.claim(cand.rel, target, cand.regular, cand.sidecar)
+            sidecar = cand.sidecar if cand.orphan else self._late_sidecar(cand)
+            expect = (cand.dev, cand.ino, cand.size, cand.mtime_ns)
+            job = self.spool.claim(cand.rel, target, cand.regular, sidecar, expect)
+        except InputChanged:
+            # Not the file that settled (grown, truncated, replaced, touched),
+            # or a sidecar joined it just now: it settles again.
+            self.log.info("job.input_changed", stage="claim", size=cand.size)
+            work.watcher.release(cand.key, retrack=True)
+            return None
         except NotMovable:
             # Never read, never followed; it stays where it is, said once.
             refused = (cand.dev, cand.ino)
@@ -645,9 +673,33 @@ class Supervisor:
         )
         return job
 
+    def _late_sidecar(self, cand: Candidate) -> str | None:
+        """The input's sidecar as it is now: one that arrived while the input
+        waited in the queue is claimed with it. ``InputChanged`` when it is
+        too young (or open for writing) to be complete."""
+        if cand.sidecar is not None:
+            return cand.sidecar
+        side = sidecar_path(cand.path)
+        try:
+            st = os.lstat(side)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return side.name  # claimed as named; the job fails closed as invalid_sidecar
+        # ctime too: a copy that kept an old mtime (cp -p, rsync) is still new.
+        changed = max(st.st_mtime, st.st_ctime)
+        young = time.time() - changed < self.cfg.service.settle_seconds
+        if young or writer_active(side):
+            raise InputChanged()
+        return side.name
+
     # -- one job --------------------------------------------------------------------
 
     def _advance(self, job: Job, pipeline: PipelineLike) -> None:
+        # A claim cut short (crash, full disk mid copy): finish it or put the
+        # original back in inbound. Never left hidden, never looped.
+        if job.state == "claiming" and not self._resume_claim(job):
+            return
         if job.timed_out:
             self._quarantine(job, "job_timeout", "process")
             return
@@ -678,13 +730,17 @@ class Supervisor:
             self._transient(job, f"outbound_{errname(e).lower()}", "deliver")
             return
         t0 = time.perf_counter()
+        counted = False  # whether this attempt is counted yet
         try:
             try:
+                if self.spool.input_changed(job):
+                    raise InputChanged()
                 st = self.spool.preflight(job, self.cfg.limits.max_file_bytes)
             except (TransientError, PermanentInputError):
                 # It was looked at: that is an attempt (and an unreadable file
                 # must run out of attempts).
-                self.spool.count_attempt(job)
+                with contextlib.suppress(OSError):
+                    self.spool.count_attempt(job)
                 raise
             instructions = self._instructions(job)
             prof = self.cfg.profile(job.target.profile)
@@ -695,6 +751,7 @@ class Supervisor:
             )
             started = datetime.now(timezone.utc)
             tmp = self.spool.begin_attempt(job, pipeline.output_name(job.src, job.name))
+            counted = True
             try:
                 result = pipeline.process(
                     job.src,
@@ -720,9 +777,20 @@ class Supervisor:
                 input=digest_in,
                 output=digest_out,
             )
+            if self.spool.input_changed(job):
+                # Written to after the claim (an open handle on a share): this
+                # output is of content that was not final. Never published.
+                raise InputChanged()
             if keep_record:
                 self.spool.stage_record(job, record.to_bytes())
+        except InputChanged:
+            self._resettle(job, counted)
+            return
         except PermanentInputError as e:
+            if self._changed_quiet(job):
+                # The verdict was about content that is still changing.
+                self._resettle(job)
+                return
             self._quarantine(job, e.reason, e.stage or "process", e.detail)
             return
         except (TransientError, _DiskFull) as e:
@@ -741,11 +809,71 @@ class Supervisor:
             return
         except OSError as e:  # from our own preflight / work-area steps
             if e.errno in _DISK_FULL_ERRNOS:
-                self._disk_full(job)
+                self._disk_full(job, work_area=self._work_full(), counted=counted)
             else:
+                # Every failure counts (a missing or unreadable original must
+                # run out of attempts and be dealt with, never loop).
+                if not counted:
+                    with contextlib.suppress(OSError):
+                        self.spool.count_attempt(job)
                 self._transient(job, errname(e).lower(), "spool")
             return
         self._deliver(job, result, t0, record)
+
+    def _changed_quiet(self, job: Job) -> bool:
+        try:
+            return self.spool.input_changed(job)
+        except OSError:
+            return False
+
+    def _resettle(self, job: Job, counted: bool = True) -> None:
+        """The claimed original changed since its snapshot: drop this attempt
+        (not counted: the input was not final) and look again after a quiet
+        ``settle_seconds``; it is processed once it stopped changing."""
+        with contextlib.suppress(OSError):
+            if counted:
+                self.spool.undo_attempt(job)
+            else:
+                self.spool.discard_output(job)
+        self.log.info("job.input_changed", job=job.id, stage="process", size=job.size)
+        if job.claim is not None:
+            # Across filesystems the work area holds a copy of what it was:
+            # it is dropped and copied again once the original is quiet
+            # (state ``claiming``; still changing then: put back in inbound).
+            try:
+                self.spool.recopy(job)
+            except OSError as e:
+                self.log.warning("job.recopy_failed", job=job.id, errno=errname(e))
+        self._later(job, max(self.cfg.service.settle_seconds, _TICK))
+
+    def _resume_claim(self, job: Job) -> bool:
+        """True when the job holds its input; else it was put back or is
+        retried later (each failure counted, so it cannot loop forever)."""
+        try:
+            return self.spool.resume_claim(job)
+        except OSError as e:
+            job.attempts += 1
+            with contextlib.suppress(OSError):
+                self.spool.save(job)
+            if job.attempts >= self.cfg.service.max_attempts:
+                self.log.error("job.stuck", job=job.id, errno=errname(e), stage="claim")
+                return False  # left in the work area, recorded: the next start tries again
+            self.log.warning(
+                "job.retry",
+                job=job.id,
+                reason=errname(e).lower(),
+                stage="claim",
+                attempts=job.attempts,
+            )
+            self._later(job, min(self.cfg.service.retry_max_seconds, 2.0**job.attempts))
+            return False
+
+    def _work_full(self) -> bool:
+        """Whether the work area (not the outbound folder) is what is full."""
+        try:
+            return free_bytes(self.spool.dir) < (1 << 20)
+        except OSError:
+            return False
 
     def _instructions(self, job: Job) -> Instructions | None:
         """The job's sidecar, read and validated; None when it came without one.
@@ -781,7 +909,9 @@ class Supervisor:
             self._quarantine(job, e.reason, e.stage or "deliver", e.detail)
             return
         except OSError as e:
-            if e.errno in _DISK_FULL_ERRNOS:
+            if e.errno in _DISK_FULL_ERRNOS and self._work_full():
+                self._pause(self.spool.dir, self._needed(job, self.spool.dir), job)
+            elif e.errno in _DISK_FULL_ERRNOS:
                 self._pause(job.target.outbound, self._needed(job), job)
             else:
                 self._transient(job, errname(e).lower(), "deliver")
@@ -802,22 +932,30 @@ class Supervisor:
         fields["queued_s"] = round(max(0.0, time.time() - job.claimed_at), 3)
         self.log.info("job.done", **fields)
 
-    def _needed(self, job: Job) -> int:
+    def _needed(self, job: Job, folder: Path | None = None) -> int:
         # Resume only when there is clearly room for this result again (twice
         # the input), but never ask for more than half of the filesystem.
         want = 2 * job.size + (64 << 10)
         try:
-            st = os.statvfs(job.target.outbound)
+            st = os.statvfs(folder or job.target.outbound)
             want = min(want, st.f_blocks * st.f_frsize // 2)
         except OSError:
             pass
-        return max(self.cfg.service.min_free_bytes, want)
+        return want if folder is not None else max(self.cfg.service.min_free_bytes, want)
 
-    def _disk_full(self, job: Job) -> None:
+    def _disk_full(self, job: Job, work_area: bool = False, counted: bool = True) -> None:
         # The disk, not the input, failed: do not count it. If the work area is
         # full too, the count is corrected in memory only.
         with contextlib.suppress(OSError):
-            self.spool.undo_attempt(job)
+            if counted:
+                self.spool.undo_attempt(job)
+            else:
+                self.spool.discard_output(job)
+        if work_area:
+            # Pausing the outbound folder would resume at once (it has room)
+            # and loop; wait for the work area to have room instead.
+            self._pause(self.spool.dir, self._needed(job, self.spool.dir), job)
+            return
         self._pause(job.target.outbound, self._needed(job), job)
 
     def _transient(self, job: Job, reason: str, stage: str) -> None:

@@ -9,8 +9,12 @@ host on a network share).
 
 A file is ready when the pure :class:`StabilityTracker` says so: its size,
 mtime and inode stayed the same for ``settle_seconds`` with no event in that
-time, and (inotify only) it was closed after its last write. Ready files are
-handed out once: they stay in an in-flight set until the worker releases them.
+time, and (inotify only) it was closed after its last write; an empty file
+waits ``service.empty_file_grace_seconds`` more (a writer that created it
+may not have written yet). Ready files are handed out once: they stay in an
+in-flight set until the worker releases them. A candidate carries the
+snapshot it settled with (dev, inode, size, mtime); the claim checks it, and
+a file that changed since is released with ``retrack`` to settle again.
 
 Sidecars: ``NAME.EXT.redact.json`` (``redactd.instructions``) carries the
 instructions for ``NAME.EXT`` and is never handed out as media. An input and
@@ -83,6 +87,11 @@ NETWORK_FS: frozenset[str] = frozenset(
         "virtiofs",
     }
 )
+
+#: Entries a rescan reads per tick of the main loop (at 4 ticks a second,
+#: 20,000 a second): a share with a million files is rescanned in under a
+#: minute without ever holding the loop (and its watchdog pings) for long.
+SCAN_ENTRIES_PER_TICK = 5000
 
 #: How long a file that was opened for writing (inotify saw a write but no
 #: close) is held back at most, in case the close event was lost.
@@ -388,6 +397,8 @@ class Candidate:
     dev: int
     ino: int
     sidecar: str | None = None
+    #: With dev, ino and size: the settle snapshot the claim verifies.
+    mtime_ns: int = 0
     orphan: bool = False
     pair: str = ""  # the watcher's key (the input's path) when it is not ``path``
 
@@ -437,6 +448,7 @@ class FolderWatcher:
         settle_seconds: float,
         rescan_seconds: float,
         mountinfo: str | None = None,
+        empty_grace_seconds: float = 0.0,
     ) -> None:
         self.index = index
         self.cfg = cfg
@@ -448,6 +460,10 @@ class FolderWatcher:
         wait = cfg.sidecar_wait_seconds
         self.sidecar_wait = settle_seconds if wait is None else wait
         self.orphan_after = cfg.sidecar_orphan_seconds
+        # An empty file is often a writer that created it and has not written
+        # yet (a scanner, an NVR export): judged only after this quiet time.
+        self.empty_grace = max(0.0, empty_grace_seconds)
+        self._empty: dict[str, float] = {}
         # pair key -> when it was first found settled without its sidecar / input
         self._alone: dict[str, float] = {}
         self._orphans: dict[str, float] = {}
@@ -458,6 +474,9 @@ class FolderWatcher:
         self._lock = threading.Lock()
         self._next_rescan = 0.0
         self._dir_scans: deque[Path] = deque()
+        self._scan_stack: list[Path] = []  # folders the rescan has still to read
+        self._scan_iter: os._ScandirIterator[str] | None = None  # the one being read
+        self._scan_errors = 0
         self._stopped = True
         self._log = log.get("redactd.watch")
 
@@ -514,6 +533,9 @@ class FolderWatcher:
 
     def stop(self) -> None:
         self._stopped = True
+        if self._scan_iter is not None:
+            self._scan_iter.close()
+            self._scan_iter = None
         obs, self._observer = self._observer, None
         if obs is not None:
             obs.stop()
@@ -521,13 +543,19 @@ class FolderWatcher:
 
     # -- hand-out bookkeeping ---------------------------------------------
 
-    def release(self, key: str, refused: tuple[int, int] | None = None) -> None:
+    def release(
+        self, key: str, refused: tuple[int, int] | None = None, retrack: bool = False
+    ) -> None:
         """A worker is done with a candidate. ``refused`` = (dev, ino) of an
-        entry left in place on purpose (not to be handed out again)."""
+        entry left in place on purpose (not to be handed out again);
+        ``retrack``: it was not taken because it changed since it settled (or
+        was put back), so it is watched again at once, not at the next rescan."""
         with self._lock:
             self._inflight.discard(key)
             if refused is not None:
                 self._refused[key] = refused
+        if retrack:
+            self._hints.events.append((key, "other", False))  # deque: thread-safe
 
     def inflight(self) -> int:
         with self._lock:
@@ -548,10 +576,12 @@ class FolderWatcher:
         if now >= self._next_rescan:
             self._next_rescan = now + self.rescan_seconds
             self._dir_scans.clear()
-            self._scan(self.root, now)
+            if self._scan_iter is None and not self._scan_stack:
+                self._scan_stack.append(self.root)  # else the last rescan is still going
             self._revive_observer()
         while self._dir_scans:
-            self._scan(self._dir_scans.popleft(), now)
+            self._scan_stack.append(self._dir_scans.popleft())
+        self._scan_some(now, SCAN_ENTRIES_PER_TICK)
         ready: list[Candidate] = []
         for key in self.tracker.due(now):
             cand = self._look(key, now)
@@ -599,52 +629,69 @@ class FolderWatcher:
                 kind = "other"
             self.tracker.event(key, now, kind)
 
-    def _scan(self, top: Path, now: float) -> None:
-        stack = [top]
-        errors = 0
-        while stack:
-            d = stack.pop()
-            try:
-                it = os.scandir(d)
-            except OSError as e:
-                errors += 1
-                if d == self.root:
-                    self._log.warning("watch.scan_failed", watch=self.index, errno=errname(e))
+    def _scan_some(self, now: float, budget: int) -> None:
+        """Go on with the rescan for at most ``budget`` entries.
+
+        A rescan of a large share is spread over ticks (the folder being
+        read is kept open between them), so the main loop keeps its pace
+        and ``WATCHDOG=1`` its schedule however big inbound is.
+        """
+        seen = 0
+        while seen < budget:
+            if self._scan_iter is None:
+                if not self._scan_stack:
+                    break
+                d = self._scan_stack.pop()
+                try:
+                    self._scan_iter = os.scandir(d)
+                except OSError as e:
+                    self._scan_errors += 1
+                    if d == self.root:
+                        self._log.warning("watch.scan_failed", watch=self.index, errno=errname(e))
+                    continue
+            entry = next(self._scan_iter, None)
+            if entry is None:
+                self._scan_iter.close()
+                self._scan_iter = None
                 continue
-            with it:
-                for entry in it:
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    path = Path(entry.path)
-                    rel = relative_parts(self.root, path, recursive=True)
-                    if rel is None or is_ignored(rel, self.patterns):
-                        continue
-                    if is_dir:
-                        if self.cfg.recursive:
-                            stack.append(path)
-                        continue
-                    if not self.cfg.recursive and len(rel) != 1:
-                        continue
-                    pair = self._pair_key(path)
-                    if pair is None:
-                        continue
-                    key = str(pair)
-                    if key in self.tracker:
-                        continue
-                    with self._lock:
-                        if key in self._inflight:
-                            continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if pair == path and self._is_refused(key, st):
-                        continue
-                    self.tracker.event(key, now)
-        if errors > 1:
-            self._log.warning("watch.scan_errors", watch=self.index, folders=errors)
+            seen += 1
+            self._scan_entry(entry, now)
+        if self._scan_iter is None and not self._scan_stack and self._scan_errors:
+            if self._scan_errors > 1:
+                self._log.warning("watch.scan_errors", watch=self.index, folders=self._scan_errors)
+            self._scan_errors = 0
+
+    def _scan_entry(self, entry: os.DirEntry[str], now: float) -> None:
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            return
+        path = Path(entry.path)
+        rel = relative_parts(self.root, path, recursive=True)
+        if rel is None or is_ignored(rel, self.patterns):
+            return
+        if is_dir:
+            if self.cfg.recursive:
+                self._scan_stack.append(path)
+            return
+        if not self.cfg.recursive and len(rel) != 1:
+            return
+        pair = self._pair_key(path)
+        if pair is None:
+            return
+        key = str(pair)
+        if key in self.tracker:
+            return
+        with self._lock:
+            if key in self._inflight:
+                return
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return
+        if pair == path and self._is_refused(key, st):
+            return
+        self.tracker.event(key, now)
 
     def _is_refused(self, key: str, st: os.stat_result) -> bool:
         with self._lock:
@@ -676,6 +723,7 @@ class FolderWatcher:
         self.tracker.forget(key)
         self._alone.pop(key, None)
         self._orphans.pop(key, None)
+        self._empty.pop(key, None)
 
     def _look(self, key: str, now: float) -> Candidate | None:
         media = Path(key)
@@ -696,7 +744,13 @@ class FolderWatcher:
         )
         if not self.tracker.observe(key, state, now):
             self._alone.pop(key, None)  # something changed: a new wait when quiet again
+            self._empty.pop(key, None)
             return None
+        if m_st is not None and m_st.st_size == 0 and stat.S_ISREG(m_st.st_mode):
+            since = self._empty.setdefault(key, now)
+            if now - since < self.empty_grace:
+                self.tracker.recheck(key, since + self.empty_grace)
+                return None
         if m_st is None:
             # A sidecar alone: its input may still come.
             since = self._orphans.setdefault(key, now)
@@ -736,6 +790,7 @@ class FolderWatcher:
             size=st.st_size,
             dev=st.st_dev,
             ino=st.st_ino,
+            mtime_ns=st.st_mtime_ns,
             sidecar=side.name if m_st is not None and s_st is not None else None,
             orphan=m_st is None,
             pair=key if path != media else "",

@@ -1,0 +1,395 @@
+"""``redactd eval`` on labelled videos: run the real pipeline, score every frame.
+
+Per video:
+
+1. anonymize it with ``Pipeline.process`` into the private work folder and
+   time it (latency per frame, frames per second);
+2. decode input and output frame by frame (stored pixels, as labelled) and
+   compare each pair with ``redactd.evaluation.pixels.compare_arrays``: the
+   strict masked rule per labelled track box, over-masking per frame;
+3. turn the per-box verdicts into mask stability per track
+   (``redactd.evaluation.stability``);
+4. with ``attack``: the image attacks of ``redactd.evaluation.attack``
+   (re-detection and deblur-then-re-detection, the profile's own masks) on
+   ``ATTACK_FRAMES`` labelled frames spread evenly over the video;
+5. delete the output.
+
+A video the pipeline refused has no output: every box counts as unmasked
+and the video is reported failed with its reason code. An output with fewer
+frames than the input counts the missing frames as unmasked (fail closed).
+Logs and reports carry indexes and digests, never names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import zip_longest
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from redactd import __version__
+from redactd.errors import PermanentInputError, TransientError
+from redactd.evaluation import attack as attack_mod
+from redactd.evaluation import pixels, stability
+from redactd.evaluation.labels import LabelledBox, LabelledImage
+from redactd.evaluation.video_labels import LabelledVideo, TrackBox, VideoSet
+from redactd.types import CLASSES, ObjectClass
+
+if TYPE_CHECKING:
+    from redactd.evaluation.runner import Hardware
+    from redactd.pipeline import Pipeline
+
+#: Labelled frames per video the attacks run on (spread evenly over those with counted boxes).
+ATTACK_FRAMES = 8
+
+#: Called with (frame, labels of the frame, input RGB, output RGB, pixel result).
+SampleFn = Callable[[int, LabelledImage, np.ndarray, np.ndarray, pixels.PixelResult], None]
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """One frame: counted boxes and strictly masked ones per class, over-masking."""
+
+    frame: int
+    boxes: dict[str, int]
+    masked: dict[str, int]
+    overmask: float | None
+    out_pixels: int
+    out_changed: int
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Per-frame strict masked recall of one class, and its stability."""
+
+    cls: ObjectClass
+    box_frames: int
+    masked: int
+    stability: stability.StabilitySummary
+
+    @property
+    def recall(self) -> float | None:
+        return self.masked / self.box_frames if self.box_frames else None
+
+    @property
+    def fnr(self) -> float | None:
+        r = self.recall
+        return None if r is None else 1.0 - r
+
+
+@dataclass(frozen=True)
+class VideoScore:
+    """Everything measured on one video."""
+
+    index: int
+    digest: str
+    frames: int
+    output_frames: int
+    fps: float
+    classes: tuple[ClassScore, ...]
+    per_frame: tuple[FrameScore, ...]
+    tracks: tuple[stability.TrackStability, ...]
+    wall_ms: float = 0.0
+    error: str | None = None
+    attack: tuple[attack_mod.AttackSummary, ...] = ()
+    attack_frames: int = 0
+
+    @property
+    def out_pixels(self) -> int:
+        return sum(f.out_pixels for f in self.per_frame)
+
+    @property
+    def out_changed(self) -> int:
+        return sum(f.out_changed for f in self.per_frame)
+
+    @property
+    def overmask(self) -> float | None:
+        return self.out_changed / self.out_pixels if self.out_pixels else None
+
+    def overmask_frames(self) -> list[float]:
+        return [f.overmask for f in self.per_frame if f.overmask is not None]
+
+    @property
+    def ms_per_frame(self) -> float | None:
+        return self.wall_ms / self.frames if self.frames and self.wall_ms else None
+
+    @property
+    def frames_per_second(self) -> float | None:
+        return self.frames / (self.wall_ms / 1000.0) if self.frames and self.wall_ms else None
+
+
+@dataclass(frozen=True)
+class VideoSetScore:
+    index: int
+    digest: str
+    videos: tuple[VideoScore, ...]
+
+    def classes(self) -> list[ClassScore]:
+        out = []
+        for cls in CLASSES:
+            cs = [c for v in self.videos for c in v.classes if c.cls == cls]
+            if not cs:
+                continue
+            out.append(
+                ClassScore(
+                    cls,
+                    sum(c.box_frames for c in cs),
+                    sum(c.masked for c in cs),
+                    stability.pool([c.stability for c in cs], cls),
+                )
+            )
+        return out
+
+    @property
+    def overmask(self) -> float | None:
+        px = sum(v.out_pixels for v in self.videos)
+        return sum(v.out_changed for v in self.videos) / px if px else None
+
+    @property
+    def frames(self) -> int:
+        return sum(v.frames for v in self.videos)
+
+    @property
+    def wall_ms(self) -> float:
+        return sum(v.wall_ms for v in self.videos)
+
+
+@dataclass(frozen=True)
+class VideoEvalReport:
+    redactd_version: str
+    created_utc: str
+    profile: str
+    hardware: Hardware | None
+    sets: tuple[VideoSetScore, ...]
+
+
+def decode_rgb(path: Path) -> Iterator[np.ndarray]:
+    """The stored frames of a video as ``HxWx3`` RGB (the pixels labels refer to)."""
+    from redactd.media import video as video_io  # the only module importing PyAV
+
+    return video_io.stored_frames_rgb(path)
+
+
+def video_fps(path: Path) -> float:
+    from redactd.media import video as video_io
+
+    return video_io.average_fps(path)
+
+
+def _image(video: LabelledVideo, boxes: Sequence[TrackBox], w: int, h: int) -> LabelledImage:
+    return LabelledImage(
+        path=video.path,
+        width=w,
+        height=h,
+        labels_complete=True,
+        boxes=tuple(LabelledBox(b.cls, b.box, ignore=b.ignore) for b in boxes),
+    )
+
+
+def score_frames(
+    video: LabelledVideo,
+    pairs: Iterable[tuple[np.ndarray, np.ndarray | None]],
+    fps: float,
+    index: int = 0,
+    sample: tuple[set[int], SampleFn] | None = None,
+) -> VideoScore:
+    """Score (input, output) frame pairs (output ``None``: missing, all unmasked).
+
+    ``sample``: (frames, callback) -- the callback gets those frames' pairs.
+    """
+    by_frame = video.frames()
+    per_frame: list[FrameScore] = []
+    track_frames: list[stability.TrackFrame] = []
+    n_in = n_out = 0
+    for t, (before, after) in enumerate(pairs):
+        n_in += 1
+        boxes = by_frame.get(t, [])
+        h, w = before.shape[:2]
+        im = _image(video, boxes, w, h)
+        if after is None or after.shape != before.shape:
+            res = pixels.unchanged(im)
+        else:
+            n_out += 1
+            res = pixels.compare_arrays(im, before, after)
+            if sample is not None and t in sample[0]:
+                sample[1](t, im, before, after, res)
+        counts: dict[str, int] = {}
+        masked: dict[str, int] = {}
+        for b, bc in zip(boxes, res.boxes, strict=True):
+            if b.ignore:
+                continue
+            ok = bc.strictly_masked
+            counts[b.cls] = counts.get(b.cls, 0) + 1
+            masked[b.cls] = masked.get(b.cls, 0) + int(ok)
+            track_frames.append(stability.TrackFrame(t, b.track, b.cls, ok))
+        per_frame.append(
+            FrameScore(t, counts, masked, res.overmask, res.out_pixels, res.out_changed)
+        )
+    minutes = n_in / fps / 60.0 if fps > 0 else 0.0
+    per_track = stability.tracks(track_frames)
+    classes = []
+    for cls in CLASSES:
+        n = sum(f.boxes.get(cls, 0) for f in per_frame)
+        if n == 0 and not any(t.cls == cls for t in per_track):
+            continue
+        classes.append(
+            ClassScore(
+                cls,
+                n,
+                sum(f.masked.get(cls, 0) for f in per_frame),
+                stability.summarise(per_track, cls, minutes),
+            )
+        )
+    return VideoScore(
+        index=index,
+        digest=video.digest,
+        frames=n_in,
+        output_frames=n_out,
+        fps=fps,
+        classes=tuple(classes),
+        per_frame=tuple(per_frame),
+        tracks=tuple(per_track),
+    )
+
+
+def score_file(
+    video: LabelledVideo,
+    output: Path | None,
+    index: int = 0,
+    sample: tuple[set[int], SampleFn] | None = None,
+) -> VideoScore:
+    """Score a masked video (made by redactd or another tool) against its labels."""
+    before = decode_rgb(video.path)
+    after: Iterable[np.ndarray | None] = decode_rgb(output) if output is not None else iter(())
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for b, a in zip_longest(before, after):
+            if b is None:
+                break  # extra output frames: nothing labelled to score
+            yield b, a
+
+    return score_frames(video, pairs(), video_fps(video.path), index, sample)
+
+
+def unscored(video: LabelledVideo, index: int = 0) -> VideoScore:
+    """The score of a video that cannot be decoded at all: every labelled box unmasked."""
+    if not video.boxes:
+        return score_frames(video, iter(()), 0.0, index)
+    w = int(max(b.box.x2 for b in video.boxes)) + 1
+    h = int(max(b.box.y2 for b in video.boxes)) + 1
+    n = max(b.frame for b in video.boxes) + 1
+    blank = np.zeros((h, w, 3), np.uint8)
+    return score_frames(video, ((blank, None) for _ in range(n)), 0.0, index)
+
+
+def attack_frames(video: LabelledVideo, n: int = ATTACK_FRAMES) -> set[int]:
+    """``n`` frames with counted boxes, spread evenly over those."""
+    frames = sorted({b.frame for b in video.boxes if not b.ignore})
+    if len(frames) <= n:
+        return set(frames)
+    return (
+        {frames[round(i * (len(frames) - 1) / (n - 1))] for i in range(n)}
+        if n > 1
+        else {frames[len(frames) // 2]}
+    )
+
+
+def run_video(
+    pipeline: Pipeline,
+    profile: str,
+    video: LabelledVideo,
+    dst: Path,
+    index: int,
+    attack: bool = False,
+) -> VideoScore:
+    """Anonymize ``video`` into ``dst`` with the real pipeline, score it, delete ``dst``."""
+    t0 = time.perf_counter()
+    error: str | None = None
+    try:
+        pipeline.process(video.path, dst, profile)
+        output: Path | None = dst
+    except (PermanentInputError, TransientError) as e:
+        error, output = e.reason, None
+    except OSError:
+        error, output = "io_error", None
+    wall_ms = (time.perf_counter() - t0) * 1000.0
+    attacked: list[attack_mod.BoxAttack] = []
+    prof = pipeline.cfg.profile(profile)
+
+    def on_sample(
+        t: int, im: LabelledImage, before: np.ndarray, after: np.ndarray, res: pixels.PixelResult
+    ) -> None:
+        # The attacks work on BGR as the detectors do; detector failures propagate.
+        b_bgr = np.ascontiguousarray(before[..., ::-1])
+        a_bgr = np.ascontiguousarray(after[..., ::-1])
+        floor = pipeline.detect_frame(b_bgr, prof, attack_mod.REDETECT_FLOOR)
+        base = attack_mod.baseline(im, b_bgr, floor, None)
+        attacked.extend(attack_mod.attack_image(pipeline, prof, im, a_bgr, res, None, base))
+
+    sample = (attack_frames(video), on_sample) if attack and output is not None else None
+    try:
+        try:
+            score = score_file(video, output, index, sample)
+        except (OSError, ValueError):  # an output that cannot be decoded masks nothing
+            error = error or "compare_failed"
+            score = unscored(video, index)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            dst.unlink()
+    if error is None and score.output_frames < score.frames:
+        error = "output_frames_missing"
+    summaries = tuple(
+        attack_mod.summarise(prof.face.mask.method if c == "face" else prof.plate.mask.method,
+                             c, attacked)
+        for c in CLASSES
+        if any(a.cls == c for a in attacked)
+    )  # fmt: skip
+    return VideoScore(
+        **{
+            **score.__dict__,
+            "wall_ms": wall_ms,
+            "error": error,
+            "attack": summaries,
+            "attack_frames": len(sample[0]) if sample else 0,
+        }
+    )
+
+
+def evaluate(
+    pipeline: Pipeline,
+    profile: str,
+    sets: Sequence[VideoSet],
+    work: Path,
+    *,
+    progress: Callable[[int, int, int], None] | None = None,
+    with_hardware: bool = True,
+    attack: bool = False,
+) -> VideoEvalReport:
+    """Every video of every set through ``profile``; outputs live in ``work`` while scored."""
+    import hashlib
+
+    from redactd.evaluation.runner import hardware
+
+    out = []
+    for si, vs in enumerate(sets):
+        scores = []
+        for vi, video in enumerate(vs.videos):
+            dst = work / f"video-{si}-{vi}{video.path.suffix.lower()}"
+            scores.append(run_video(pipeline, profile, video, dst, vi, attack))
+            if progress is not None:
+                progress(si, vi + 1, len(vs.videos))
+        digest = hashlib.sha256("".join(v.digest for v in vs.videos).encode()).hexdigest()
+        out.append(VideoSetScore(si, digest, tuple(scores)))
+    return VideoEvalReport(
+        redactd_version=__version__,
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        profile=profile,
+        hardware=hardware(pipeline) if with_hardware else None,
+        sets=tuple(out),
+    )
