@@ -2,14 +2,16 @@
 
 Every region is masked from the ORIGINAL pixels of its padded box, never from
 pixels another region has already changed, and the results are written
-together at the end: where regions overlap, the later region's mask wins,
-which is still a mask (no original pixel survives anywhere in the union).
+together at the end: where regions overlap, the coarser mask wins (a solid
+fill over any other; among equals the later region), which is still a mask
+(no original pixel survives anywhere in the union).
 
 Methods (``MaskConfig.method``):
 
-* ``mosaic`` (default): average the box down to a grid of cells,
-  ``blocks`` cells along its longer side, then blur the cell grid with a
-  gaussian about one cell wide. What survives is a handful of smooth colour
+* ``mosaic`` (default): average the masked area down to a grid of cells,
+  ``blocks`` cells along the DETECTED box's longer side (the padding around
+  it gets cells of the same size), then blur the cell grid with a gaussian
+  about one cell wide. What survives is a handful of smooth colour
   averages: no detail is left for a deblurring or deblocking filter to
   bring back (a plain gaussian is a linear filter a deconvolution can partly
   undo; averaging cells and re-quantising to 8 bits is not).
@@ -18,8 +20,21 @@ Methods (``MaskConfig.method``):
 * ``pixelate``: the cell averages alone, with visible block edges.
 * ``solid``: fill with ``color`` (B, G, R).
 
-Shapes: ``box`` fills the padded box; ``ellipse`` the ellipse inscribed in
-it. Padding grows each side by ``padding`` times the box's own size.
+Geometry (``mask_area``): each side of the detected box grows by ``padding``
+times the box's width (height) plus ``padding_px``, capped at ``max_padding``
+times the box's width (height) and at ``max_padding_frame`` times the
+frame's shorter side: small faces get a wide margin for their loose boxes,
+a close-up portrait's face does not swallow the photo.
+
+Shapes: ``box`` fills the padded box; ``rounded`` the padded box with its
+corners rounded off by quarter-ellipses of the padding's size (so the
+detected box itself is always covered whole, only the padding's corners are
+spared); ``ellipse`` the ellipse inscribed in the padded box.
+
+A box with a non-finite coordinate is a detector (or tracker) fault, not an
+empty region: ``apply_masks`` raises ``PermanentInputError``
+(``detector_failed``) so the job fails closed instead of delivering an
+image with that face unmasked.
 
 A region may instead carry a ``polygon`` (extra regions of per-file
 instructions): exactly the pixels the polygon touches are masked (rounded
@@ -40,6 +55,7 @@ import cv2
 import numpy as np
 
 from redactd.config import MaskConfig
+from redactd.errors import PermanentInputError
 from redactd.types import Box
 
 #: Scale at which the mosaic's cell grid is blurred: each cell becomes this
@@ -80,21 +96,39 @@ class _Patch:
     y1: int
     pixels: np.ndarray  # h x w x C
     inside: np.ndarray | None  # h x w bool, None = the whole rectangle
+    strength: float  # how coarse the mask is (pixels of equivalent blur; solid: inf)
 
 
-def apply_masks(image: np.ndarray, regions: Sequence[MaskRegion]) -> np.ndarray:
+def apply_masks(
+    image: np.ndarray,
+    regions: Sequence[MaskRegion],
+    frame_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Mask every region of ``image`` (``HxWx3`` BGR or ``HxWx1``, uint8) in place.
 
-    Returns ``image``. Boxes are padded, then clipped to the image; a box
-    wholly outside, empty or with non-finite coordinates is skipped. Boxes of
-    any size (down to a single pixel) are masked: a padded box is at least
-    4 px on each side.
+    Returns ``image``. Boxes are padded (``mask_area``), then clipped to the
+    image; a box wholly outside or empty is skipped. Boxes of any size (down
+    to a single pixel) are masked: a padded box is at least 4 px on each side.
+    ``frame_size`` (width, height): the whole frame ``image`` is a crop of,
+    for the padding cap relative to the frame (default: ``image`` itself).
+
+    Raises ``PermanentInputError`` (``detector_failed``) for a box with a
+    non-finite coordinate: fail closed, never a silently unmasked face.
     """
     if image.ndim != 3 or image.shape[2] not in (1, 3) or image.dtype != np.uint8:
         raise ValueError("apply_masks expects an HxWx3 or HxWx1 uint8 array")
     h, w = image.shape[:2]
-    patches = [p for r in regions if (p := _mask_patch(image, r, w, h)) is not None]
-    for p in patches:
+    fw, fh = frame_size if frame_size is not None else (w, h)
+    for r in regions:
+        if r.polygon is None and not all(
+            math.isfinite(c) for c in (r.box.x1, r.box.y1, r.box.x2, r.box.y2)
+        ):
+            raise PermanentInputError("detector_failed", "non-finite box", stage="mask")
+    patches = [p for r in regions if (p := _mask_patch(image, r, w, h, fw, fh)) is not None]
+    # Where masks overlap the coarsest wins (written last; stable among
+    # equals): a small false box inside a face must not put finer cells
+    # over part of that face's mosaic.
+    for p in sorted(patches, key=lambda p: p.strength):
         ph, pw = p.pixels.shape[:2]
         view = image[p.y1 : p.y1 + ph, p.x1 : p.x1 + pw]
         if p.inside is None:
@@ -104,27 +138,75 @@ def apply_masks(image: np.ndarray, regions: Sequence[MaskRegion]) -> np.ndarray:
     return image
 
 
-def _mask_patch(image: np.ndarray, region: MaskRegion, w: int, h: int) -> _Patch | None:
+def padding_of(box: Box, cfg: MaskConfig, frame_w: int, frame_h: int) -> tuple[float, float]:
+    """Growth (x, y) of each side of ``box``, in pixels (see the module doc)."""
+    cap = cfg.max_padding_frame * min(frame_w, frame_h)
+    px = min(cfg.padding * box.width + cfg.padding_px, cfg.max_padding * box.width, cap)
+    py = min(cfg.padding * box.height + cfg.padding_px, cfg.max_padding * box.height, cap)
+    return max(px, 0.0), max(py, 0.0)
+
+
+def mask_area(box: Box, cfg: MaskConfig, frame_w: int, frame_h: int) -> Box:
+    """The area a detection's mask covers in a ``frame_w`` x ``frame_h`` frame
+    (not clipped to it): the padded box, at least 4 px on each side."""
+    px, py = padding_of(box, cfg, frame_w, frame_h)
+    return _at_least(Box(box.x1 - px, box.y1 - py, box.x2 + px, box.y2 + py), _MIN_SIDE)
+
+
+def cell_size(box: Box, cfg: MaskConfig) -> float:
+    """Side (pixels) of a mosaic or pixelate cell for a detected ``box``."""
+    return _cell_size(max(box.width, box.height), cfg.blocks)
+
+
+def _mask_patch(
+    image: np.ndarray, region: MaskRegion, w: int, h: int, fw: int, fh: int
+) -> _Patch | None:
     cfg = region.mask
     box = region.box
     if region.polygon is not None:
         return _polygon_patch(image, region.polygon, cfg, w, h)
-    coords = (box.x1, box.y1, box.x2, box.y2)
-    if not all(math.isfinite(c) for c in coords) or box.width <= 0 or box.height <= 0:
+    if box.width <= 0 or box.height <= 0:
         return None
-    padded = _at_least(box.pad(cfg.padding), _MIN_SIDE)
+    px, py = padding_of(box, cfg, fw, fh)
+    padded = _at_least(Box(box.x1 - px, box.y1 - py, box.x2 + px, box.y2 + py), _MIN_SIDE)
     x1, y1, x2, y2 = padded.int_bounds(w, h)
     if x2 <= x1 or y2 <= y1:
         return None
     crop = image[y1:y2, x1:x2]
-    pixels = _masked_pixels(crop, cfg, max(padded.width, padded.height))
+    # Cells follow the detected box (blur: the whole masked area).
+    pixels = _masked_pixels(
+        crop,
+        cfg,
+        max(padded.width, padded.height),
+        cell_size(box, cfg),
+    )
     inside = None
     if cfg.shape == "ellipse":
         inside = _ellipse(padded, x1, y1, crop.shape[1], crop.shape[0])
+    elif cfg.shape == "rounded":
+        inside = _rounded(
+            padded,
+            padded.width - box.width,
+            padded.height - box.height,
+            x1,
+            y1,
+            crop.shape[1],
+            crop.shape[0],
+        )
     if region.protect:
         allowed = _outside_protected(box, region.protect, x1, y1, x2, y2)
         inside = allowed if inside is None else inside & allowed
-    return _Patch(x1, y1, pixels, inside)
+    return _Patch(x1, y1, pixels, inside, _strength(cfg, max(padded.width, padded.height), box))
+
+
+def _strength(cfg: MaskConfig, full: float, box: Box) -> float:
+    """Equivalent blur (pixels) of a mask, to order overlapping masks: the
+    mosaic is about a gaussian of 0.67 cell, a solid fill hides everything."""
+    if cfg.method == "solid":
+        return math.inf
+    if cfg.method == "blur":
+        return max(cfg.blur_strength * full / 6.0, 1.0)
+    return 0.67 * cell_size(box, cfg)
 
 
 def _outside_protected(
@@ -164,8 +246,9 @@ def _polygon_patch(
     inside = _polygon_pixels(pts, x1, y1, x2 - x1, y2 - y1)
     if not inside.any():
         return None
-    pixels = _masked_pixels(crop, cfg, max(area.width, area.height))
-    return _Patch(x1, y1, pixels, inside)
+    full = max(area.width, area.height)
+    pixels = _masked_pixels(crop, cfg, full, _cell_size(full, cfg.blocks))
+    return _Patch(x1, y1, pixels, inside, _strength(cfg, full, area))
 
 
 #: Rows rasterised at once (bounds the temporary rows x edges arrays).
@@ -217,9 +300,10 @@ def _polygon_pixels(pts: np.ndarray, x0: int, y0: int, cw: int, ch: int) -> np.n
     return out
 
 
-def _masked_pixels(crop: np.ndarray, cfg: MaskConfig, full: float) -> np.ndarray:
+def _masked_pixels(crop: np.ndarray, cfg: MaskConfig, full: float, cell: float) -> np.ndarray:
     """The crop masked with ``cfg``'s method; ``full`` is the longer side of the
-    whole masked area (cell and blur sizes follow it, not the clipped crop)."""
+    whole masked area (blur size follows it, not the clipped crop), ``cell``
+    the mosaic / pixelate cell side."""
     # Sizes of the whole padded box, even where the image clips it: a face
     # cut by the frame edge gets the same cell size as if it were whole.
     if cfg.method == "solid":
@@ -231,9 +315,9 @@ def _masked_pixels(crop: np.ndarray, cfg: MaskConfig, full: float) -> np.ndarray
     elif cfg.method == "blur":
         pixels = _blur(crop, sigma=cfg.blur_strength * full / 6.0)
     elif cfg.method == "pixelate":
-        pixels = _pixelate(crop, cell=_cell_size(full, cfg.blocks), smooth=False)
+        pixels = _pixelate(crop, cell=cell, smooth=False)
     else:
-        pixels = _pixelate(crop, cell=_cell_size(full, cfg.blocks), smooth=True)
+        pixels = _pixelate(crop, cell=cell, smooth=True)
     return pixels
 
 
@@ -309,4 +393,25 @@ def _ellipse(box: Box, x0: int, y0: int, cw: int, ch: int) -> np.ndarray:
     xs = (np.arange(cw, dtype=np.float32) + x0 + 0.5 - cx) / ax
     ys = (np.arange(ch, dtype=np.float32) + y0 + 0.5 - cy) / ay
     inside = ys[:, None] ** 2 + xs[None, :] ** 2 <= 1.0
+    return np.asarray(inside)
+
+
+def _rounded(box: Box, rx: float, ry: float, x0: int, y0: int, cw: int, ch: int) -> np.ndarray:
+    """Pixels of the crop whose centres lie in ``box`` with its corners rounded
+    by quarter-ellipses whose radii are half of ``rx``, ``ry`` (the padding of
+    both sides together: one side's padding), at most half the box: so the
+    inner (detected) box stays wholly inside."""
+    rx = min(max(rx / 2.0, 0.0), box.width / 2.0)
+    ry = min(max(ry / 2.0, 0.0), box.height / 2.0)
+    xs = np.arange(cw, dtype=np.float32) + x0 + 0.5
+    ys = np.arange(ch, dtype=np.float32) + y0 + 0.5
+    # Distance past the inner rectangle (box shrunk by the radii), per axis.
+    dx = np.maximum(np.maximum(box.x1 + rx - xs, xs - (box.x2 - rx)), 0.0)
+    dy = np.maximum(np.maximum(box.y1 + ry - ys, ys - (box.y2 - ry)), 0.0)
+    inx = (xs >= box.x1) & (xs <= box.x2)
+    iny = (ys >= box.y1) & (ys <= box.y2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ex = np.where(rx > 0, dx / max(rx, 1e-9), 0.0) ** 2
+        ey = np.where(ry > 0, dy / max(ry, 1e-9), 0.0) ** 2
+    inside = (ey[:, None] + ex[None, :] <= 1.0) & iny[:, None] & inx[None, :]
     return np.asarray(inside)

@@ -99,9 +99,19 @@ class Pipeline:
     def detect_frame(
         self, bgr: np.ndarray, profile: Profile, floor: float | None = None
     ) -> list[Detection]:
-        """Run every enabled detector of the profile; any failure is fail-closed."""
+        """Run every enabled detector of the profile; any failure is fail-closed.
+
+        Without ``floor`` the class thresholds apply, a large box's own among
+        them (``ClassConfig.threshold_for``); with it (video) the tracker
+        applies them, so a track can still take a large low-score box."""
         try:
-            return self.detectors.find(bgr, profile, floor)
+            found = self.detectors.find(bgr, profile, floor)
+            if floor is not None:
+                return found
+            h, w = bgr.shape[:2]
+            return [
+                d for d in found if d.score >= getattr(profile, d.cls).threshold_for(d.box, w, h)
+            ]
         except (RedactdError, MemoryError):
             raise
         except Exception as e:

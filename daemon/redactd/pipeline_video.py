@@ -52,7 +52,7 @@ from redactd.config import LimitsConfig, MaskConfig, Profile
 from redactd.errors import PermanentInputError
 from redactd.follow import RegionFollower
 from redactd.instructions import Instructions, PixelRegion
-from redactd.mask import MaskRegion, apply_masks
+from redactd.mask import MaskRegion, apply_masks, mask_area
 from redactd.media.sniff import MediaType
 from redactd.track import MultiTracker
 from redactd.types import CLASSES, Box, Detection, JobResult, ObjectClass, StageTimings
@@ -488,7 +488,14 @@ class _Run:
                 self.directions = _Directions(self.instr, w, h, share)
             if tracker is None and plan.tracking:
                 w, h = _upright_size(frame)
-                tracker = MultiTracker(self.prof.track, plan.thresholds, w, h, plan.lookback)
+                tracker = MultiTracker(
+                    self.prof.track,
+                    plan.thresholds,
+                    w,
+                    h,
+                    plan.lookback,
+                    {c: getattr(self.prof, c) for c in plan.thresholds},
+                )
             dets: list[Detection] | None = None
             if item.detect:
                 assert bgr is not None
@@ -603,6 +610,7 @@ class _Run:
                 )
                 for r in regions
             ],
+            frame_size=(f.width, f.height),
         )
         f.paste(region)
 
@@ -744,7 +752,7 @@ def _union_bounds(
             b = Box(min(xs), min(ys), max(xs), max(ys))
         if not b.width > 0 or not b.height > 0:
             continue
-        p = b if r.polygon is not None else b.pad(r.mask.padding)
+        p = b if r.polygon is not None else mask_area(b, r.mask, width, height)
         cx, cy = p.center
         hw, hh = max(p.width, _MIN_SIDE) / 2.0, max(p.height, _MIN_SIDE) / 2.0
         x1, y1 = min(x1, cx - hw), min(y1, cy - hh)

@@ -10,9 +10,13 @@ hides one: a raw detection at or above the class threshold is always in the
 output, tracked or not):
 
 * **bridging**: a track that misses detections keeps a mask at its predicted
-  box, grown by the filter's position and size uncertainty, for
+  position, grown by the filter's uncertainty of the centre, for
   ``max(max_age, hold)`` frames after its last hit (``max_age`` bounds how
-  long it can still be re-associated);
+  long it can still be re-associated). The mask box keeps the size of the
+  last DETECTED box (the filter's size may only add up to
+  ``MAX_SIZE_GROWTH``, for a face coming closer): the mask padding is added
+  on top of it later, so a predicted mask follows the face's size instead
+  of growing with every prediction;
 * **second association** (ByteTrack): a detection below the class threshold
   but at or above ``low_threshold`` is accepted when it continues a confirmed
   track, so a face turning away stays masked;
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from redactd.config import TrackConfig
+from redactd.config import ClassConfig, TrackConfig
 from redactd.types import Box, Detection, ObjectClass
 
 #: IoU a low-score detection needs with a confirmed track's predicted box
@@ -46,16 +50,23 @@ LOW_IOU = 0.4
 #: Hits after which a track counts as confirmed (may take low-score detections).
 CONFIRM_HITS = 2
 
-#: Standard deviations the mask box of a predicted (not detected) frame grows by.
+#: Standard deviations of the centre the mask box of a predicted (not
+#: detected) frame grows by.
 GROW_SIGMAS = 2.0
 
-#: Largest growth of a predicted box, per side, relative to its size.
-MAX_GROWTH = 1.0
+#: Largest growth of a predicted box, per side, relative to its size. The
+#: class's mask padding (e.g. 0.2 of the box + 5 px for faces) comes on top:
+#: together the mask stays within about twice the face's area.
+MAX_GROWTH = 0.15
+
+#: Largest size of a predicted mask box relative to the last detected box
+#: (the filter's size estimate may grow it this far, never shrink it).
+MAX_SIZE_GROWTH = 1.2
 
 #: Relative growth per frame of distance for look-back boxes made from the
 #: birth box alone (no velocity known yet), and its cap.
-LOOKBACK_GROWTH = 0.06
-LOOKBACK_MAX_GROWTH = 0.6
+LOOKBACK_GROWTH = 0.03
+LOOKBACK_MAX_GROWTH = 0.2
 
 #: Process and measurement noise relative to box size (ByteTrack's weights).
 _STD_POS = 1.0 / 20.0
@@ -159,6 +170,9 @@ class _Track:
     detector: str
     hits: int = 1
     misses: int = 0  # frames since the last hit
+    #: Variance of the centre (x, y) right after the last hit: a predicted
+    #: mask grows by the uncertainty added since then only.
+    hit_var: tuple[float, float] = (0.0, 0.0)
 
     @property
     def confirmed(self) -> bool:
@@ -216,6 +230,10 @@ class ClassTracker:
     width: int
     height: int
     lookback: int
+    #: The class's settings, for its size rule (``ClassConfig.threshold_for``):
+    #: a large box below its own threshold is "low" (it may continue a
+    #: confirmed track, never start one). None: ``threshold`` for every box.
+    cc: ClassConfig | None = None
     tracks: list[_Track] = field(default_factory=list)
     started: int = 0
     #: ``TrackStep.assigned`` of the last step (empty without detector output).
@@ -239,8 +257,8 @@ class ClassTracker:
             for t in self.tracks:
                 t.misses += 1
         else:
-            high = [d for d in detections if d.score >= self.threshold]
-            low = [d for d in detections if d.score < self.threshold]
+            high = [d for d in detections if d.score >= self._needs(d)]
+            low = [d for d in detections if d.score < self._needs(d)]
             ids: dict[int, int] = {}
             matched_tracks = self._associate(frame, high, low, out, backfill, ids)
             assigned = [
@@ -249,15 +267,21 @@ class ClassTracker:
             out.extend(assigned)  # raw detections are always masked
             self.last_assigned = [self._clipped(d) for d in assigned]
             for t in self.tracks:
-                if t.id not in matched_tracks:
+                # A track born on this frame was not missed on it.
+                if t.id not in matched_tracks and t.first_frame != frame:
                     t.misses += 1
         self.tracks = [t for t in self.tracks if t.misses <= self.lifetime and self._visible(t)]
         for t in self.tracks:
             if t.misses > 0:
-                out.append(self._as_detection(t, t.kf.box(GROW_SIGMAS, self._min_size(t))))
+                out.append(self._as_detection(t, self._mask_box(t, GROW_SIGMAS)))
         return [self._clipped(d) for d in out], [
             Backfill(b.frame, self._clipped(b.detection)) for b in backfill
         ]
+
+    def _needs(self, d: Detection) -> float:
+        if self.cc is None:
+            return self.threshold
+        return max(self.threshold, self.cc.threshold_for(d.box, self.width, self.height))
 
     def _associate(
         self,
@@ -281,7 +305,7 @@ class ClassTracker:
             if t.confirmed:
                 # The predicted box too: a detection that is jittery or
                 # off-centre this frame must not uncover part of the face.
-                out.append(self._as_detection(t, t.kf.box()))
+                out.append(self._as_detection(t, self._mask_box(t, 0.0)))
             self._hit(t, d)
             matched.add(t.id)
             used_high.add(c)
@@ -293,7 +317,7 @@ class ClassTracker:
             sim = self._similarity(rest, [d.box for d in low])
             for r, c in _greedy_match(sim, max(LOW_IOU, self.cfg.iou_threshold)):
                 t, d = rest[r], low[c]
-                predicted = t.kf.box()
+                predicted = self._mask_box(t, 0.0)
                 self._hit(t, d)
                 matched.add(t.id)
                 backfill.extend(self._refined_lookback(t, frame))
@@ -319,6 +343,7 @@ class ClassTracker:
 
     def _hit(self, t: _Track, d: Detection) -> None:
         t.kf.update(d.box)
+        t.hit_var = (float(t.kf.cov[0, 0]), float(t.kf.cov[1, 1]))
         t.hits += 1
         t.misses = 0
         t.last_box = d.box
@@ -335,6 +360,7 @@ class ClassTracker:
             score=d.score,
             detector=d.detector,
         )
+        t.hit_var = (float(t.kf.cov[0, 0]), float(t.kf.cov[1, 1]))
         self._next_id += 1
         self.started += 1
         self.tracks.append(t)
@@ -375,9 +401,24 @@ class ClassTracker:
             out.append(Backfill(f, self._as_detection(t, _grow(box, rel))))
         return out
 
-    def _min_size(self, t: _Track) -> tuple[float, float]:
-        # A shrinking track must not collapse while coasting.
-        return (t.last_box.width * 0.5, t.last_box.height * 0.5)
+    def _mask_box(self, t: _Track, sigmas: float) -> Box:
+        """The box to mask for track ``t`` at its predicted position: the last
+        detected size (grown by the filter's size estimate up to
+        ``MAX_SIZE_GROWTH``, never shrunk: fail closed), each side grown by
+        ``sigmas`` standard deviations of the centre's uncertainty ADDED since
+        the last hit (the detected box itself was certain enough to mask;
+        capped at ``MAX_GROWTH``)."""
+        cx, cy, fw, fh = (float(v) for v in t.kf.mean[:4])
+        lw, lh = max(t.last_box.width, 1.0), max(t.last_box.height, 1.0)
+        w = min(max(fw, lw), lw * MAX_SIZE_GROWTH)
+        h = min(max(fh, lh), lh * MAX_SIZE_GROWTH)
+        gx = gy = 0.0
+        if sigmas > 0:
+            ax = max(float(t.kf.cov[0, 0]) - t.hit_var[0], 0.0)
+            ay = max(float(t.kf.cov[1, 1]) - t.hit_var[1], 0.0)
+            gx = min(sigmas * float(np.sqrt(ax)), MAX_GROWTH * w)
+            gy = min(sigmas * float(np.sqrt(ay)), MAX_GROWTH * h)
+        return Box(cx - w / 2 - gx, cy - h / 2 - gy, cx + w / 2 + gx, cy + h / 2 + gy)
 
     def _visible(self, t: _Track) -> bool:
         b = t.kf.box().clip(self.width, self.height)
@@ -398,7 +439,9 @@ class MultiTracker:
     detections at or above it are "high" (always masked, may start tracks),
     below it "low" (masked only when they continue a confirmed track).
     ``lookback`` is the number of earlier frames the caller can still change
-    (its look-ahead buffer); backfills never reach further back.
+    (its look-ahead buffer); backfills never reach further back. ``classes``:
+    each class's settings, for the score a large box needs
+    (``ClassConfig.threshold_for``).
     """
 
     def __init__(
@@ -408,11 +451,14 @@ class MultiTracker:
         width: int,
         height: int,
         lookback: int | None = None,
+        classes: Mapping[ObjectClass, ClassConfig] | None = None,
     ) -> None:
         self.cfg = cfg
         lb = cfg.lookback if lookback is None else lookback
+        cc = classes or {}
         self.trackers = {
-            cls: ClassTracker(cls, cfg, thr, width, height, lb) for cls, thr in thresholds.items()
+            cls: ClassTracker(cls, cfg, thr, width, height, lb, cc.get(cls))
+            for cls, thr in thresholds.items()
         }
 
     def step(self, frame: int, detections: Sequence[Detection] | None) -> TrackStep:

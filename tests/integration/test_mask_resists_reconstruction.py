@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 from redactd.config import MaskConfig
-from redactd.mask import MaskRegion, apply_masks
+from redactd.mask import MaskRegion, apply_masks, cell_size, mask_area
 from redactd.types import Box
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
@@ -159,13 +159,14 @@ def samples(eval_dir: Path) -> list[Sample]:
 class Masking:
     """A way of masking, and what an informed attacker knows about it.
 
-    ``area`` is the region the mask changes around a labelled box; ``sigma``
-    the gaussian point-spread width the attacker deconvolves there. The
+    ``area`` is the region the mask changes around a labelled box in an image
+    of the given width and height; ``sigma`` the gaussian point-spread width
+    the attacker deconvolves there. The
     attacker knows the method and its parameters (Kerckhoffs).
     """
 
     apply: Callable[[np.ndarray, tuple[Box, ...]], np.ndarray]
-    area: Callable[[Box], Box]
+    area: Callable[[Box, int, int], Box]
     sigma: Callable[[Box], float]
 
 
@@ -229,7 +230,7 @@ def attack_deconvolve(img: np.ndarray, boxes: tuple[Box, ...], m: Masking) -> np
     h, w = img.shape[:2]
     for b in boxes:
         sigma = m.sigma(b)
-        x1, y1, x2, y2 = m.area(b).int_bounds(w, h)
+        x1, y1, x2, y2 = m.area(b, w, h).int_bounds(w, h)
         if x2 <= x1 or y2 <= y1:
             continue
         ctx = math.ceil(2 * sigma)  # context read around the area
@@ -264,7 +265,7 @@ def _weak_blur(img: np.ndarray, boxes: tuple[Box, ...]) -> np.ndarray:
 
 
 # OpenCV's sigma for a 5x5 kernel given sigma 0: 0.3 * ((5 - 1) * 0.5 - 1) + 0.8.
-WEAK = Masking(apply=_weak_blur, area=lambda b: b, sigma=lambda b: 1.1)
+WEAK = Masking(apply=_weak_blur, area=lambda b, w, h: b, sigma=lambda b: 1.1)
 
 
 def _default_apply(img: np.ndarray, boxes: tuple[Box, ...]) -> np.ndarray:
@@ -272,15 +273,15 @@ def _default_apply(img: np.ndarray, boxes: tuple[Box, ...]) -> np.ndarray:
 
 
 def _default_sigma(b: Box) -> float:
-    # The mosaic averages cells of (padded size / blocks) and blurs them with
-    # a gaussian of 0.6 cell: together about 0.67 cell.
-    cfg = MaskConfig()
-    padded = b.pad(cfg.padding)
-    return max(1.0, 0.67 * max(2.0, max(padded.width, padded.height) / cfg.blocks))
+    # The mosaic averages cells (their size follows the box: mask.cell_size)
+    # and blurs them with a gaussian of 0.6 cell: together about 0.67 cell.
+    return max(1.0, 0.67 * cell_size(b, MaskConfig()))
 
 
 DEFAULT = Masking(
-    apply=_default_apply, area=lambda b: b.pad(MaskConfig().padding), sigma=_default_sigma
+    apply=_default_apply,
+    area=lambda b, w, h: mask_area(b, MaskConfig(), w, h),
+    sigma=_default_sigma,
 )
 
 
@@ -314,7 +315,7 @@ def _judged_count(samples: list[Sample]) -> int:
 def _mean_fill(img: np.ndarray, boxes: tuple[Box, ...]) -> np.ndarray:
     """The content-free control: each default mask area filled with its mean colour."""
     h, w = img.shape[:2]
-    areas = [DEFAULT.area(b).int_bounds(w, h) for b in boxes]
+    areas = [DEFAULT.area(b, w, h).int_bounds(w, h) for b in boxes]
     means = [img[y1:y2, x1:x2].reshape(-1, 3).mean(axis=0) for x1, y1, x2, y2 in areas]
     out = img.copy()
     for (x1, y1, x2, y2), m in zip(areas, means, strict=True):

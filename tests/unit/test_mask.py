@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import MaskConfig
-from redactd.mask import MaskRegion, apply_masks
+from redactd.config import MaskConfig, Profile
+from redactd.errors import PermanentInputError
+from redactd.mask import MaskRegion, apply_masks, cell_size, mask_area, padding_of
 from redactd.types import Box
 
 METHODS = ("mosaic", "blur", "pixelate", "solid")
@@ -36,7 +37,9 @@ def cfg(**kw: object) -> MaskConfig:
 def test_the_default_is_a_coarse_mosaic_over_a_padded_box() -> None:
     d = MaskConfig()
     assert (d.method, d.shape) == ("mosaic", "box")
-    assert d.padding >= 0.4 and d.blocks <= 3
+    assert d.blocks == 1  # one cell per face (finer is found again as a face)
+    assert 0.1 <= d.padding <= 0.3 and d.max_padding <= 0.5 and d.max_padding_frame <= 0.1
+    assert Profile().face.mask == d
 
 
 def test_masks_in_place_and_returns_the_same_array() -> None:
@@ -50,7 +53,7 @@ def test_each_method_changes_the_padded_box_and_nothing_outside(method: str) -> 
     original = textured()
     img = original.copy()
     box = Box(100, 60, 160, 140)  # 60 x 80
-    m = cfg(method=method, shape="box", padding=0.25)
+    m = cfg(method=method, shape="box", padding=0.25, padding_px=0.0, max_padding_frame=1.0)
     apply_masks(img, [MaskRegion(box, m)])
     x1, y1, x2, y2 = box.pad(0.25).int_bounds(300, 200)  # 85..175, 40..160
     diff = changed(img, original)
@@ -101,7 +104,9 @@ def test_solid_fills_with_the_colour() -> None:
 def test_ellipse_spares_the_corners_of_its_box() -> None:
     original = textured()
     img = original.copy()
-    apply_masks(img, [MaskRegion(Box(100, 50, 200, 150), cfg(shape="ellipse", padding=0.0))])
+    apply_masks(
+        img, [MaskRegion(Box(100, 50, 200, 150), cfg(shape="ellipse", padding=0.0, padding_px=0.0))]
+    )
     diff = changed(img, original)
     assert diff[95:105, 145:155].all()  # the centre
     for y, x in ((50, 100), (50, 199), (149, 100), (149, 199)):
@@ -157,8 +162,6 @@ def test_boxes_partly_outside_the_image(method: str) -> None:
         Box(-300, -300, -200, -200),  # outside even when padded
         Box(50, 50, 50, 80),  # zero width
         Box(60, 60, 40, 80),  # inverted
-        Box(float("nan"), 10, 20, 20),
-        Box(10, 10, float("inf"), 20),
     ],
 )
 def test_boxes_with_nothing_to_mask_change_nothing(box: Box) -> None:
@@ -168,16 +171,36 @@ def test_boxes_with_nothing_to_mask_change_nothing(box: Box) -> None:
     assert np.array_equal(img, original)
 
 
+@pytest.mark.parametrize(
+    "box",
+    [
+        Box(float("nan"), 10, 20, 20),
+        Box(10, 10, float("inf"), 20),
+        Box(10, float("-inf"), 20, 20),
+    ],
+)
+def test_a_non_finite_box_fails_closed(box: Box) -> None:
+    """A detector fault is not an empty region: the job fails (detector_failed)
+    instead of delivering the image with that face silently unmasked."""
+    img = textured()
+    with pytest.raises(PermanentInputError) as ei:
+        apply_masks(
+            img, [MaskRegion(Box(10, 10, 50, 50), MaskConfig()), MaskRegion(box, MaskConfig())]
+        )
+    assert ei.value.reason == "detector_failed"
+
+
 def test_overlapping_regions_are_all_masked_from_the_original_pixels() -> None:
     original = textured()
-    a = MaskRegion(Box(50, 50, 130, 130), cfg(shape="box", padding=0.0))
-    b = MaskRegion(Box(100, 80, 180, 160), cfg(method="blur", shape="box", padding=0.0))
+    a = MaskRegion(Box(50, 50, 130, 130), cfg(shape="box", padding=0.0, padding_px=0.0))
+    b = MaskRegion(Box(100, 80, 180, 160), cfg(shape="box", padding=0.0, padding_px=0.0))
     both = apply_masks(original.copy(), [a, b])
     only_a = apply_masks(original.copy(), [a])
     only_b = apply_masks(original.copy(), [b])
     diff = changed(both, original)
     assert diff[50:130, 50:130].mean() > 0.95 and diff[80:160, 100:180].mean() > 0.95
-    # b (written last) is b's mask of the ORIGINAL pixels, not of a's mosaic ...
+    # b (as coarse as a, written last) is b's mask of the ORIGINAL pixels,
+    # not of a's mosaic ...
     assert np.array_equal(both[80:160, 100:180], only_b[80:160, 100:180])
     # ... and the rest of a is a's mask alone
     rest = np.ones((200, 300), bool)
@@ -200,3 +223,95 @@ def test_rejects_what_it_cannot_mask() -> None:
         apply_masks(np.zeros((10, 10), np.uint8), [])
     with pytest.raises(ValueError):
         apply_masks(np.zeros((10, 10, 3), np.float32), [])
+
+
+def _plain(**kw: object) -> MaskConfig:
+    return cfg(**{"shape": "box", **kw})
+
+
+def test_the_coarser_mask_wins_where_masks_overlap() -> None:
+    """A small (false or duplicate) box inside a face must not put its finer
+    cells over the face's mosaic: the coarser mask is written last."""
+    original = textured()
+    face = MaskRegion(Box(60, 40, 180, 160), _plain(padding=0.0, padding_px=0.0))
+    small = MaskRegion(Box(100, 80, 124, 104), _plain(padding=0.0, padding_px=0.0))
+    both = apply_masks(original.copy(), [face, small])
+    face_only = apply_masks(original.copy(), [face])
+    assert np.array_equal(both, face_only)
+    # ... and a solid fill beats any mosaic
+    solid = MaskRegion(Box(100, 80, 124, 104), _plain(method="solid", padding=0.0, padding_px=0.0))
+    out = apply_masks(original.copy(), [solid, face])
+    assert (out[80:104, 100:124] == 0).all()
+
+
+def test_padding_is_relatively_larger_for_small_faces() -> None:
+    d = MaskConfig()
+    small, large = Box(0, 0, 12, 12), Box(0, 0, 200, 200)
+    ps, pl = padding_of(small, d, 4000, 4000)[0], padding_of(large, d, 4000, 4000)[0]
+    assert ps / 12 > 1.5 * (pl / 200)
+    assert pl / 200 >= d.padding  # the relative part is never lost on large faces
+
+
+def test_a_close_up_portrait_keeps_its_background() -> None:
+    """A face filling most of the frame grows by at most max_padding_frame of
+    the frame per side, so the shoulders and background stay."""
+    h, w = 800, 600
+    original = textured(h, w, seed=5)
+    face = Box(120, 100, 480, 560)  # 360 x 460: a close-up
+    img = apply_masks(original.copy(), [MaskRegion(face, MaskConfig())])
+    diff = changed(img, original)
+    x1, y1, x2, y2 = face.int_bounds(w, h)
+    assert diff[y1:y2, x1:x2].all()  # the face is wholly masked
+    grow = MaskConfig().max_padding_frame * min(w, h)
+    area = mask_area(face, MaskConfig(), w, h)
+    assert area.x1 >= face.x1 - grow - 1e-6 and area.y2 <= face.y2 + grow + 1e-6
+    assert diff.mean() < 0.5  # old default (padding 0.5 per side): the whole photo
+    assert not diff[: int(face.y1 - grow) - 1].any() and not diff[int(face.y2 + grow) + 2 :].any()
+
+
+def test_the_mask_never_exceeds_its_multiple_of_the_box() -> None:
+    d = MaskConfig()
+    for side in (2.0, 5.0, 12.0, 40.0, 300.0):
+        b = Box(1000, 1000, 1000 + side, 1000 + side * 1.2)
+        a = mask_area(b, d, 4000, 4000)
+        limit = 1 + 2 * d.max_padding
+        assert a.width <= max(limit * b.width, 4.0) + 1e-9
+        assert a.height <= max(limit * b.height, 4.0) + 1e-9
+
+
+def test_cells_follow_the_detected_box_not_its_padding() -> None:
+    """Padding adds cells of the face's cell size; it does not coarsen the face."""
+    b = Box(100, 60, 160, 140)
+    assert cell_size(b, _plain(padding=0.0)) == cell_size(b, _plain(padding=0.5)) == 80.0
+    original = textured()
+    m = _plain(method="pixelate", blocks=4, padding=0.5, padding_px=0.0, max_padding_frame=1.0)
+    img = apply_masks(original.copy(), [MaskRegion(b, m)])
+    a = mask_area(b, m, 300, 200)
+    x1, y1, x2, y2 = a.int_bounds(300, 200)
+    colours = len(np.unique(img[y1:y2, x1:x2].reshape(-1, 3), axis=0))
+    assert 6 * 4 <= colours <= 8 * 8  # 4 cells per 80 px: ~6 x 8 cells over the padded box
+
+
+def test_rounded_covers_the_whole_detected_box_but_not_the_padding_corners() -> None:
+    original = textured()
+    b = Box(100, 60, 160, 140)
+    m = _plain(shape="rounded", padding=0.5, padding_px=0.0, max_padding_frame=1.0)
+    img = apply_masks(original.copy(), [MaskRegion(b, m)])
+    diff = changed(img, original)
+    assert diff[60:140, 100:160].all()
+    a = mask_area(b, m, 300, 200)  # 70..190 x 20..180
+    for y, x in ((int(a.y1), int(a.x1)), (int(a.y1), int(a.x2) - 1), (int(a.y2) - 1, int(a.x1))):
+        assert not diff[y, x]
+    assert diff[int(a.y1), int(b.center[0])] and diff[int(b.center[1]), int(a.x1)]
+
+
+def test_a_crop_masks_like_its_whole_frame() -> None:
+    """Video masks a crop of the frame: ``frame_size`` keeps the frame's padding cap."""
+    original = textured(400, 600, seed=2)
+    b = Box(200, 100, 400, 300)
+    whole = apply_masks(original.copy(), [MaskRegion(b, MaskConfig())])
+    a = mask_area(b, MaskConfig(), 600, 400)
+    x1, y1, x2, y2 = a.int_bounds(600, 400)
+    crop = original[y1 - 3 : y2 + 3, x1 - 3 : x2 + 3].copy()
+    apply_masks(crop, [MaskRegion(b.shifted(-(x1 - 3), -(y1 - 3)), MaskConfig())], (600, 400))
+    assert np.array_equal(crop, whole[y1 - 3 : y2 + 3, x1 - 3 : x2 + 3])

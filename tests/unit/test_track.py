@@ -164,3 +164,53 @@ def test_kalman_learns_constant_velocity() -> None:
     kf.predict()
     b = kf.box()
     assert abs(b.x1 - 60.0) < 2.0 and abs(b.y1 - 40.0) < 2.0
+
+
+def _union_area(boxes: list[Box]) -> int:
+    m = np.zeros((H, W), bool)
+    for b in boxes:
+        x1, y1, x2, y2 = b.int_bounds(W, H)
+        m[y1:y2, x1:x2] = True
+    return int(m.sum())
+
+
+def test_a_steady_face_keeps_a_face_sized_mask_over_gaps() -> None:
+    """Predictions, look-back and hold follow the face's size: over a clip
+    detected every 2nd frame, with missed detections and a face that
+    disappears, the mask of each frame (tracker boxes with the face mask's
+    padding, united with the look-back boxes that reach that frame) stays
+    within 2x of the mask the same face gets in a still image, and the
+    tracker's own boxes within 2x the face box (before: up to 3x the box per
+    side, 9x its area, padding on top). Every pixel of the face is still
+    masked on every frame (fail closed)."""
+    from redactd.config import MaskConfig
+    from redactd.mask import mask_area
+
+    rng = np.random.default_rng(7)
+    face_box = Box(300, 120, 360, 195)  # 60 x 75, seated
+    tr = MultiTracker(TrackConfig(), {"face": 0.5}, W, H, lookback=6)
+    per_frame: dict[int, list[Detection]] = {}
+    missed = set(range(20, 31)) | {36, 44}  # a long gap and two short misses
+    last = 60  # the face leaves after frame 59
+    for t in range(last + 20):
+        if t % 2 == 1:
+            dets = None  # detect_every = 2
+        elif t in missed or t >= last:
+            dets = []
+        else:
+            j = rng.normal(0.0, 1.5, 4)  # detector jitter, pixels
+            b = Box(face_box.x1 + j[0], face_box.y1 + j[1], face_box.x2 + j[2], face_box.y2 + j[3])
+            dets = [Detection("face", b, 0.9, "test")]
+        step = tr.step(t, dets)
+        per_frame.setdefault(t, []).extend(step.current)
+        for bf in step.backfill:
+            per_frame.setdefault(bf.frame, []).append(bf.detection)
+    mask = MaskConfig()
+    still = _union_area([mask_area(face_box, mask, W, H)])
+    for t in range(last):
+        boxes = [d.box for d in per_frame.get(t, [])]
+        assert _union_area(boxes) <= 2.0 * face_box.area, f"frame {t}: tracker boxes too large"
+        areas = [mask_area(b, mask, W, H) for b in boxes]
+        assert _union_area([*areas, face_box]) == _union_area(areas), f"frame {t}: face uncovered"
+        masked = _union_area(areas)
+        assert masked <= 2.0 * still, f"frame {t}: mask {masked / still:.2f}x the still mask"
