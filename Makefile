@@ -24,9 +24,10 @@ $(STAMP): pyproject.toml requirements/test.txt
 # package registry). Pins are kept where they still fit; `UPGRADE=1` moves
 # every pin to the newest release. Review the diff, then `make test`.
 LOCK_TOOL := .venv-lock
+UV_VERSION := 0.13.9
 LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header --quiet $(if $(UPGRADE),--upgrade)
 lock:
-	[ -x $(LOCK_TOOL)/bin/uv ] || { $(PYTHON) -m venv $(LOCK_TOOL) && $(LOCK_TOOL)/bin/pip install --quiet uv; }
+	[ -x $(LOCK_TOOL)/bin/uv ] || { $(PYTHON) -m venv $(LOCK_TOOL) && $(LOCK_TOOL)/bin/pip install --quiet uv==$(UV_VERSION); }
 	$(LOCK_TOOL)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml -o requirements/service.txt
 	$(LOCK_TOOL)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml --extra test -o requirements/test.txt
 	$(LOCK_TOOL)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml --extra quantize -o requirements/quantize.txt
@@ -59,7 +60,8 @@ clean:
 	rm -rf $(VENV) $(LOCK_TOOL) var build *.egg-info
 
 # An offline bundle for air-gapped servers (see deploy/README.md): wheels for
-# this machine's Python, the verified default models, the deploy files, checksums.
+# the service lock (hash-checked), the verified default models, the deploy
+# files, a CycloneDX SBOM and SHA256SUMS; prints the digest to pass on.
 bundle: install
 	deploy/make-bundle.sh dist/redactd-bundle $(BIN)/python
 	tar -C dist -czf dist/redactd-bundle.tar.gz redactd-bundle
