@@ -5,7 +5,12 @@
 #   deploy/install.sh --offline BUNDLE   # from a bundle made by `make bundle` (no network)
 #
 # Options: --prefix DIR (default /opt/redactd), --no-start (install only),
-#          --instance NAME (install /etc/redactd/NAME.toml for redactd@NAME.service).
+#          --instance NAME (install /etc/redactd/NAME.toml for redactd@NAME.service),
+#          --sums-sha256 HEX (offline: the digest of the bundle's SHA256SUMS that
+#          `make bundle` printed; passed on out of band, it pins the whole bundle).
+#
+# Python packages come from the hashed lock (requirements/service.txt, or the
+# bundle's requirements.txt) with --require-hashes: the same versions as tested.
 #
 # Upgrades keep the config and the folders. The new version is built next to
 # the old one and only swapped in after its models verified, so a failed
@@ -16,6 +21,7 @@ PREFIX=/opt/redactd
 BUNDLE=""
 START=1
 INSTANCE=""
+SUMS_SHA256=""
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 
 while [ $# -gt 0 ]; do
@@ -24,7 +30,8 @@ while [ $# -gt 0 ]; do
     --prefix) PREFIX="$2"; shift 2 ;;
     --no-start) START=0; shift ;;
     --instance) INSTANCE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --sums-sha256) SUMS_SHA256="$2"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -33,15 +40,29 @@ done
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null || { echo "install.sh: python3 is required" >&2; exit 1; }
 
+say() { echo "install.sh: $*"; }
+
 if [ -n "$BUNDLE" ]; then
   DEPLOY="$BUNDLE/deploy"
-  echo "checking bundle checksums"
-  (cd "$BUNDLE" && sha256sum --quiet -c SHA256SUMS)
+  # Before anything is installed: SHA256SUMS lists exactly the files present,
+  # the SBOM describes exactly the wheels and models present (same digests).
+  # Whoever can rewrite the bundle can rewrite this script too: only
+  # --sums-sha256, passed on out of band, pins all of it.
+  say "checking the bundle's SHA256SUMS and SBOM"
+  if ! "$PY" "$SRC/deploy/bundle.py" verify "$BUNDLE" $SUMS_SHA256; then
+    say "the bundle does not match its checksums or SBOM; nothing was installed" >&2
+    exit 1
+  fi
+  [ -n "$SUMS_SHA256" ] || say "note: no --sums-sha256 given; the bundle is checked against itself only"
 else
   DEPLOY="$SRC/deploy"
+  # systemd-python builds against libsystemd (the bundle carries it built).
+  if ! pkg-config --exists libsystemd 2>/dev/null && command -v apt-get >/dev/null; then
+    say "installing libsystemd-dev and pkg-config (to build systemd-python)"
+    apt-get install -y -qq libsystemd-dev pkg-config >/dev/null ||
+      { apt-get update -qq && apt-get install -y -qq libsystemd-dev pkg-config >/dev/null; }
+  fi
 fi
-
-say() { echo "install.sh: $*"; }
 
 # 1. The service user and the producer/consumer/admin/metrics groups
 #    (sysusers.d where systemd has it, useradd otherwise).
@@ -63,10 +84,12 @@ mkdir -p "$PREFIX/releases"
 NEW="$PREFIX/releases/$(date +%Y%m%d%H%M%S)-$$"
 "$PY" -m venv "$NEW"
 if [ -n "$BUNDLE" ]; then
-  "$NEW/bin/python" -m pip install --quiet --no-index --find-links "$BUNDLE/wheels" redactd
+  "$NEW/bin/python" -m pip install --quiet --no-index --find-links "$BUNDLE/wheels" \
+      --require-hashes -r "$BUNDLE/requirements.txt"
+  "$NEW/bin/python" -m pip install --quiet --no-index --no-deps "$BUNDLE"/wheels/redactd-*.whl
 else
-  "$NEW/bin/python" -m pip install --quiet --upgrade pip
-  "$NEW/bin/python" -m pip install --quiet "$SRC"
+  "$NEW/bin/python" -m pip install --quiet --require-hashes -r "$SRC/requirements/service.txt"
+  "$NEW/bin/python" -m pip install --quiet --no-deps "$SRC"
 fi
 
 # 3. Models, fetched and verified into a staging store; the live store is only

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redactd import __version__, log
+from redactd import log
 from redactd.config import DEFAULT_IGNORE, Config, default_config, load, world_writable
 from redactd.errors import (
     EX_CONFIG,
@@ -722,6 +722,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("quarantined by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
     for err in m.get("last_errors", [])[-5:]:
         print(f"  {time.time() - float(err['time']):.0f} s ago: {err['reason']}")
+    from redactd import versions
+
+    print("installed:")
+    print("\n".join("  " + ln for ln in versions.collect(cfg.models.dir).lines()))
     return EX_OK
 
 
@@ -759,9 +763,36 @@ A NAME.EXT.redact.json beside an input is used too (added to these).
 """
 
 
+def _versions_lines(config_arg: str | None) -> list[str]:
+    from redactd import versions
+
+    try:
+        path = _config_path(config_arg)
+        cfg = load(path) if path is not None else default_config()
+        store = cfg.models.dir
+    except (ConfigError, OSError):  # unreadable for this user: the default store
+        store = default_config().models.dir
+    return versions.collect(store).lines()
+
+
+class _VersionAction(argparse.Action):
+    """``redactd [--config FILE] --version``: what is installed and which models."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print("\n".join(_versions_lines(getattr(namespace, "version_config", None))))
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="redactd", description="Anonymize faces and licence plates.")
-    p.add_argument("--version", action="version", version=f"redactd {__version__}")
+    p.add_argument(
+        "--version",
+        action=_VersionAction,
+        nargs=0,
+        help="print the versions of redactd, OpenVINO, PyAV/FFmpeg, OpenCV and the models",
+    )
+    p.add_argument("--config", dest="version_config", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -3,28 +3,105 @@
 Events are verbs on nouns (``job.claimed``, ``job.done``); fields are counts,
 sizes, timings and ids. Callers MUST NOT pass paths, file names, boxes or
 metadata values; ``scrub`` is a last line of defence for exception text.
+
+Under systemd (the output stream is the journal: ``JOURNAL_STREAM`` names its
+device and inode) records go to journald natively, each field its own
+journal field: ``event`` as ``REDACTD_EVENT``, ``reason`` as
+``REDACTD_REASON`` and so on, the JSON line as ``MESSAGE``, the level as
+``PRIORITY``; so ``journalctl -u redactd REDACTD_EVENT=job.quarantined``
+selects. They are sent with ``sd_journal_sendv`` and carry no ``CODE_FILE``
+(the bindings' ``send`` would add the caller's source path). Where
+libsystemd is absent the JSON lines go to the stream as elsewhere; the choice
+is made at configuration and logged once per process (``log.backend``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import secrets
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
 
 _configured = False
+_backend_logged = False
+
+#: syslog priorities of structlog's level names
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "critical": 2}
+_FIELD_BAD = re.compile(r"[^A-Z0-9_]")
 
 
-def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+def journal_fields(event_dict: Mapping[str, Any], message: str) -> list[str]:
+    """The journal fields of one record: ``KEY=value`` lines for sendv."""
+    fields = [
+        f"MESSAGE={message}",
+        f"PRIORITY={_PRIORITY.get(str(event_dict.get('level', 'info')), 6)}",
+        "SYSLOG_IDENTIFIER=redactd",
+    ]
+    for key, value in event_dict.items():
+        if key in ("level", "timestamp"):
+            continue  # PRIORITY, and the journal's own time
+        name = "REDACTD_" + _FIELD_BAD.sub("_", str(key).upper())
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        fields.append(f"{name}={text}")
+    return fields
+
+
+class _JournalRenderer:
+    """Last processor under systemd: renders the JSON line and sends the record."""
+
+    def __init__(self, sendv: Callable[..., object]) -> None:
+        self._sendv = sendv
+        self._json = structlog.processors.JSONRenderer(sort_keys=False)
+
+    def __call__(self, logger: Any, name: str, event_dict: dict[str, Any]) -> str:
+        line = str(self._json(logger, name, dict(event_dict)))
+        try:
+            self._sendv(*journal_fields(event_dict, line))
+        except OSError:
+            return line  # journald gone (stopping?): the line still reaches the stream
+        raise structlog.DropEvent
+
+
+def _journal_sendv(out: TextIO, env: Mapping[str, str]) -> tuple[Callable[..., object] | None, str]:
+    """``(sendv, "")`` when ``out`` is the journal and libsystemd loads, else
+    ``(None, why)``; ``why`` is empty when not under systemd at all."""
+    want = env.get("JOURNAL_STREAM", "")
+    if not want:
+        return None, ""
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None, ""
+    if want != f"{st.st_dev}:{st.st_ino}":
+        return None, ""
+    try:
+        from systemd import journal
+    except ImportError:  # not installed, or libsystemd.so is missing
+        return None, "no_libsystemd"
+    fn: Callable[..., object] = journal.sendv
+    return fn, ""
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "json",
+    stream: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
     """Configure structlog once per process (idempotent; later calls re-configure)."""
-    global _configured
+    global _configured, _backend_logged
     out = stream if stream is not None else sys.stdout
+    sendv, why = _journal_sendv(out, os.environ if env is None else env)
     renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
+        _JournalRenderer(sendv)
+        if sendv is not None
+        else structlog.processors.JSONRenderer(sort_keys=False)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -42,6 +119,12 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     _configured = True
+    if (sendv is not None or why) and not _backend_logged:
+        _backend_logged = True
+        if sendv is not None:
+            structlog.get_logger("redactd").info("log.backend", backend="journald")
+        else:
+            structlog.get_logger("redactd").warning("log.backend", backend="stream", reason=why)
 
 
 def get(name: str = "redactd") -> Any:

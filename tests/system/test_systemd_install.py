@@ -14,6 +14,7 @@ on 2 cores (the Debian root filesystem is cached; making it takes ~1 min).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -206,6 +207,36 @@ def test_bad_files_are_quarantined_with_their_reason(box: nspawn.Container) -> N
     journal = _journal(box)
     assert "job.quarantined" in journal
     assert SECRET not in journal and "Kvarnholm" not in journal
+
+
+def test_records_reach_the_journal_with_structured_fields_and_no_names(
+    box: nspawn.Container,
+) -> None:
+    """Under the unit, records go to journald natively (systemd-python): an
+    operator selects by event and reason; no field carries the input's name."""
+    name = f"{SECRET}-journal.jpg"
+    _drop(box, name, b"Minutes of the meeting with Kvarnholm, not a photo\n" * 20)
+    _wait(lambda: _exists(box, f"{SRV}/quarantine/{name}.reason.json"), 120, "the quarantined file")
+    sel = box.run(
+        "journalctl", "-u", UNIT, "--no-pager", "-o", "json",
+        "REDACTD_EVENT=job.quarantined", "REDACTD_REASON=unsupported_type",
+    ).stdout
+    records = [json.loads(ln) for ln in sel.splitlines()]
+    assert records, "journalctl found no job.quarantined record by its fields"
+    rec = records[-1]
+    assert rec["SYSLOG_IDENTIFIER"] == "redactd" and rec["PRIORITY"] == "4"
+    assert rec["REDACTD_STAGE"] and rec["REDACTD_JOB"]
+    assert json.loads(rec["MESSAGE"])["event"] == "job.quarantined"
+    assert not any(k.startswith("CODE_") for k in rec)
+    everything = box.run("journalctl", "-u", UNIT, "--no-pager", "-o", "json").stdout
+    backends = [
+        json.loads(ln) for ln in everything.splitlines() if '"REDACTD_EVENT":"log.backend"' in ln
+    ]
+    assert backends and backends[-1]["REDACTD_BACKEND"] == "journald"
+    assert '"REDACTD_BACKEND":"libsystemd"' in everything  # service.notify_backend
+    assert SECRET not in everything and "Kvarnholm" not in everything
+    version = box.run("/opt/redactd/venv/bin/redactd", "--version").stdout
+    assert "systemd-python 235" in version and "openvino " in version
 
 
 def test_quarantined_original_is_the_admins_with_the_service_mode(box: nspawn.Container) -> None:
@@ -511,6 +542,13 @@ def test_upgrade_with_a_bad_model_leaves_the_running_version(
     blob = bytearray(onnx.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     onnx.write_bytes(bytes(blob))
+    # The SBOM is rewritten to match as well (it is checked before anything else).
+    sbom = json.loads((bad / "sbom.cdx.json").read_text())
+    for model in sbom["components"]:
+        for f in model.get("components", []):
+            if f["properties"][0]["value"] == onnx.relative_to(bad).as_posix():
+                f["hashes"] = [{"alg": "SHA-256", "content": hashlib.sha256(blob).hexdigest()}]
+    (bad / "sbom.cdx.json").write_text(json.dumps(sbom))
     subprocess.run(
         "find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS",
         shell=True, cwd=bad, check=True,

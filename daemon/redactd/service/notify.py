@@ -1,12 +1,17 @@
 """systemd's notify protocol: READY, WATCHDOG, STATUS, STOPPING.
 
 Without ``NOTIFY_SOCKET`` (not started by systemd with ``Type=notify``) every
-call is a no-op. The ``systemd`` Python bindings are used when installed;
-otherwise the protocol is a single datagram on an AF_UNIX socket, whose
-address may be abstract (a leading ``@`` stands for a NUL byte).
+call is a no-op. Messages go through libsystemd's ``sd_notify`` (the
+``systemd-python`` dependency); where libsystemd is absent (a container
+without it) the bindings fail to import and the protocol is spoken here: a
+single datagram on an AF_UNIX socket, whose address may be abstract (a
+leading ``@`` stands for a NUL byte). Which one is chosen at start and logged
+once (``service.notify_backend``).
 
 The watchdog interval is half of ``WATCHDOG_USEC`` (as sd_watchdog_enabled
-advises), and only when ``WATCHDOG_PID`` is unset or names this process.
+advises; the bindings do not expose it), and only when ``WATCHDOG_PID`` is
+unset or names this process; the ping itself is ``WATCHDOG=1`` through
+``sd_notify``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from redactd import log
 
@@ -21,10 +27,19 @@ from redactd import log
 def _bindings() -> Callable[[str], object] | None:
     try:
         from systemd import daemon as sd_daemon
-    except ImportError:
+    except ImportError:  # not installed, or libsystemd.so is missing
         return None
     fn: Callable[[str], object] = sd_daemon.notify
     return fn
+
+
+def booted() -> bool:
+    """Whether this system runs systemd (``sd_booted``; the same test without it)."""
+    try:
+        from systemd import daemon as sd_daemon
+    except ImportError:
+        return Path("/run/systemd/system").is_dir()
+    return bool(sd_daemon.booted())
 
 
 class Notifier:
@@ -42,7 +57,13 @@ class Notifier:
         pid = env.get("WATCHDOG_PID", "")
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             self.watchdog_interval = int(usec) / 1e6 / 2.0
-        self._send_fn = _bindings() if (use_bindings and self.address) else None
+        # sd_notify reads NOTIFY_SOCKET from the process environment: usable
+        # only when that is the address this notifier was given.
+        same = self.address == os.environ.get("NOTIFY_SOCKET", "")
+        self._send_fn = _bindings() if (use_bindings and self.address and same) else None
+        self.backend = "" if not self.address else ("libsystemd" if self._send_fn else "socket")
+        if self.address:
+            log.get("redactd.notify").info("service.notify_backend", backend=self.backend)
         self._sock: socket.socket | None = None
         self._failed = False
         self._last_status = ""
@@ -58,8 +79,8 @@ class Notifier:
         msg = "\n".join(lines)
         try:
             if self._send_fn is not None:
-                self._send_fn(msg)
-                return True
+                # sd_notify: > 0 sent, 0 no socket, < 0 raises OSError (below).
+                return bool(self._send_fn(msg))
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             addr = self.address
