@@ -11,10 +11,19 @@ install: $(STAMP) models
 
 # Every dependency from the hashed lock (requirements/, see `make lock`); the
 # project itself without dependencies (an editable install cannot be hashed).
-# systemd-python builds against libsystemd: libsystemd-dev and pkg-config
-# (.ci/run and deploy/install.sh install them from the distribution).
+# systemd-python builds against libsystemd: libsystemd-dev and pkg-config,
+# installed here from the distribution when missing (as root with apt-get),
+# as .ci/run and deploy/install.sh do.
 $(STAMP): pyproject.toml requirements/test.txt
 	$(PYTHON) requirements/lock.py check
+	@pkg-config --exists libsystemd 2>/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libsystemd-dev and pkg-config (systemd-python builds against them)"; \
+	    apt-get update -qq && apt-get install -y -qq libsystemd-dev pkg-config >/dev/null; \
+	  else \
+	    echo "systemd-python needs libsystemd-dev and pkg-config: apt-get install libsystemd-dev pkg-config" >&2; \
+	    exit 1; \
+	  fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/test.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
