@@ -172,9 +172,13 @@ def test_eval_cli_scores_a_video_set_end_to_end_and_names_nothing(
     assert face["masked_recall_strict"] >= 0.8
     assert s["latency"]["frames_per_second"] > 0 and rep["hardware"]["cpu"]
     assert s["per_video"][0]["tracks"] and len(s["per_video"][0]["per_frame"]) == 24
-    # --attack: 8 sampled frames; the attack has teeth on the input, none on the masks
-    (att,) = s["attack"]
-    assert s["attack_frames"] == 8 and att["cls"] == "face" and att["judged"] > 0
+    # --attack: 8 sampled frames, the profile's masks and every mask method; the
+    # attack has teeth on the input, none on the profile's masks
+    rows = {a["method"]: a for a in s["attack"]}
+    assert set(rows) == {"profile", "mosaic", "blur", "pixelate", "solid"}
+    assert all(a["cls"] == "face" and a["plates_with_text"] == 0 for a in rows.values())
+    att = rows["profile"]
+    assert s["attack_frames"] == 8 and att["judged"] > 0
     assert att["found_original"] > 0 and att["redetected"] == 0
     assert {p.name for p in out.iterdir()} >= {
         "video-report.json", "video-report.md", "video-1-1-over-time.png", "video-1-1-tracks.png"
