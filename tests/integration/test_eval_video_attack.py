@@ -184,3 +184,22 @@ def test_eval_cli_attacks_every_mask_method_on_a_plate_video_and_names_nothing(
             assert SECRET.encode() not in data, p.name
             assert b"AB123CD" not in data.replace(b" ", b"") and PLATE.encode() not in data
     assert SECRET not in r.stdout + r.stderr and PLATE not in r.stdout + r.stderr
+
+
+def test_video_attack_without_the_recogniser_stops_with_exit_78(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    store = tmp_path / "store"  # the default models, but no ppocr_rec
+    store.mkdir()
+    for p in models_dir.iterdir():
+        if p.name != "ppocr_rec" and not p.name.startswith("."):
+            (store / p.name).symlink_to(p.resolve())
+    _plate_clip(tmp_path / "sets" / "cam")
+    r = subprocess.run(
+        [sys.executable, "-m", "redactd.cli", "eval", str(tmp_path / "sets"),
+         "--config", str(_config(tmp_path, store)), "--out", str(tmp_path / "r"), "--attack"],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 78, r.stderr
+    assert "model error" in r.stderr and "ppocr_rec" in r.stderr
+    assert not (tmp_path / "r" / "video-report.json").exists()
