@@ -380,28 +380,35 @@ def _attack_variant(
     samples: dict[int, _Sample],
     recognizer: TextRecognizer | None,
 ) -> list[attack_mod.BoxAttack]:
-    """The variant's own output of ``video``, attacked on the sampled frames only."""
-    out: list[attack_mod.BoxAttack] = []
+    """The variant's own output of ``video``, attacked on the sampled frames only.
+
+    The sampled (input, output) pairs are decoded first (8 frames), so that a
+    detector or recogniser failure during the attacks propagates instead of
+    reading as an undecodable output.
+    """
+    pairs: list[tuple[_Sample, np.ndarray, np.ndarray]] = []
     try:
         if _process(v.pipeline, v.name, video, dst) is not None:
-            return out  # no output: nothing masked, nothing attacked (as for images)
+            return []  # no output: nothing masked, nothing attacked (as for images)
         # A shorter output: its missing frames have nothing masked to attack.
         frames = zip(decode_rgb(video.path), decode_rgb(dst), strict=False)
         for t, (before, after) in enumerate(frames):
             s = samples.get(t)
-            if s is None or after.shape != before.shape:
-                continue
-            res = pixels.compare_arrays(s.image, before, after)
-            out.extend(
-                attack_mod.attack_image(
-                    v.pipeline, v.profile, s.image, _bgr(after), res, recognizer, s.base
-                )
-            )
+            if s is not None and after.shape == before.shape:
+                pairs.append((s, before, after))
     except (OSError, ValueError):
         return []  # an output that cannot be decoded: nothing to attack
     finally:
         with contextlib.suppress(FileNotFoundError):
             dst.unlink()
+    out: list[attack_mod.BoxAttack] = []
+    for s, before, after in pairs:
+        res = pixels.compare_arrays(s.image, before, after)
+        out.extend(
+            attack_mod.attack_image(
+                v.pipeline, v.profile, s.image, _bgr(after), res, recognizer, s.base
+            )
+        )
     return out
 
 
