@@ -29,6 +29,7 @@ Logs and reports carry indexes and digests, never names.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -322,8 +323,6 @@ def method_variants(
     pipeline: Pipeline, profile: str, methods: Sequence[MaskMethod]
 ) -> list[MethodVariant]:
     """One variant per method, sharing the loaded detectors of ``pipeline``."""
-    import dataclasses
-
     from redactd.evaluation.runner import method_variant
     from redactd.pipeline import Pipeline as _Pipeline
 
