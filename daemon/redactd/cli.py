@@ -107,6 +107,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for m in missing:
             _err(f"model error: {m}")
         return EX_CONFIG
+    from redactd.service.daemon import check_validation
+
+    # The same records `redactd run` demands at start-up (docs/VALIDATION.md):
+    # a config that check-config passes must not then refuse to start on them.
+    unvalidated = check_validation(cfg)
+    if unvalidated:
+        for p in unvalidated:
+            _err(f"config error: {p}")
+        return EX_CONFIG
     _err(f"config OK: {len(cfg.watch)} watched folder(s), {len(cfg.profiles)} profile(s)")
     return EX_OK
 
@@ -659,10 +668,17 @@ def _eval_videos(args: argparse.Namespace) -> int:
 
     try:
         out.mkdir(parents=True, exist_ok=True)
+        recognizer = video_runner.load_recognizer(pipeline, sets) if args.attack else None
         work = Path(tempfile.mkdtemp(prefix=".redactd-eval-", dir=out))
         try:
             result = video_runner.evaluate(
-                pipeline, args.profile, sets, work, progress=progress, attack=args.attack
+                pipeline,
+                args.profile,
+                sets,
+                work,
+                progress=progress,
+                attack=args.attack,
+                recognizer=recognizer,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)

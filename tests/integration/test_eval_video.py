@@ -172,9 +172,13 @@ def test_eval_cli_scores_a_video_set_end_to_end_and_names_nothing(
     assert face["masked_recall_strict"] >= 0.8
     assert s["latency"]["frames_per_second"] > 0 and rep["hardware"]["cpu"]
     assert s["per_video"][0]["tracks"] and len(s["per_video"][0]["per_frame"]) == 24
-    # --attack: 8 sampled frames; the attack has teeth on the input, none on the masks
-    (att,) = s["attack"]
-    assert s["attack_frames"] == 8 and att["cls"] == "face" and att["judged"] > 0
+    # --attack: 8 sampled frames, the profile's masks and every mask method; the
+    # attack has teeth on the input, none on the profile's masks
+    rows = {a["method"]: a for a in s["attack"]}
+    assert set(rows) == {"profile", "mosaic", "blur", "pixelate", "solid"}
+    assert all(a["cls"] == "face" and a["plates_with_text"] == 0 for a in rows.values())
+    att = rows["profile"]
+    assert s["attack_frames"] == 8 and att["judged"] > 0
     assert att["found_original"] > 0 and att["redetected"] == 0
     assert {p.name for p in out.iterdir()} >= {
         "video-report.json", "video-report.md", "video-1-1-over-time.png", "video-1-1-tracks.png"
@@ -245,3 +249,41 @@ def test_an_undecodable_video_counts_every_labelled_box_unmasked(tmp_path: Path)
     assert score.error == "corrupt"
     (face,) = score.classes
     assert (face.box_frames, face.masked, face.stability.stable_tracks) == (2, 0, 0)
+
+
+class _Reader:
+    """Plumbing stand-in for the recogniser: reads a fixed string per crop width."""
+
+    def __init__(self, by_width: dict[int, str]) -> None:
+        self.by_width = by_width
+
+    def read(self, crop: np.ndarray) -> str:
+        return self.by_width.get(crop.shape[1], "")
+
+
+def test_only_unlabelled_counted_plates_with_plate_like_readings_get_a_text() -> None:
+    from redactd.evaluation import attack
+    from redactd.evaluation.labels import LabelledBox, LabelledImage
+
+    def plate(w: int, **kw: object) -> LabelledBox:
+        return LabelledBox("plate", Box.from_xywh(100, 100, w, 20), **kw)  # type: ignore[arg-type]
+
+    boxes = (
+        plate(100),  # reads as plate text
+        plate(200),  # reads "A-1 2": 3 letters and digits, not plate-like
+        plate(300, ignore=True),  # ignore boxes are not judged
+        plate(400, extra={"text": "XY 99 ZZ"}),  # a labelled text is kept
+        LabelledBox("face", Box.from_xywh(100, 100, 100, 20)),
+    )
+    im = LabelledImage(Path("x"), 1000, 400, True, boxes)
+    widths = {attack.plate_crop(np.zeros((400, 1000, 3), np.uint8), b.box).shape[1]: b.box.width
+              for b in boxes}  # fmt: skip
+    reader = _Reader(
+        {cw: {100: "AB 123 CD", 200: "A-1 2", 300: "GG 777", 400: "QQ 111"}[int(w)]
+         for cw, w in widths.items()}
+    )  # fmt: skip
+    out = attack.with_read_text(im, np.zeros((400, 1000, 3), np.uint8), reader)  # type: ignore[arg-type]
+    texts = [b.extra.get("text") for b in out.boxes]
+    assert texts == ["AB 123 CD", None, None, "XY 99 ZZ", None]
+    assert [b.box for b in out.boxes] == [b.box for b in boxes]
+    assert attack.with_read_text(im, np.zeros((400, 1000, 3), np.uint8), None) is im

@@ -39,10 +39,20 @@ What counts (``AttackSummary``):
   readable in the output in any way, including plates the detector missed
   (a recall failure, not a weak mask); ``readable_original``: plates read in
   the input (the recogniser's teeth).
+
+Plates without a labelled text (labelled videos: MOT and the other video
+formats carry none) can still be judged: ``with_read_text`` gives such a
+plate box the recogniser's reading of the *input* crop as its text when
+that reading is plate-like (at least ``PLATE_MIN_CHARS`` letters and
+digits, in the form ``readable`` compares). The masked and restored crops
+are then compared with that reading by the same rule; a plate whose input
+crop does not read as plate text is not judged (not in
+``plates_with_text``). The readings stay in memory: reports carry counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +64,7 @@ import numpy as np
 from redactd.config import MaskMethod, Profile
 from redactd.evaluation.labels import LabelledImage
 from redactd.evaluation.metrics import iou_matrix
-from redactd.evaluation.ocr import TextRecognizer, readable
+from redactd.evaluation.ocr import TextRecognizer, normalise, readable
 from redactd.evaluation.pixels import ANONYMIZED_SHARE, PixelResult
 from redactd.types import Box, Detection, ObjectClass
 
@@ -73,6 +83,8 @@ UNSHARP_SIGMA = 1.0
 UNSHARP_AMOUNT = 0.5
 #: Margin of a plate crop given to the recogniser (share of the box's width, height).
 CROP_MARGIN = (0.05, 0.10)
+#: Letters and digits an unlabelled plate's input reading needs to be judged by it.
+PLATE_MIN_CHARS = 4
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,31 @@ def _text(image: LabelledImage, i: int) -> str | None:
     b = image.boxes[i]
     t = b.extra.get("text") if b.cls == "plate" else None
     return t if isinstance(t, str) and t.strip() else None
+
+
+def plate_like(reading: str) -> bool:
+    """True when a reading looks like plate text (``PLATE_MIN_CHARS`` letters and digits)."""
+    return len(normalise(reading)) >= PLATE_MIN_CHARS
+
+
+def with_read_text(
+    image: LabelledImage, original_bgr: np.ndarray, recognizer: TextRecognizer | None
+) -> LabelledImage:
+    """``image`` with each counted plate box lacking a ``text`` given its input crop's reading.
+
+    Only plate-like readings are given (see ``plate_like``); other boxes and
+    labelled texts are kept as they are. Without a recogniser: ``image``.
+    """
+    if recognizer is None:
+        return image
+    boxes = []
+    for i, b in enumerate(image.boxes):
+        if b.cls == "plate" and not b.ignore and _text(image, i) is None:
+            reading = recognizer.read(plate_crop(original_bgr, b.box))
+            if plate_like(reading):
+                b = dataclasses.replace(b, extra={**b.extra, "text": reading})
+        boxes.append(b)
+    return dataclasses.replace(image, boxes=tuple(boxes))
 
 
 def _attacked(profile: Profile, image: LabelledImage) -> list[int]:

@@ -51,8 +51,11 @@ def _overmask_json(per: list[float], pooled: float | None) -> dict[str, Any]:
 
 
 def _attack_json(summaries: Any) -> list[dict[str, Any]]:
+    # plates_with_text: plates judged by their input reading (video labels carry no text).
     keys = ("method", "cls", "boxes", "anonymized", "judged", "found_original", "redetected",
-            "redetected_deblurred", "floor_redetected", "floor_redetected_deblurred")  # fmt: skip
+            "redetected_deblurred", "floor_redetected", "floor_redetected_deblurred",
+            "plates_with_text", "readable_original", "readable", "readable_deblurred",
+            "readable_all")  # fmt: skip
     return [{k: getattr(a, k) for k in keys} for a in summaries]
 
 
@@ -184,18 +187,26 @@ def markdown(report: VideoEvalReport) -> str:
     if att:
         lines += [
             "",
-            "Attacks on sampled frames (the profile's masks; re-detection score >= 0.2 on "
-            "anonymized boxes >= 24 px):",
+            "Attacks on sampled frames (the profile's masks and each mask method; "
+            "re-detection score >= 0.2 on anonymized boxes >= 24 px; plates judged by what "
+            "the recogniser reads in the input frame):",
             "",
             "| set | frames | class | method | judged | found in the input | re-detected | "
-            "after deblur |",
-            "|---|---|---|---|---|---|---|---|",
+            "after deblur | plates judged | readable | after deblur | readable incl. missed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s, a in att:
+            plates = a["cls"] == "plate"
             lines.append(
                 f"| {s['set']} | {s['attack_frames']} | {a['cls']} | {a['method']} | "
                 f"{a['judged']} | {a['found_original']} | {a['redetected']} | "
-                f"{a['redetected_deblurred']} |"
+                f"{a['redetected_deblurred']} | "
+                + (
+                    f"{a['plates_with_text']} | {a['readable']} | {a['readable_deblurred']} | "
+                    f"{a['readable_all']} |"
+                    if plates
+                    else "– | – | – | – |"
+                )
             )
     lines += ["", "Per video:", ""]
     for s in d["sets"]:

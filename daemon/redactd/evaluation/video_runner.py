@@ -10,9 +10,15 @@ Per video:
 3. turn the per-box verdicts into mask stability per track
    (``redactd.evaluation.stability``);
 4. with ``attack``: the image attacks of ``redactd.evaluation.attack``
-   (re-detection and deblur-then-re-detection, the profile's own masks) on
-   ``ATTACK_FRAMES`` labelled frames spread evenly over the video;
-5. delete the output.
+   (re-detection, deblur-then-re-detection and plate reading) on
+   ``ATTACK_FRAMES`` labelled frames spread evenly over the video, for the
+   profile's masks and then for each mask method in ``methods`` (the video
+   anonymized again by the real pipeline with only ``mask.method``
+   changed; a method masking the labelled classes as the profile does
+   reuses the profile's results). Plates carry no text in video labels:
+   each sampled plate box is judged by what the recogniser reads in the
+   input frame (``attack.with_read_text``);
+5. delete the output(s).
 
 A video the pipeline refused has no output: every box counts as unmasked
 and the video is reported failed with its reason code. An output with fewer
@@ -23,6 +29,7 @@ Logs and reports carry indexes and digests, never names.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +49,8 @@ from redactd.evaluation.video_labels import LabelledVideo, TrackBox, VideoSet
 from redactd.types import CLASSES, ObjectClass
 
 if TYPE_CHECKING:
+    from redactd.config import MaskMethod, Profile
+    from redactd.evaluation.ocr import TextRecognizer
     from redactd.evaluation.runner import Hardware
     from redactd.pipeline import Pipeline
 
@@ -300,6 +309,108 @@ def attack_frames(video: LabelledVideo, n: int = ATTACK_FRAMES) -> set[int]:
     )
 
 
+@dataclass(frozen=True)
+class MethodVariant:
+    """A mask method to attack: the profile with only ``mask.method`` changed."""
+
+    label: str  # the method ("mosaic", ...)
+    name: str  # the variant's profile name inside ``pipeline.cfg``
+    profile: Profile
+    pipeline: Pipeline
+
+
+def method_variants(
+    pipeline: Pipeline, profile: str, methods: Sequence[MaskMethod]
+) -> list[MethodVariant]:
+    """One variant per method, sharing the loaded detectors of ``pipeline``."""
+    from redactd.evaluation.runner import method_variant
+    from redactd.pipeline import Pipeline as _Pipeline
+
+    cfg = pipeline.cfg
+    out = []
+    for m in methods:
+        variant = method_variant(cfg.profile(profile), m)
+        name = f"{profile}.eval-{m}"
+        vcfg = dataclasses.replace(cfg, profiles={**cfg.profiles, name: variant})
+        out.append(MethodVariant(m, name, variant, _Pipeline(vcfg, pipeline.detectors)))
+    return out
+
+
+def load_recognizer(pipeline: Pipeline, sets: Sequence[VideoSet]) -> TextRecognizer | None:
+    """The plate recogniser, when some video labels plates (``ModelError`` if missing)."""
+    if not any(b.cls == "plate" for vs in sets for v in vs.videos for b in v.boxes):
+        return None
+    from redactd.detect.runtime import Runtime
+    from redactd.evaluation.ocr import TextRecognizer
+    from redactd.models import manifest
+
+    cfg = pipeline.cfg
+    runtime = getattr(pipeline.detectors, "runtime", None) or Runtime(cfg.runtime)
+    return TextRecognizer.load(manifest.load(), runtime, cfg.models.dir)
+
+
+def _bgr(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def _process(pipeline: Pipeline, profile: str, video: LabelledVideo, dst: Path) -> str | None:
+    """Anonymize ``video`` into ``dst``; the reason code when the pipeline refused it."""
+    try:
+        pipeline.process(video.path, dst, profile)
+    except (PermanentInputError, TransientError) as e:
+        return e.reason
+    except OSError:
+        return "io_error"
+    return None
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """A sampled frame's labels (plate readings as text) and the attacks on its input."""
+
+    image: LabelledImage
+    base: attack_mod.Baseline
+
+
+def _attack_variant(
+    v: MethodVariant,
+    video: LabelledVideo,
+    dst: Path,
+    samples: dict[int, _Sample],
+    recognizer: TextRecognizer | None,
+) -> list[attack_mod.BoxAttack]:
+    """The variant's own output of ``video``, attacked on the sampled frames only.
+
+    The sampled (input, output) pairs are decoded first (8 frames), so that a
+    detector or recogniser failure during the attacks propagates instead of
+    reading as an undecodable output.
+    """
+    pairs: list[tuple[_Sample, np.ndarray, np.ndarray]] = []
+    try:
+        if _process(v.pipeline, v.name, video, dst) is not None:
+            return []  # no output: nothing masked, nothing attacked (as for images)
+        # A shorter output: its missing frames have nothing masked to attack.
+        frames = zip(decode_rgb(video.path), decode_rgb(dst), strict=False)
+        for t, (before, after) in enumerate(frames):
+            s = samples.get(t)
+            if s is not None and after.shape == before.shape:
+                pairs.append((s, before, after))
+    except (OSError, ValueError):
+        return []  # an output that cannot be decoded: nothing to attack
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            dst.unlink()
+    out: list[attack_mod.BoxAttack] = []
+    for s, before, after in pairs:
+        res = pixels.compare_arrays(s.image, before, after)
+        out.extend(
+            attack_mod.attack_image(
+                v.pipeline, v.profile, s.image, _bgr(after), res, recognizer, s.base
+            )
+        )
+    return out
+
+
 def run_video(
     pipeline: Pipeline,
     profile: str,
@@ -307,30 +418,34 @@ def run_video(
     dst: Path,
     index: int,
     attack: bool = False,
+    recognizer: TextRecognizer | None = None,
+    variants: Sequence[MethodVariant] = (),
 ) -> VideoScore:
-    """Anonymize ``video`` into ``dst`` with the real pipeline, score it, delete ``dst``."""
+    """Anonymize ``video`` into ``dst`` with the real pipeline, score it, delete ``dst``.
+
+    With ``attack``: the profile's masks and those of each of ``variants``
+    are attacked on the sampled frames (plates read with ``recognizer``).
+    """
     t0 = time.perf_counter()
-    error: str | None = None
-    try:
-        pipeline.process(video.path, dst, profile)
-        output: Path | None = dst
-    except (PermanentInputError, TransientError) as e:
-        error, output = e.reason, None
-    except OSError:
-        error, output = "io_error", None
+    error = _process(pipeline, profile, video, dst)
+    output: Path | None = dst if error is None else None
     wall_ms = (time.perf_counter() - t0) * 1000.0
     attacked: list[attack_mod.BoxAttack] = []
+    samples: dict[int, _Sample] = {}
     prof = pipeline.cfg.profile(profile)
 
     def on_sample(
         t: int, im: LabelledImage, before: np.ndarray, after: np.ndarray, res: pixels.PixelResult
     ) -> None:
         # The attacks work on BGR as the detectors do; detector failures propagate.
-        b_bgr = np.ascontiguousarray(before[..., ::-1])
-        a_bgr = np.ascontiguousarray(after[..., ::-1])
+        b_bgr = _bgr(before)
+        im = attack_mod.with_read_text(im, b_bgr, recognizer)  # same boxes: ``res`` holds
         floor = pipeline.detect_frame(b_bgr, prof, attack_mod.REDETECT_FLOOR)
-        base = attack_mod.baseline(im, b_bgr, floor, None)
-        attacked.extend(attack_mod.attack_image(pipeline, prof, im, a_bgr, res, None, base))
+        base = attack_mod.baseline(im, b_bgr, floor, recognizer)
+        samples[t] = _Sample(im, base)
+        attacked.extend(
+            attack_mod.attack_image(pipeline, prof, im, _bgr(after), res, recognizer, base)
+        )
 
     sample = (attack_frames(video), on_sample) if attack and output is not None else None
     try:
@@ -344,12 +459,20 @@ def run_video(
             dst.unlink()
     if error is None and score.output_frames < score.frames:
         error = "output_frames_missing"
+    by_method: dict[str, list[attack_mod.BoxAttack]] = {"profile": attacked}
+    labelled = {b.cls for b in video.boxes}
+    for v in variants if sample is not None else ():
+        if all(getattr(v.profile, c).mask == getattr(prof, c).mask for c in labelled):
+            by_method[v.label] = attacked  # masks these classes as the profile does
+            continue
+        vdst = dst.with_name(f"{dst.stem}-{v.label}{dst.suffix}")
+        by_method[v.label] = _attack_variant(v, video, vdst, samples, recognizer)
     summaries = tuple(
-        attack_mod.summarise(prof.face.mask.method if c == "face" else prof.plate.mask.method,
-                             c, attacked)
+        attack_mod.summarise(label, c, boxes)
+        for label, boxes in by_method.items()
         for c in CLASSES
         if any(a.cls == c for a in attacked)
-    )  # fmt: skip
+    )
     return VideoScore(
         **{
             **score.__dict__,
@@ -370,18 +493,27 @@ def evaluate(
     progress: Callable[[int, int, int], None] | None = None,
     with_hardware: bool = True,
     attack: bool = False,
+    recognizer: TextRecognizer | None = None,
+    methods: Sequence[MaskMethod] = attack_mod.METHODS,
 ) -> VideoEvalReport:
-    """Every video of every set through ``profile``; outputs live in ``work`` while scored."""
+    """Every video of every set through ``profile``; outputs live in ``work`` while scored.
+
+    With ``attack``, the profile and one variant per mask method in
+    ``methods`` are attacked (``methods=()``: the profile only).
+    """
     import hashlib
 
     from redactd.evaluation.runner import hardware
 
+    variants = method_variants(pipeline, profile, methods) if attack else []
     out = []
     for si, vs in enumerate(sets):
         scores = []
         for vi, video in enumerate(vs.videos):
             dst = work / f"video-{si}-{vi}{video.path.suffix.lower()}"
-            scores.append(run_video(pipeline, profile, video, dst, vi, attack))
+            scores.append(
+                run_video(pipeline, profile, video, dst, vi, attack, recognizer, variants)
+            )
             if progress is not None:
                 progress(si, vi + 1, len(vs.videos))
         digest = hashlib.sha256("".join(v.digest for v in vs.videos).encode()).hexdigest()
