@@ -662,7 +662,16 @@ class Spool:
             raise
         with contextlib.suppress(OSError):
             os.fsync(dfd)
-        fsutil.fsync_dir(job_dir)
+        try:
+            fsutil.fsync_dir(job_dir)
+        except OSError as e:
+            # The rename happened: the input is ours and must stay tracked (an
+            # error here left it unseen in the work area until the next start,
+            # with "claim failed, left in inbound" in the log). Nothing is at
+            # risk: a rename lost to a crash leaves the input in inbound (it
+            # is atomic), and the original is only removed after its result
+            # is durable.
+            self._log.warning("job.claim_fsync_failed", job=job.id, errno=errname(e))
         st = os.lstat(job.src)
         job.size = st.st_size
         job.snap = snap_of(st)
@@ -685,7 +694,11 @@ class Spool:
         except FileNotFoundError:
             self._drop(job)
             return None
-        os.fsync(dfd)
+        with contextlib.suppress(OSError):
+            # Not raised: the file is hidden under its claim name now, and the
+            # job must go on (or put it back) rather than leave it there. A
+            # rename lost to a crash leaves it in inbound (it is atomic).
+            os.fsync(dfd)
         try:
             st = os.lstat(claim, dir_fd=dfd)
             if not _matches(st, expect):
@@ -1013,6 +1026,12 @@ class Spool:
         if job.state == "delivering":
             job.state = "claimed"  # nothing left to publish: the next attempt runs it again
 
+    def published(self, job: Job) -> bool:
+        """Whether the job's output is under its final name already (only the
+        removal of the original and the job folder is left)."""
+        rec = job.places.get("out")
+        return rec is not None and self._placed(rec) is not None
+
     def undo_attempt(self, job: Job) -> None:
         """Do not count the last attempt (it was stopped by a full disk, not the input)."""
         job.attempts = max(0, job.attempts - 1)
@@ -1087,6 +1106,16 @@ class Spool:
             return Path(cand)
         return None
 
+    @staticmethod
+    def _durable(done: Path) -> None:
+        """Make a placement found done (a retry, a recovery) durable before
+        the original it replaces is removed: the fsync of its folder after
+        the link may be what failed (EIO). A failed fsync is never taken as
+        done; this is a fresh one of the folder on a new descriptor (a
+        folder's entries are journalled metadata: a filesystem that lost
+        them fails every later fsync too, it does not report success)."""
+        fsutil.fsync_dir(done.parent)
+
     def _drop_staged(self, rec: dict[str, Any]) -> None:
         staged = Path(rec["staged"])
         try:
@@ -1124,6 +1153,7 @@ class Spool:
             job.places[key] = rec
         done = self._placed(rec)
         if done is not None:
+            self._durable(done)
             self._drop_staged(rec)
             return done
         if not _lexists(Path(rec["staged"])):
@@ -1180,6 +1210,7 @@ class Spool:
             job.places[ckey] = crec
         done = self._placed(rec)
         if done is not None:
+            self._durable(done)
             self._drop_staged(rec)
             if crec is not None:
                 self._drop_staged(crec)
@@ -1226,7 +1257,19 @@ class Spool:
             with contextlib.suppress(OSError):
                 self.save(job)
             return
-        shutil.rmtree(job.dir, ignore_errors=True)
+        # Not ignore_errors: a folder left by an I/O error (EIO) would hold a
+        # finished job nobody looks at until the next start. Raised, the
+        # supervisor retries the step; the placement is already done, so the
+        # retry only finishes the removal.
+        errors: list[OSError] = []
+
+        def failed(_fn: object, _path: str, exc: tuple[Any, BaseException, Any]) -> None:
+            if isinstance(exc[1], OSError) and not isinstance(exc[1], FileNotFoundError):
+                errors.append(exc[1])
+
+        shutil.rmtree(job.dir, onerror=failed)
+        if errors and _lexists(job.dir):
+            raise errors[0]
 
     # -- quarantine ---------------------------------------------------------------
 
