@@ -10,13 +10,19 @@ manifest saves), link/linkat (placements), openat (inputs, temporaries,
 manifests, folders) and unlink/unlinkat (temporaries, originals). For each n
 up to what one clean run makes, one good image and one bad file are dropped;
 the daemon may retry, quarantine or exit (then it is restarted without
-injection, as systemd would). Afterwards:
+injection, as systemd would). The cross-filesystem variant puts the work
+area on a tmpfs, so claims go through the claim name and a durable copy.
+Afterwards:
 
 * the good file is in outbound exactly once, byte-identical to the result of
   a run without injection, and the bad one in quarantine with its reason;
 * nothing is left in inbound, in the work area or as a temporary;
 * no log line holds a file name, a traceback or an ``internal_error``;
-* an exit is one of the documented codes (70 the main loop failed).
+* an exit is one of the documented codes (70 the main loop failed);
+* the fsync rule, read from the order of the calls: a file whose fsync
+  failed is never linked or renamed into place (it is rewritten), and no
+  original leaves the work area while the fsync of the folder its result
+  was linked into has failed.
 
 strace's injection leaves the data intact on disk; what is tested is the
 daemon's reaction to the error reported, which is all it can see.
@@ -48,6 +54,7 @@ from tests.helpers.service import (
     write_config,
 )
 from tests.reliability.conftest import coloured_jpeg
+from tests.reliability.test_disk_full import small_filesystem
 
 GOOD = "eio-good-q7.png"
 BAD = "eio-bad-q7.jpg"
@@ -184,9 +191,12 @@ def _clear(f: Folders) -> None:
         p.unlink()
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize(
+    ("family", "layout"),
+    [(fam, "same_fs") for fam in FAMILIES] + [("fsync", "cross_fs"), ("read", "cross_fs")],
+)
 def test_eio_at_each_step_loses_nothing_publishes_once_and_never_crashes(
-    tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path, family: str
+    tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path, family: str, layout: str
 ) -> None:
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed")
@@ -197,7 +207,23 @@ def test_eio_at_each_step_loses_nothing_publishes_once_and_never_crashes(
     if probe.returncode != 0:
         pytest.skip("ptrace or strace fault injection is not allowed here")
     syscalls, step = FAMILIES[family]
-    f = Folders.make(tmp_path / "svc")
+    with contextlib.ExitStack() as stack:
+        work = tmp_path / "svc" / "work"
+        if layout == "cross_fs":
+            work = stack.enter_context(small_filesystem(tmp_path / "work_fs", 1024)) / "work"
+        _run(tmp_path, daemons, models_dir, family, syscalls, step, work)
+
+
+def _run(
+    tmp_path: Path,
+    daemons: Callable[..., Daemon],
+    models_dir: Path,
+    family: str,
+    syscalls: str,
+    step: int,
+    work: Path,
+) -> None:
+    f = Folders.make(tmp_path / "svc", work=work)
     cfg = write_config(
         tmp_path / "redactd.toml",
         f,

@@ -687,7 +687,11 @@ class Spool:
     ) -> Job | None:
         claim = claim_name()
         job.claim = claim
-        self.save(job)
+        try:
+            self.save(job)
+        except OSError:
+            self._drop(job)  # nothing moved yet: the input is untouched in inbound
+            raise
         try:
             # The lock: atomic within the inbound folder.
             os.rename(name, claim, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -873,11 +877,12 @@ class Spool:
             err = errname(e) if isinstance(e, OSError) else e.reason
             self._log.warning("job.sidecar_claim_failed", job=job.id, error=err)
 
-    def _drop_claim(self, job: Job, dfd: int | None = None) -> bool:
+    def _drop_claim(self, job: Job, dfd: int | None = None) -> OSError | None:
         """Remove the inbound claim names (input and sidecar) of a
-        cross-filesystem claim, if any. False when they could not be removed."""
+        cross-filesystem claim, if any. The error when they could not be
+        removed (or their removal not made durable)."""
         if job.claim is None and job.sidecar_claim is None:
-            return True
+            return None
         own = dfd is None
         try:
             if dfd is None:
@@ -887,15 +892,17 @@ class Spool:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(name, dir_fd=dfd)
             os.fsync(dfd)
+        except FileNotFoundError:
+            pass  # the folder is gone, and the names with it
         except OSError as e:
-            # The folder is gone or unsafe: the name is left (a dotfile, ignored).
+            # Unsafe folder, or EIO: the name is left (a dotfile, ignored).
             self._log.warning("job.claim_not_dropped", job=job.id, errno=errname(e))
-            return False
+            return e
         finally:
             if own and dfd is not None:
                 os.close(dfd)
         job.claim = job.sidecar_claim = None
-        return True
+        return None
 
     def _claim_exists(self, job: Job) -> bool:
         if job.claim is None:
@@ -1251,12 +1258,14 @@ class Spool:
     def _finish(self, job: Job) -> None:
         _unlink_quiet(job.src)
         _unlink_quiet(job.sidecar_src)
-        if not self._drop_claim(job):
-            # The hidden original is still in inbound: the job folder stays, so
-            # recovery finishes the (already placed) job again and retries.
+        err = self._drop_claim(job)
+        if err is not None:
+            # The hidden original may still be in inbound: the job folder
+            # stays, and the error is raised so that the supervisor retries
+            # now (the job is placed: only this is left), not at the next start.
             with contextlib.suppress(OSError):
                 self.save(job)
-            return
+            raise err
         # Not ignore_errors: a folder left by an I/O error (EIO) would hold a
         # finished job nobody looks at until the next start. Raised, the
         # supervisor retries the step; the placement is already done, so the
