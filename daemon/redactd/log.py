@@ -17,6 +17,7 @@ is made at configuration and logged once per process (``log.backend``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -68,6 +69,27 @@ class _JournalRenderer:
         raise structlog.DropEvent
 
 
+class _DroppingPrintLogger(structlog.PrintLogger):
+    """A line that cannot be written (EIO, EPIPE on stdout) is dropped: a
+    failed log write must never change what happens to a file (it made a
+    good input's job fail as ``internal_error``)."""
+
+    def msg(self, message: str) -> None:
+        with contextlib.suppress(OSError):
+            super().msg(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _DroppingPrintLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _DroppingPrintLogger:
+        return _DroppingPrintLogger(self._file)
+
+
 def _journal_sendv(out: TextIO, env: Mapping[str, str]) -> tuple[Callable[..., object] | None, str]:
     """``(sendv, "")`` when ``out`` is the journal and libsystemd loads, else
     ``(None, why)``; ``why`` is empty when not under systemd at all."""
@@ -115,7 +137,7 @@ def configure(
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=_DroppingPrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     _configured = True

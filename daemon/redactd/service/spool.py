@@ -662,7 +662,16 @@ class Spool:
             raise
         with contextlib.suppress(OSError):
             os.fsync(dfd)
-        fsutil.fsync_dir(job_dir)
+        try:
+            fsutil.fsync_dir(job_dir)
+        except OSError as e:
+            # The rename happened: the input is ours and must stay tracked (an
+            # error here left it unseen in the work area until the next start,
+            # with "claim failed, left in inbound" in the log). Nothing is at
+            # risk: a rename lost to a crash leaves the input in inbound (it
+            # is atomic), and the original is only removed after its result
+            # is durable.
+            self._log.warning("job.claim_fsync_failed", job=job.id, errno=errname(e))
         st = os.lstat(job.src)
         job.size = st.st_size
         job.snap = snap_of(st)
@@ -678,14 +687,22 @@ class Spool:
     ) -> Job | None:
         claim = claim_name()
         job.claim = claim
-        self.save(job)
+        try:
+            self.save(job)
+        except OSError:
+            self._drop(job)  # nothing moved yet: the input is untouched in inbound
+            raise
         try:
             # The lock: atomic within the inbound folder.
             os.rename(name, claim, src_dir_fd=dfd, dst_dir_fd=dfd)
         except FileNotFoundError:
             self._drop(job)
             return None
-        os.fsync(dfd)
+        with contextlib.suppress(OSError):
+            # Not raised: the file is hidden under its claim name now, and the
+            # job must go on (or put it back) rather than leave it there. A
+            # rename lost to a crash leaves it in inbound (it is atomic).
+            os.fsync(dfd)
         try:
             st = os.lstat(claim, dir_fd=dfd)
             if not _matches(st, expect):
@@ -860,11 +877,12 @@ class Spool:
             err = errname(e) if isinstance(e, OSError) else e.reason
             self._log.warning("job.sidecar_claim_failed", job=job.id, error=err)
 
-    def _drop_claim(self, job: Job, dfd: int | None = None) -> bool:
+    def _drop_claim(self, job: Job, dfd: int | None = None) -> OSError | None:
         """Remove the inbound claim names (input and sidecar) of a
-        cross-filesystem claim, if any. False when they could not be removed."""
+        cross-filesystem claim, if any. The error when they could not be
+        removed (or their removal not made durable)."""
         if job.claim is None and job.sidecar_claim is None:
-            return True
+            return None
         own = dfd is None
         try:
             if dfd is None:
@@ -874,15 +892,17 @@ class Spool:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(name, dir_fd=dfd)
             os.fsync(dfd)
+        except FileNotFoundError:
+            pass  # the folder is gone, and the names with it
         except OSError as e:
-            # The folder is gone or unsafe: the name is left (a dotfile, ignored).
+            # Unsafe folder, or EIO: the name is left (a dotfile, ignored).
             self._log.warning("job.claim_not_dropped", job=job.id, errno=errname(e))
-            return False
+            return e
         finally:
             if own and dfd is not None:
                 os.close(dfd)
         job.claim = job.sidecar_claim = None
-        return True
+        return None
 
     def _claim_exists(self, job: Job) -> bool:
         if job.claim is None:
@@ -1013,6 +1033,12 @@ class Spool:
         if job.state == "delivering":
             job.state = "claimed"  # nothing left to publish: the next attempt runs it again
 
+    def published(self, job: Job) -> bool:
+        """Whether the job's output is under its final name already (only the
+        removal of the original and the job folder is left)."""
+        rec = job.places.get("out")
+        return rec is not None and self._placed(rec) is not None
+
     def undo_attempt(self, job: Job) -> None:
         """Do not count the last attempt (it was stopped by a full disk, not the input)."""
         job.attempts = max(0, job.attempts - 1)
@@ -1087,6 +1113,16 @@ class Spool:
             return Path(cand)
         return None
 
+    @staticmethod
+    def _durable(done: Path) -> None:
+        """Make a placement found done (a retry, a recovery) durable before
+        the original it replaces is removed: the fsync of its folder after
+        the link may be what failed (EIO). A failed fsync is never taken as
+        done; this is a fresh one of the folder on a new descriptor (a
+        folder's entries are journalled metadata: a filesystem that lost
+        them fails every later fsync too, it does not report success)."""
+        fsutil.fsync_dir(done.parent)
+
     def _drop_staged(self, rec: dict[str, Any]) -> None:
         staged = Path(rec["staged"])
         try:
@@ -1124,6 +1160,7 @@ class Spool:
             job.places[key] = rec
         done = self._placed(rec)
         if done is not None:
+            self._durable(done)
             self._drop_staged(rec)
             return done
         if not _lexists(Path(rec["staged"])):
@@ -1180,6 +1217,7 @@ class Spool:
             job.places[ckey] = crec
         done = self._placed(rec)
         if done is not None:
+            self._durable(done)
             self._drop_staged(rec)
             if crec is not None:
                 self._drop_staged(crec)
@@ -1220,13 +1258,27 @@ class Spool:
     def _finish(self, job: Job) -> None:
         _unlink_quiet(job.src)
         _unlink_quiet(job.sidecar_src)
-        if not self._drop_claim(job):
-            # The hidden original is still in inbound: the job folder stays, so
-            # recovery finishes the (already placed) job again and retries.
+        err = self._drop_claim(job)
+        if err is not None:
+            # The hidden original may still be in inbound: the job folder
+            # stays, and the error is raised so that the supervisor retries
+            # now (the job is placed: only this is left), not at the next start.
             with contextlib.suppress(OSError):
                 self.save(job)
-            return
-        shutil.rmtree(job.dir, ignore_errors=True)
+            raise err
+        # Not ignore_errors: a folder left by an I/O error (EIO) would hold a
+        # finished job nobody looks at until the next start. Raised, the
+        # supervisor retries the step; the placement is already done, so the
+        # retry only finishes the removal.
+        errors: list[OSError] = []
+
+        def failed(_fn: object, _path: str, exc: tuple[Any, BaseException, Any]) -> None:
+            if isinstance(exc[1], OSError) and not isinstance(exc[1], FileNotFoundError):
+                errors.append(exc[1])
+
+        shutil.rmtree(job.dir, onerror=failed)
+        if errors and _lexists(job.dir):
+            raise errors[0]
 
     # -- quarantine ---------------------------------------------------------------
 

@@ -961,7 +961,7 @@ class Supervisor:
     def _transient(self, job: Job, reason: str, stage: str) -> None:
         svc = self.cfg.service
         self.spool.discard_output(job)
-        if job.attempts >= svc.max_attempts:
+        if job.attempts >= svc.max_attempts and not self._published(job):
             final = reason if reason in REASONS else "too_many_attempts"
             self._quarantine(job, final, stage, last_error=reason)
             return
@@ -979,6 +979,15 @@ class Supervisor:
             delay_s=round(delay, 2),
         )
         self._later(job, delay)
+
+    def _published(self, job: Job) -> bool:
+        """A delivered job whose clean-up failed (EIO removing the original)
+        is retried, never quarantined: its original is gone from the work
+        area or about to be, and the output is out."""
+        try:
+            return self.spool.published(job)
+        except OSError:
+            return "out" in job.places  # cannot tell: retrying is the safe side
 
     def _later(self, job: Job, delay: float) -> None:
         with self._cond:
