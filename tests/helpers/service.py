@@ -55,6 +55,18 @@ class Folders:
         return f
 
 
+def fixed_detection_schedule(cfg: Path, every: int) -> None:
+    """Detect on every ``every``-th frame exactly: the change gate is opened
+    wide (any change counts as unchanged), for tests whose timing relies on a
+    known detection schedule rather than on the gate (tests of the gate itself
+    are in tests/integration/test_video_unjudged.py)."""
+    cfg.write_text(
+        cfg.read_text()
+        + f"\n[profiles.default.video]\ndetect_every = {every}\nskip_min_fps = 1.0\n"
+        + "skip_max_change = 255.0\n"
+    )
+
+
 def write_config(
     path: Path,
     folders: Folders,

@@ -25,6 +25,7 @@ from redactd.service import spool as spool_mod
 from tests.helpers.service import (
     Daemon,
     Folders,
+    fixed_detection_schedule,
     rel_names,
     status,
     temporaries,
@@ -98,13 +99,7 @@ def test_content_appended_after_the_claim_is_never_published_half_finished(
         # the decoder met the end of the half file (the last frame of a
         # stream with B-frames comes out only at EOF); the writer resumes
         # during it, so the job cannot have ended (>= 4 s after the claim).
-        # The change gate is opened wide (any change is "unchanged") so the
-        # schedule stays 0 and 29: this test is about the writer, not the gate.
-        cfg.write_text(
-            cfg.read_text()
-            + "\n[profiles.default.video]\ndetect_every = 29\nskip_min_fps = 1.0\n"
-            + "skip_max_change = 255.0\n"
-        )
+        fixed_detection_schedule(cfg, 29)  # about the writer, not the gate
         d = daemons(cfg, fake="default", env={"REDACTD_FAKE_EACH": "2"}).start()
         d.wait_ready()
         handle = remote_writer(f.inbound / "nvr.ts", head)

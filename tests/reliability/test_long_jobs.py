@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers.service import Daemon, Folders, rel_names, wait_until, write_config
+from tests.helpers.service import (
+    Daemon,
+    Folders,
+    fixed_detection_schedule,
+    rel_names,
+    wait_until,
+    write_config,
+)
 from tests.helpers.synthvideo import write_clip
 
 
@@ -26,13 +33,7 @@ def test_a_video_longer_than_the_job_timeout_that_progresses_is_delivered(
         detectors=("fake",),
         service={"job_timeout_seconds": 2.0},
     )
-    # The change gate opened wide keeps the schedule at every 2nd frame (the
-    # clip's frames all change): this test is about progress, not the gate.
-    cfg.write_text(
-        cfg.read_text()
-        + "\n[profiles.default.video]\ndetect_every = 2\nskip_min_fps = 1.0\n"
-        + "skip_max_change = 255.0\n"
-    )
+    fixed_detection_schedule(cfg, 2)  # about the progress, not the gate
     # 15 detections of 0.3 s: the job runs ~4.5 s, reporting a frame every <= 0.3 s
     # once the tracker's look-ahead (6 frames, ~1.2 s) is full.
     d = daemons(cfg, fake="default", env={"REDACTD_FAKE_EACH": "0.3"}).start()
