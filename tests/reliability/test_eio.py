@@ -36,6 +36,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -75,11 +76,16 @@ MAX_POINTS = 80
 DOCUMENTED_EXITS = (0, 70, 75)
 
 
-def _strace(pid: int, out: Path, syscalls: str, n: int | None) -> subprocess.Popen[bytes]:
+def _strace(
+    pid: int, out: Path, syscalls: str, n: int | None, path: Path | None = None
+) -> subprocess.Popen[bytes]:
     # -y names each fd's file; links, renames and unlinks are traced too (not
-    # injected) for the order of the calls.
+    # injected) for the order of the calls. With ``path`` only the calls on
+    # that path are traced, and counted for the injection.
     trace = f"{syscalls},{MOVES}"
     cmd = ["strace", "-f", "-qq", "-y", "-o", str(out), "-p", str(pid), "-e", f"trace={trace}"]
+    if path is not None:
+        cmd += ["-P", os.path.realpath(path)]
     if n is not None:
         cmd += ["-e", f"inject={syscalls}:error=EIO:when={n}"]
     st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -321,3 +327,95 @@ def _run(
     )
     assert injected >= len(points), "some points were never reached"
     assert not problems, "\n".join(problems)
+
+
+def _jobs(f: Folders) -> list[Path]:
+    return [p for p in f.work.iterdir() if p.is_dir()] if f.work.exists() else []
+
+
+def _consume(outbound: Path, into: Path, stop: threading.Event) -> None:
+    """A consumer of outbound: moves every finished file away as soon as it appears."""
+    n = 0
+    while not stop.is_set():
+        for p in files(outbound):
+            if not p.name.startswith(".") and not p.name.endswith(".redactd.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    p.rename(into / f"{n}-{p.name}")
+                    n += 1
+        time.sleep(0.002)
+
+
+def test_a_consumer_taking_the_result_during_an_eio_back_off_gets_it_exactly_once(
+    tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path
+) -> None:
+    """EIO from the fsync of outbound right after the result was linked: the
+    job backs off with its result visible, a consumer takes it, and the retry
+    must neither publish it again nor drop the original before a fresh fsync
+    of the folder succeeded. Every fsync of the outbound folder is tried."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    probe = subprocess.run(
+        ["strace", "-qq", "-o", "/dev/null", "-e", "inject=getpid:error=EIO", "true"],
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip("ptrace or strace fault injection is not allowed here")
+    f = Folders.make(tmp_path / "svc")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    cfg = write_config(
+        tmp_path / "redactd.toml",
+        f,
+        models_dir,
+        detectors=("fake",),
+        mode="poll",
+        service={
+            "settle_seconds": 0.1,
+            "max_attempts": 4,
+            "retry_base_seconds": 0.5,
+            "retry_max_seconds": 0.5,
+        },
+    )
+    d = daemons(cfg, fake="default").start()
+    d.wait_ready()
+    stop = threading.Event()
+    consumer = threading.Thread(target=_consume, args=(f.outbound, taken, stop), daemon=True)
+    consumer.start()
+    try:
+        coloured_jpeg(f.inbound / GOOD, (10, 20, 30))
+        assert _wait(lambda: len(list(taken.iterdir())) == 1 and not _jobs(f), d, 30)
+        want = sha256(next(taken.iterdir()))
+        injected = 0
+        for n in range(1, 5):
+            for p in taken.iterdir():
+                p.unlink()
+            out = tmp_path / f"n{n}.strace"
+            assert d.proc is not None
+            st = _strace(d.proc.pid, out, "fsync", n, path=f.outbound)
+            coloured_jpeg(f.inbound / GOOD, (10, 20, 30))
+            settled = _wait(
+                lambda: rel_names(f.inbound) == [] and not _jobs(f) and any(taken.iterdir()),
+                d,
+                20,
+            )
+            time.sleep(1.2)  # a second publication would come after the back-off
+            _detach(st)
+            log = out.read_text()
+            injected += log.count("(INJECTED)")
+            got = sorted(taken.iterdir())
+            assert settled, f"n={n}: not settled: {d.tail()}"
+            assert len(got) == 1, f"n={n}: the consumer got {len(got)} copies"
+            assert sha256(got[0]) == want, f"n={n}: the copy differs from the clean run's"
+            assert rel_names(f.outbound) == [], f"n={n}: left in outbound"
+            assert d.alive() or d.proc.returncode in DOCUMENTED_EXITS
+            if not d.alive():
+                d.start()
+                d.wait_ready()
+        assert injected >= 1, "no fsync of outbound was ever failed"
+    finally:
+        stop.set()
+        consumer.join(5)
+    if d.alive():
+        assert d.stop() == 0
+    text = d.text()
+    assert "eio-good" not in text and "Traceback" not in text

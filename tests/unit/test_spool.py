@@ -8,6 +8,7 @@ test in ``tests/reliability`` does the same with real process deaths.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -783,3 +784,115 @@ def test_a_claim_name_that_could_not_be_dropped_is_dropped_at_the_next_recovery(
         Spool(d["work"]).deliver(again)
         assert os.listdir(d["inbound"]) == [] and os.listdir(d["work"]) == []
         assert all_files(d["outbound"]) == ["a.jpg"]
+
+
+def _taken_by_consumer(outbound: Path, into: Path) -> list[str]:
+    """What a consumer of outbound does: move every finished file away."""
+    into.mkdir(exist_ok=True)
+    moved = []
+    for p in sorted(outbound.rglob("*")):
+        if p.is_file() and not p.name.startswith(fsutil.TMP_PREFIX):
+            p.rename(into / f"{len(list(into.iterdir()))}-{p.name}")
+            moved.append(p.name)
+    return moved
+
+
+def test_a_result_taken_by_a_consumer_while_its_folder_fsync_failed_is_not_published_twice(
+    dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link succeeds, the fsync of outbound after it fails (EIO) and the
+    job backs off; meanwhile a consumer takes the file. The retry must not
+    link the result a second time: the consumer gets it exactly once, and
+    the original goes only after a fresh fsync of the folder succeeded."""
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+    real = fsutil.fsync_dir
+    failed: list[Path] = []
+
+    def fsync_fails_once_after_the_link(path: Path) -> None:
+        if path == dirs["outbound"] and (dirs["outbound"] / "a.jpg").exists() and not failed:
+            failed.append(path)
+            raise OSError(errno.EIO, "injected")
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", fsync_fails_once_after_the_link)
+    with pytest.raises(OSError) as e:
+        sp.deliver(job)
+    assert e.value.errno == errno.EIO
+    assert job.src.exists(), "the original went while its result was not durable"
+    assert _taken_by_consumer(dirs["outbound"], tmp_path / "taken") == ["a.jpg"]
+    final = sp.deliver(job)  # the supervisor's retry
+    assert final == dirs["outbound"] / "a.jpg"
+    assert all_files(dirs["outbound"]) == [], "published a second time"
+    assert [p.read_bytes() for p in (tmp_path / "taken").iterdir()] == [b"masked:original"]
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_a_result_taken_by_a_consumer_while_the_daemon_was_down_is_not_published_again(
+    dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after the link and its durable fsync, before the
+    original is removed; the consumer takes the result before the restart.
+    Recovery must finish the clean-up, not run the job and publish again."""
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+    src = job.src
+    real_unlink = Path.unlink
+
+    def die_at_the_originals_removal(self: Path, missing_ok: bool = False) -> None:
+        if self == src:
+            raise Crash()
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", die_at_the_originals_removal)
+    with pytest.raises(Crash):
+        sp.deliver(job)
+    monkeypatch.undo()
+    assert _taken_by_consumer(dirs["outbound"], tmp_path / "taken") == ["a.jpg"]
+    [again] = Spool(dirs["work"]).recover()
+    assert again.state == "delivering"
+    Spool(dirs["work"]).deliver(again)
+    assert all_files(dirs["outbound"]) == [], "published a second time"
+    assert len(list((tmp_path / "taken").iterdir())) == 1
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_a_name_lost_before_its_fsync_succeeded_is_not_taken_for_published_after_a_restart(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a link whose folder fsync succeeded is recorded as published: a
+    link whose fsync failed, then a crash that lost the name (a power loss),
+    gets the job run and published again, never the original dropped."""
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+    real = fsutil.fsync_dir
+
+    def fsync_fails_after_the_link(path: Path) -> None:
+        if path == dirs["outbound"] and (dirs["outbound"] / "a.jpg").exists():
+            raise OSError(errno.EIO, "injected")
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", fsync_fails_after_the_link)
+    with pytest.raises(OSError):
+        sp.deliver(job)
+    with contextlib.suppress(OSError):
+        sp.save(job)  # any later save of the job (attempt counts) must not record it
+    monkeypatch.undo()
+    (dirs["outbound"] / "a.jpg").unlink()  # the power loss took the name back
+    [again] = Spool(dirs["work"]).recover()
+    assert again.src.read_bytes() == b"original"
+    if again.state == "delivering":
+        Spool(dirs["work"]).deliver(again)
+    else:
+        fake_process(again.src, sp.begin_attempt(again))
+        sp.deliver(again)
+    assert all_files(dirs["outbound"]) == ["a.jpg"]

@@ -523,6 +523,10 @@ class Spool:
         self._lock_fd: int | None = None
         # Temporaries named by the jobs ``recover`` kept: never strays.
         self._recorded: set[str] = set()
+        # Placements this process linked whose folder fsync then failed:
+        # (final name, inode). Kept in memory only: an entry not yet durable
+        # must not be recorded as published (a power loss may take it back).
+        self._unsynced: set[tuple[str, int]] = set()
         self._log = log.get("redactd.spool")
         work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.lstat(work_dir)
@@ -1113,6 +1117,33 @@ class Spool:
             return Path(cand)
         return None
 
+    def _taken(self, rec: dict[str, Any]) -> Path | None:
+        """The final name of a placement this spool linked whose file has
+        since left the folder: a consumer took it (or an operator removed
+        it). It was published; linking it again would publish it twice.
+
+        Known two ways: ``rec["linked"]``, recorded once the link and the
+        fsync of its folder succeeded (so it survives a restart); or, for a
+        link whose folder fsync failed, this process's memory of it. Either
+        way the folder is fsynced again before the original is removed."""
+        cand = rec.get("cand")
+        if cand and (rec.get("linked") or (cand, rec["ino"]) in self._unsynced):
+            # (the name may hold another file by now: ours was still taken)
+            return Path(cand)
+        return None
+
+    def _linked(self, job: Job, rec: dict[str, Any]) -> None:
+        """Record a placement whose link and folder fsync succeeded."""
+        rec["linked"] = True
+        self._unsynced.discard((rec["cand"], rec["ino"]))
+        self.save(job)
+
+    def _link_failed(self, rec: dict[str, Any]) -> None:
+        """After a failed link: if the name exists (the fsync after the
+        link is what failed), remember it, in memory only (see ``_unsynced``)."""
+        if self._placed(rec) is not None:
+            self._unsynced.add((rec["cand"], rec["ino"]))
+
     @staticmethod
     def _durable(done: Path) -> None:
         """Make a placement found done (a retry, a recovery) durable before
@@ -1158,7 +1189,7 @@ class Spool:
         if rec is None:
             rec = _place_rec(staged)
             job.places[key] = rec
-        done = self._placed(rec)
+        done = self._placed(rec) or self._taken(rec)
         if done is not None:
             self._durable(done)
             self._drop_staged(rec)
@@ -1179,8 +1210,10 @@ class Spool:
             except FileExistsError:
                 continue
             except OSError as e:
+                self._link_failed(rec)
                 _raise_bad_name(e)
                 raise
+            self._linked(job, rec)
             return cand
 
     def _place_pair(
@@ -1215,7 +1248,7 @@ class Spool:
         if crec is None and _lexists(cstaged):
             crec = _place_rec(cstaged)
             job.places[ckey] = crec
-        done = self._placed(rec)
+        done = self._placed(rec) or self._taken(rec)
         if done is not None:
             self._durable(done)
             self._drop_staged(rec)
@@ -1251,8 +1284,10 @@ class Spool:
             except FileExistsError:
                 continue
             except OSError as e:
+                self._link_failed(rec)
                 _raise_bad_name(e)
                 raise
+            self._linked(job, rec)
             return cand
 
     def _finish(self, job: Job) -> None:
@@ -1493,7 +1528,11 @@ class Spool:
                     os.close(dfd)
         if job.state == "delivering":
             rec = job.places.get("out")
-            if rec is None or (self._placed(rec) is None and not _lexists(Path(rec["staged"]))):
+            if rec is not None and self._taken(rec) is not None:
+                pass  # published and since taken by a consumer: only the clean-up is left
+            elif rec is None or (
+                self._placed(rec) is None and not _lexists(Path(rec["staged"]))
+            ):
                 job.state = "claimed"  # nothing to publish: run it again
             elif self._placed(rec) is None and not self._record_ready(job):
                 job.state = "claimed"  # its record is lost: never an output without it
