@@ -525,6 +525,8 @@ def bench_scaling(
     for v in VARIANTS:
         if variants and v.key not in variants:
             continue
+        if not any(inputs.kind in v.kinds for inputs, _src in sets_src):
+            continue  # e.g. the video-only variant of a run without videos
         root = work / v.key
         root.mkdir()
         sets = []
