@@ -681,6 +681,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--frames", type=int, help="frames per clip (default 250 / 20, quick 6 / 4)")
     ap.add_argument(
+        "--only",
+        action="store_true",
+        help="run only the profile under test (and --runs), not its faces-only/fast variants",
+    )
+    ap.add_argument(
         "--sections",
         default="images,video,resolution,faces,scaling",
         help="comma-separated: images, video, resolution, faces, scaling",
@@ -725,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         # The profile under test, and (with the run's own config) the same without plates.
         ctx["runs"] = [("redactd", args.profile)]
-        if args.config is None and args.profile == "default":
+        if args.config is None and args.profile == "default" and not args.only:
             ctx["runs"] = list(RUNS)
         if args.int8 is not None:
             ensure_int8(cfg, REPO / "models", args.int8)

@@ -72,12 +72,17 @@ class Variant:
     label: str
     workers: int
     instances: int
+    #: input sets it gets ("images", "videos"); a fresh daemon per variant, so
+    #: the video-only one's high-water mark is the peak memory of 720p video
+    #: alone (issue "Speed of what users actually run": under 1 GB)
+    kinds: tuple[str, ...] = ("images", "videos")
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("w1", "1 daemon, 1 worker", 1, 1),
     Variant("w2", "1 daemon, 2 workers", 2, 1),
     Variant("i2", "2 daemons, 1 worker each", 1, 2),
+    Variant("v1", "1 daemon, 1 worker, videos only", 1, 1, ("videos",)),
 )
 
 
@@ -465,7 +470,9 @@ def run_variant(
             inst.wait_ready(ready_timeout)
         res["rss_ready_mb"] = sum(rss_kb(i.tree) for i in instances) / 1024
         for inputs, staging in sets:
-            d = drop_and_wait(inputs, staging, folders, instances, 120 + 60 * len(inputs.names))
+            # a loaded 2-core machine runs the default profile at ~1 frame/s
+            limit = 120 + 60 * len(inputs.names) + 2 * inputs.frames
+            d = drop_and_wait(inputs, staging, folders, instances, limit)
             drops.append((inputs, d))
             res[inputs.kind] = d
             if d["error"]:
@@ -486,15 +493,20 @@ def bench_scaling(
     video_frames: int = DEFAULT_VIDEO_FRAMES,
     precision: str | None = None,
     hint: str | None = None,
+    variants: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Measure the variants on the same inputs. ``ctx`` as in run_all.py: ``eval`` (the
-    ../shared/eval folder), ``work`` (a scratch folder, removed by the caller) and
-    ``profile``. Returns a JSON-ready dict (``to_markdown`` renders it)."""
+    """Measure the variants (``variants``: their keys, default all) on the same
+    inputs. ``ctx`` as in run_all.py: ``eval`` (the ../shared/eval folder),
+    ``work`` (a scratch folder, removed by the caller) and ``profile``. Returns a
+    JSON-ready dict (``to_markdown`` renders it)."""
     eval_dir: Path = ctx["eval"]
     work: Path = ctx["work"] / "scaling"
     profile: str = ctx.get("profile", "default")
-    images, mp = stage_images(eval_dir, work / "images", n_images)
-    sets_src = [(images, work / "images")]
+    images, mp = Inputs("images", (), 0), 0.0
+    sets_src = []
+    if n_images > 0:
+        images, mp = stage_images(eval_dir, work / "images", n_images)
+        sets_src.append((images, work / "images"))
     videos = None
     if n_videos > 0:
         videos = stage_videos(eval_dir, work / "videos", n_videos, video_frames)
@@ -511,16 +523,22 @@ def bench_scaling(
         "rows": {},
     }
     for v in VARIANTS:
+        if variants and v.key not in variants:
+            continue
+        if not any(inputs.kind in v.kinds for inputs, _src in sets_src):
+            continue  # e.g. the video-only variant of a run without videos
         root = work / v.key
         root.mkdir()
         sets = []
         for inputs, src in sets_src:
+            if inputs.kind not in v.kinds:
+                continue
             copy_inputs(inputs, src, root / f"staging-{inputs.kind}")
             sets.append((inputs, root / f"staging-{inputs.kind}"))
         print(f"bench: scaling {v.key} ({v.label})", file=sys.stderr)
         out["rows"][v.key] = run_variant(v, root, sets, profile, precision, hint)
         shutil.rmtree(root, ignore_errors=True)  # outputs are not scored here
-    base = out["rows"]["w1"]
+    base = out["rows"].get("w1", {})
     for row in out["rows"].values():
         for kind, key in (("images", "files_per_s"), ("videos", "frames_per_s")):
             d = row.get(kind)
@@ -554,8 +572,8 @@ def to_markdown(sc: dict[str, Any]) -> list[str]:
         f"inbound, outbound and quarantine folders. {sc['usable_cpus']} usable CPUs.",
         "",
         "| variant | images/s | / 1 worker | video frames/s | / 1 worker | jobs per daemon "
-        "| RSS ready (MB) | peak RSS (MB) | load at drop | exactly once |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| RSS ready (MB) | peak RSS (MB) | high-water mark (MB) | load at drop | exactly once |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in sc["rows"].values():
         im, vi = row.get("images", {}), row.get("videos", {})
@@ -573,7 +591,8 @@ def to_markdown(sc: dict[str, Any]) -> list[str]:
             f"| {row['label']} | {_f(im.get('files_per_s'))} | {_f(im.get('ratio_vs_w1'))} "
             f"| {_f(vi.get('frames_per_s'), 1)} | {_f(vi.get('ratio_vs_w1'))} "
             f"| {' + '.join(map(str, jobs)) or '–'} | {_f(row.get('rss_ready_mb'), 0)} "
-            f"| {_f(peak, 0)} | {_f(im.get('load_1min_at_drop'), 1)} "
+            f"| {_f(peak, 0)} | {_f(row.get('vm_hwm_mb'), 0)} "
+            f"| {_f((im or vi).get('load_1min_at_drop'), 1)} "
             f"| {'yes' if once else 'NO'}{f' ({err.splitlines()[0]})' if err else ''} |"
         )
     lines.append("")
@@ -591,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=["f32", "bf16", "f16"])
     ap.add_argument("--hint", choices=["LATENCY", "THROUGHPUT"])
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--variants", default="", help="comma-separated variant keys (w1, w2, i2; default all)"
+    )
     args = ap.parse_args(argv)
 
     env = os.environ.get("REDACTD_SHARED")
@@ -602,7 +624,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="redactd-scaling-"))
     try:
         ctx = {"eval": ev, "work": work, "profile": args.profile}
-        res = bench_scaling(ctx, args.images, args.videos, args.frames, args.precision, args.hint)
+        res = bench_scaling(
+            ctx,
+            args.images,
+            args.videos,
+            args.frames,
+            args.precision,
+            args.hint,
+            tuple(k for k in args.variants.split(",") if k),
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

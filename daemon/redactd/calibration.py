@@ -8,7 +8,7 @@ through the run-time path:
 * decoding as the pipeline does it: ``media.image.decode`` (EXIF orientation
   applied; the first page of a multi-page file) or ``media.video`` frames
   turned upright by their display matrix;
-* the multi-scale plan of the profile's face tiling
+* the multi-scale plan of the profile's tiling for the model's class
   (``detect.multiscale.plan`` / ``crop``: the coarse pass scaled to
   ``max_side``, the fine pass at ``upscale``, tiled);
 * the adapter's own pre-processing (size rounding, colour order,
@@ -44,7 +44,7 @@ from typing import Literal, cast
 import numpy as np
 
 from redactd.config import DEFAULT_IGNORE, LimitsConfig, TilingConfig
-from redactd.detect import centerface, multiscale, yunet
+from redactd.detect import centerface, multiscale, yolo_plate, yunet
 from redactd.detect.base import Detector
 from redactd.detect.runtime import Network
 from redactd.errors import RedactdError
@@ -82,6 +82,7 @@ class _Capture:
 _ADAPTERS: dict[str, Callable[[Network], Detector]] = {
     "centerface": lambda n: centerface.CenterFace(n),
     "yunet": lambda n: yunet.YuNet(n),
+    "yolo_plate": lambda n: yolo_plate.YoloPlate(n),
 }
 
 

@@ -24,7 +24,7 @@ import pytest
 from redactd import calibration
 from redactd import config as config_mod
 from redactd.config import Config, Profile, TilingConfig
-from redactd.detect import centerface, multiscale, registry
+from redactd.detect import centerface, multiscale, registry, yolo_plate
 from redactd.errors import ModelError
 from redactd.evaluation.labels import load_set
 from redactd.evaluation.matching import coverage
@@ -186,6 +186,20 @@ def test_calibration_inputs_are_what_the_adapter_feeds_its_network() -> None:
             multiscale.crop(picture, t), 1.0, (w, h), swapRB=True, crop=False
         )
         assert blob.dtype == np.float32 and np.array_equal(blob, expected)
+
+
+def test_plate_calibration_inputs_are_the_letterboxed_passes_of_the_plate_tiling() -> None:
+    """The YOLOv8 plate adapter's own letterbox of every pass of the default plate plan."""
+    rng = np.random.default_rng(2)
+    picture = rng.integers(0, 256, size=(720, 1280, 3), dtype=np.uint8)
+    tiling = Profile().plate.tiling  # coarse 640 px + the native pass
+    blobs = list(calibration.model_inputs("yolo_plate", picture, tiling))
+    tiles = multiscale.plan(1280, 720, tiling)
+    assert len(blobs) == len(tiles) == 2
+    for blob, t in zip(blobs, tiles, strict=True):
+        expected = yolo_plate.letterbox(multiscale.crop(picture, t))
+        assert blob.dtype == np.float32 and np.array_equal(blob, expected)
+    assert calibration.supported("yolo_plate")
 
 
 def test_calibration_spreads_video_frames_and_repeats_with_the_seed(tmp_path: Path) -> None:
