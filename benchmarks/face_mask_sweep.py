@@ -259,6 +259,30 @@ OLD = MaskConfig(
 )
 FACE = config_mod.Profile().face
 NEW = FACE.mask
+#: The face mask of the first precision commit (before the brightness shift):
+#: padding 0.2 + 5 px capped at half the box, scores 0.1, 0.2 over 0.1 of the frame.
+PLAIN = dataclasses.replace(NEW, shift_levels=0, max_padding=0.5)
+#: The size rule of the first precision commit and today's (relative size, score).
+RULE_PLAIN = ((0.1, 0.1), (1.0, 0.2))
+RULE = (
+    (FACE.medium_box, FACE.threshold),
+    (FACE.large_box, FACE.medium_threshold),
+    (1.0, FACE.large_threshold),
+)
+
+
+def steps(rule: Sequence[tuple[float, float]]) -> Callable[[Box, float, int, int], bool]:
+    """Score needed by size: ``rule`` is (relative size up to, score) pairs,
+    the relative size being the box's longer side over the frame's shorter side."""
+
+    def keep(b: Box, s: float, w: int, h: int) -> bool:
+        rel = max(b.width, b.height) / min(w, h)
+        for upto, need in rule:
+            if rel <= upto:
+                return s >= need
+        return s >= rule[-1][1]
+
+    return keep
 
 
 def _default_rule(b: Box, s: float, w: int, h: int) -> bool:
@@ -269,25 +293,30 @@ def _s(thr: float, mask: MaskConfig = NEW, big: tuple[float, float] | None = Non
     return Setting(thr, mask, None if big is None else large_needs(*big))
 
 
+def _r(mask: MaskConfig, rule: Sequence[tuple[float, float]] = RULE) -> Setting:
+    return Setting(FACE.threshold, mask, steps(rule))
+
+
 SETTINGS: dict[str, Setting] = {
     "old 0.1": Setting(0.1, OLD),
     "default": Setting(FACE.threshold, NEW, _default_rule),
-    "no size rule": _s(FACE.threshold),
-    "size rule 0.1/0.3": _s(FACE.threshold, big=(0.3, 0.1)),
-    "size rule 0.15/0.3": _s(FACE.threshold, big=(0.3, 0.15)),
+    "plain": _r(PLAIN, RULE_PLAIN),
+    "plain, size rule": _r(PLAIN),
+    "no shift": _r(dataclasses.replace(NEW, shift_levels=0)),
+    "shift 16": _r(dataclasses.replace(NEW, shift_levels=16)),
+    "shift 24": _r(dataclasses.replace(NEW, shift_levels=24)),
+    "cap 0.5": _r(dataclasses.replace(NEW, max_padding=0.5)),
+    "cap 0.3": _r(dataclasses.replace(NEW, max_padding=0.3)),
+    "padding 0.15+3px": _r(dataclasses.replace(NEW, padding=0.15, padding_px=3.0)),
+    "padding 0.2+3px": _r(dataclasses.replace(NEW, padding_px=3.0)),
+    "rule 0.05/0.15 0.1/0.2": _r(NEW, ((0.05, 0.1), (0.1, 0.15), (1.0, 0.2))),
+    "rule 0.05/0.2": _r(NEW, ((0.05, 0.1), (1.0, 0.2))),
+    "rule 0.1/0.2": _r(NEW, RULE_PLAIN),
+    "rule 0.03/0.15 0.05/0.25": _r(NEW, ((0.03, 0.1), (0.05, 0.15), (1.0, 0.25))),
     "0.15": _s(0.15, big=(0.2, 0.1)),
-    "0.2": _s(0.2, big=(0.2, 0.1)),
-    "2 cells": _s(0.1, dataclasses.replace(NEW, blocks=2), big=(0.2, 0.1)),
-    "rounded": _s(0.1, dataclasses.replace(NEW, shape="rounded"), big=(0.2, 0.1)),
-    "ellipse 0.25": _s(
-        0.1, dataclasses.replace(NEW, shape="ellipse", padding=0.25), big=(0.2, 0.1)
-    ),
-    "padding 0.15+4px": _s(
-        0.1, dataclasses.replace(NEW, padding=0.15, padding_px=4.0), big=(0.2, 0.1)
-    ),
-    "padding 0.25+6px": _s(
-        0.1, dataclasses.replace(NEW, padding=0.25, padding_px=6.0), big=(0.2, 0.1)
-    ),
+    "2 cells": _r(dataclasses.replace(NEW, blocks=2)),
+    "rounded": _r(dataclasses.replace(NEW, shape="rounded")),
+    "ellipse 0.25": _r(dataclasses.replace(NEW, shape="ellipse", padding=0.25)),
 }
 
 
