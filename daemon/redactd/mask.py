@@ -180,6 +180,10 @@ def _mask_patch(
         max(padded.width, padded.height),
         cell_size(box, cfg),
     )
+    if cfg.shift_levels > 0 and cfg.method in ("mosaic", "pixelate"):
+        bx1, by1, bx2, by2 = box.int_bounds(w, h)
+        inner = (slice(max(by1 - y1, 0), by2 - y1), slice(max(bx1 - x1, 0), bx2 - x1))
+        pixels = _shifted(crop, pixels, inner, cfg.shift_levels)
     inside = None
     if cfg.shape == "ellipse":
         inside = _ellipse(padded, x1, y1, crop.shape[1], crop.shape[0])
@@ -319,6 +323,54 @@ def _masked_pixels(crop: np.ndarray, cfg: MaskConfig, full: float, cell: float) 
     else:
         pixels = _pixelate(crop, cell=cell, smooth=True)
     return pixels
+
+
+#: Luma levels within which a pixel counts as kept by a mask (the strict rule
+#: of ``redactd.evaluation.pixels``: changed means more than 10 levels).
+_KEPT_LEVELS = 10
+
+
+def _shifted(
+    crop: np.ndarray, pixels: np.ndarray, inner: tuple[slice, slice], most: int
+) -> np.ndarray:
+    """The mosaic ``pixels`` made brighter or darker by one offset of at most
+    ``most`` luma levels, the offset that leaves the fewest of the detected
+    box's detail pixels (``inner``) within ``_KEPT_LEVELS`` of their
+    original luma.
+
+    A one-cell mosaic is the face's mean colour: the third of the face's
+    edges and features whose luma lies near that mean come through unchanged
+    in value. One offset for the whole region is a single number taken from
+    the face's histogram: it adds no spatial information, so the mask stays
+    as hard to undo as before, and the mosaic still reads as a plain patch.
+    """
+    if pixels.shape[2] == 1:
+        y_in = crop[..., 0].astype(np.int16)
+        y_out = pixels[..., 0].astype(np.int16)
+    else:
+        y_in = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        y_out = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY).astype(np.int16)
+    yi, yo = y_in[inner], y_out[inner]
+    if yi.size == 0:
+        return pixels
+    # Detail pixels as the strict rule picks them: moved by a box blur of half
+    # the box's size; a flat box is judged on all its pixels.
+    kh, kw = max(1, yi.shape[0] // 2), max(1, yi.shape[1] // 2)
+    soft = cv2.blur(yi.astype(np.float32), (kw, kh), borderType=cv2.BORDER_REFLECT)
+    detail = np.abs(yi - soft) > _KEPT_LEVELS
+    d = (yi - yo)[detail] if detail.mean() >= 0.1 else (yi - yo).ravel()
+    span = most + _KEPT_LEVELS
+    hist = np.bincount(np.clip(d, -span, span) + span, minlength=2 * span + 1)
+    # kept[k]: pixels within _KEPT_LEVELS of offset k - most.
+    csum = np.concatenate(([0], np.cumsum(hist)))
+    offsets = np.arange(-most, most + 1)
+    lo = offsets - _KEPT_LEVELS + span
+    kept = csum[lo + 2 * _KEPT_LEVELS + 1] - csum[lo]
+    # Fewest kept; among equals the smallest offset (closest to the mean).
+    best = int(offsets[np.lexsort((np.abs(offsets), kept))[0]])
+    if best == 0:
+        return pixels
+    return np.clip(pixels.astype(np.int16) + best, 0, 255).astype(np.uint8)
 
 
 def _at_least(box: Box, side: float) -> Box:

@@ -53,18 +53,20 @@ PLATE_RECALL = 0.98
 #: (2026-12-02: 365/368 and 346/364 boxes), less one box.
 FACE_FLOOR = {"faces_mask_kaggle": 364 / 368, "faces_wider_val": 345 / 364}
 #: Where the default does not meet the issue's target yet (issue #17 stays open), the
-#: test guards what it reaches now (measured 2026-12-02 after the fitted masks, the
-#: YOLOv8 plate detector and the change gate) so that it still fails on a regression:
-#: - masked-faces set: over-masking 0.038-0.044 (target 0.03), strict recall 362/368
-#:   (before: 365/368). The misses are faces a one-cell mosaic covers entirely
-#:   (share changed ~0.99) whose detail pixels stay within 10 luma levels of the
-#:   cell's mean for 30-40 % of them: the strict rule counts them unmasked.
-#: - synthetic clip: strict recall 281/295 (before 295/295, when each mask covered
-#:   head and shoulders: 0.40 of every frame), over-masking 0.058 (target 0.03).
-OVERMASK_GUARD = {"faces_mask_kaggle": 0.05}
-FACE_GUARD = {"faces_mask_kaggle": 361 / 368}
-VIDEO_GUARD = 280 / 295
-VIDEO_OVERMASK_GUARD = 0.07
+#: test guards what it reaches now (measured 2026-12-02 with the mosaic's brightness
+#: shift and the medium size step for face scores) so that it still fails on a
+#: regression:
+#: - masked-faces set: over-masking 0.035 on this subset (target 0.03; 0.038-0.044
+#:   before the shift and the size step), strict recall 363/368 (before the
+#:   precision work: 365/368). Lower over-masking costs strict recall here, and less
+#:   padding fails the reconstruction test (benchmarks/face_mask_sweep.py).
+#: - synthetic clip: strict recall 289/295 (before 295/295, when each mask covered
+#:   head and shoulders: 0.40 of every frame; 281/295 without the shift),
+#:   over-masking 0.052 (target 0.03).
+OVERMASK_GUARD = {"faces_mask_kaggle": 0.04}
+FACE_GUARD = {"faces_mask_kaggle": 362 / 368}
+VIDEO_GUARD = 288 / 295
+VIDEO_OVERMASK_GUARD = 0.06
 NEGATIVES = 24  # generated text-negative images (seed 0)
 #: Strict masked recall per counted face-frame of the synthetic clip before the
 #: precision work (2026-12-02: 295/295), less one face-frame.

@@ -315,3 +315,44 @@ def test_a_crop_masks_like_its_whole_frame() -> None:
     crop = original[y1 - 3 : y2 + 3, x1 - 3 : x2 + 3].copy()
     apply_masks(crop, [MaskRegion(b.shifted(-(x1 - 3), -(y1 - 3)), MaskConfig())], (600, 400))
     assert np.array_equal(crop, whole[y1 - 3 : y2 + 3, x1 - 3 : x2 + 3])
+
+
+def _striped_face(h: int = 120, w: int = 120) -> np.ndarray:
+    """A grey ramp with fine stripes of +-15 levels: features (detail) at every
+    brightness, a third of them within 10 levels of the mean."""
+    ramp = np.linspace(80, 160, w, dtype=np.float32)[None, :].repeat(h, 0)
+    stripes = np.where((np.arange(w) // 2) % 2 == 0, 15.0, -15.0)[None, :]
+    y = np.clip(ramp + stripes, 0, 255).astype(np.uint8)
+    return np.dstack([y, y, y])
+
+
+def _detail_kept(before: np.ndarray, after: np.ndarray, box: Box) -> float:
+    from redactd.evaluation import pixels
+
+    yb, ya = pixels.luma(before[..., ::-1]), pixels.luma(after[..., ::-1])
+    bounds = box.int_bounds(before.shape[1], before.shape[0])
+    share, flat = pixels.judged_share(yb, np.abs(ya - yb) > pixels.LUMA_THRESHOLD, bounds)
+    assert not flat
+    return share
+
+
+def test_the_brightness_shift_changes_the_features_a_mean_colour_keeps() -> None:
+    img = _striped_face()
+    box = Box(20, 20, 100, 100)
+    plain = apply_masks(img.copy(), [MaskRegion(box, cfg(shift_levels=0))])
+    shifted = apply_masks(img.copy(), [MaskRegion(box, cfg(shift_levels=32))])
+    assert _detail_kept(img, plain, box) < 0.7 <= _detail_kept(img, shifted, box)
+    # One offset for the whole region, at most shift_levels: no spatial detail added.
+    inside = changed(plain, img) | changed(shifted, img)
+    diff = shifted.astype(np.int16) - plain.astype(np.int16)
+    offsets = np.unique(diff[inside])
+    assert len(offsets) == 1 and 0 < abs(int(offsets[0])) <= 32
+
+
+def test_the_shift_leaves_solid_and_blur_alone() -> None:
+    img = _striped_face()
+    box = Box(20, 20, 100, 100)
+    for method in ("solid", "blur"):
+        a = apply_masks(img.copy(), [MaskRegion(box, cfg(method=method, shift_levels=0))])
+        b = apply_masks(img.copy(), [MaskRegion(box, cfg(method=method, shift_levels=32))])
+        assert np.array_equal(a, b)

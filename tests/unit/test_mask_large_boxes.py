@@ -1,5 +1,6 @@
 """A large face box needs a higher score (``ClassConfig.large_box`` /
-``large_threshold``): a big low-score false face on a car costs a big mask.
+``large_threshold``, one step below ``medium_box`` / ``medium_threshold``):
+a big low-score false face on a car costs a big mask.
 
 Images: ``Pipeline.detect_frame`` drops such a box (stand-in detector,
 plumbing only). Video: the tracker treats it as a low-score box, so it never
@@ -23,9 +24,11 @@ W, H = 640, 480
 
 def test_the_default_face_rule() -> None:
     cc = Profile().face
-    small, large = Box(0, 0, 40, 40), Box(0, 0, 60, 60)  # 0.1 x 480 = 48 px
+    # 0.05 x 480 = 24 px, 0.08 x 480 = 38.4 px
+    small, medium, large = Box(0, 0, 20, 20), Box(0, 0, 30, 30), Box(0, 0, 60, 60)
     assert cc.threshold_for(small, W, H) == cc.threshold == 0.1
-    assert cc.threshold_for(large, W, H) == 0.2
+    assert cc.threshold_for(medium, W, H) == 0.15
+    assert cc.threshold_for(large, W, H) == 0.25
     assert Profile().plate.threshold_for(Box(0, 0, 600, 400), W, H) == Profile().plate.threshold
 
 
