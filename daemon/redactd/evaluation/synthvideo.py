@@ -3,7 +3,8 @@
     python -m redactd.evaluation.synthvideo FACES_SET_DIR OUT_DIR [--videos 2] [--frames 80]
                                             [--size 640x360] [--fps 25] [--seed 0]
 
-Real face crops (the counted faces of at least ``MIN_FACE`` px of the set)
+Real face crops (the counted faces of at least ``MIN_FACE`` px of the set
+whose crop carries no other labelled face: it would be pasted unlabelled)
 move, grow or shrink, fade to half contrast and pass behind solid bars over
 a region of one of the set's photos that overlaps no labelled box. Every
 face-frame is labelled with its track in MOT ``gt.txt`` form
