@@ -166,9 +166,7 @@ class TrackConfig:
     """Tracker parameters for video (frames)."""
 
     enabled: bool = True
-    #: 12 before issue #17: a one-frame false detection was masked for 19
-    #: frames (look-back, the frame, max_age); 6 measured as METRICS.md 4.
-    max_age: int = _f(6, 0, 300)
+    max_age: int = _f(12, 0, 300)
     lookback: int = _f(6, 0, 120)
     hold: int = _f(6, 0, 300)
     iou_threshold: float = _f(0.2, 0.0, 1.0)

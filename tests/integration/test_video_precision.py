@@ -5,14 +5,14 @@ and masked-faces crops moving, scaling, fading and passing behind bars over
 a face-free photo) goes through the real default pipeline; every output
 frame is compared with its input as ``redactd eval`` compares images
 (``redactd.evaluation.pixels``). Measured 2026-12-02 (sprites free of
-neighbouring faces, track max_age 6):
+neighbouring faces):
 
 * over-masking at most 0.03 (a face target: the clip shows faces on a
-  photo): NOT met on this clip, 0.0365 pooled and per frame (0.0449 with
-  the earlier max_age 12; the synthetic eval set of METRICS.md section 4
-  meets it: 2.8 % per frame). What is left: the detector's boxes for the
-  large upside-down face reach beyond its label grown by 30 %, and face
-  detections scoring 0.1-0.2 that match no face (the class threshold).
+  photo): NOT met, 0.0449 pooled and per frame (track max_age 6 would give
+  0.0365 but uncovers a face the detector misses for 6-12 frames). What is
+  left: face detections scoring 0.1-0.2 that match no face (the class
+  threshold), each held 12 frames by the tracker, and the detector's boxes
+  of the large upside-down face, beyond its label grown by 30 %.
   ``VIDEO_OVERMASK_GUARD`` holds what is reached; the target is xfail;
 * strict masked recall per counted face-frame: 290/294; the guard is one
   face-frame less (other CPUs run the models at other precisions).
@@ -36,8 +36,8 @@ from tests.helpers import synthvideo
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
 VIDEO_OVERMASK = 0.03
-#: What the default reaches (2026-12-02: 0.0365), with a little slack for other CPUs.
-VIDEO_OVERMASK_GUARD = 0.04
+#: What the default reaches (2026-12-02: 0.0449), with a little slack for other CPUs.
+VIDEO_OVERMASK_GUARD = 0.05
 #: Counted face-frames of the clip strictly masked (2026-12-02: 290 of 294), less one.
 VIDEO_RECALL = 289 / 294
 
@@ -67,7 +67,7 @@ def test_video_overmasking_guard(video: synthvideo.VideoPixels) -> None:
     assert video.frame_mean <= VIDEO_OVERMASK_GUARD, video.line()
 
 
-@pytest.mark.xfail(strict=False, reason="0.0365 on this clip (issue #17 stays open)")
+@pytest.mark.xfail(strict=False, reason="0.0449 on this clip (issue #17 stays open)")
 def test_video_overmasking_at_most_target(video: synthvideo.VideoPixels) -> None:
     assert video.overmask <= VIDEO_OVERMASK, video.line()
     assert video.frame_mean <= VIDEO_OVERMASK, video.line()
