@@ -243,9 +243,21 @@ def _labels(set_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (set_dir / "labels.jsonl").read_text().splitlines()]
 
 
+def _crowded(b: dict, others: list[dict]) -> bool:
+    """Whether another labelled face (ignore boxes too) reaches into the sprite of
+    ``b`` (the face and 45 % of its size around it): it would be pasted
+    unlabelled, and masking that real face would count as over-masking."""
+    mx, my = b["w"] * 0.45, b["h"] * 0.45
+    x1, y1, x2, y2 = b["x"] - mx, b["y"] - my, b["x"] + b["w"] + mx, b["y"] + b["h"] + my
+    return any(
+        o["x"] < x2 and x1 < o["x"] + o["w"] and o["y"] < y2 and y1 < o["y"] + o["h"]
+        for o in others
+    )
+
+
 def load_sprites(eval_dir: Path, n: int, seed: int = 1) -> list[Sprite]:
     """``n`` clear, frontal-ish faces (WIDER 'easy' and unmasked Kaggle faces)."""
-    cands: list[tuple[Path, dict]] = []
+    cands: list[tuple[Path, dict, list[dict]]] = []
     for name, ok in (
         ("faces_wider_val", lambda b: b.get("wider_level") == "easy" and b["h"] >= 70),
         ("faces_mask_kaggle", lambda b: b.get("source_label") == "without_mask" and b["h"] >= 60),
@@ -257,12 +269,15 @@ def load_sprites(eval_dir: Path, n: int, seed: int = 1) -> list[Sprite]:
             boxes = rec["boxes"]
             for b in boxes:
                 if ok(b) and not b["ignore"]:
-                    cands.append((d / rec["image"], b))
-    if len(cands) < n:
-        raise FileNotFoundError("not enough labelled faces in the eval sets")
+                    cands.append((d / rec["image"], b, boxes))
     random.Random(seed).shuffle(cands)
+    # Crowded faces are skipped after the shuffle, so that the clips keep the
+    # faces they had before the rule.
+    clear = [(p, b) for p, b, boxes in cands if not _crowded(b, [o for o in boxes if o is not b])]
+    if len(clear) < n:
+        raise FileNotFoundError("not enough labelled faces in the eval sets")
     sprites = []
-    for img_path, b in cands[:n]:
+    for img_path, b in clear[:n]:
         img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
         assert img is not None, "unreadable eval image"
         x, y, w, h = b["x"], b["y"], b["w"], b["h"]

@@ -3,7 +3,8 @@
     python -m redactd.evaluation.synthvideo FACES_SET_DIR OUT_DIR [--videos 2] [--frames 80]
                                             [--size 640x360] [--fps 25] [--seed 0]
 
-Real face crops (the counted faces of at least ``MIN_FACE`` px of the set)
+Real face crops (the counted faces of at least ``MIN_FACE`` px of the set
+whose crop carries no other labelled face: it would be pasted unlabelled)
 move, grow or shrink, fade to half contrast and pass behind solid bars over
 a region of one of the set's photos that overlaps no labelled box. Every
 face-frame is labelled with its track in MOT ``gt.txt`` form
@@ -34,6 +35,8 @@ MIN_FACE = 40
 COUNTED_ALPHA = 0.4
 COUNTED_VISIBLE = 0.35
 TRACKS = 3
+#: Margin of photo around the face box a sprite carries, relative to the box.
+MARGIN = 0.45
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,10 @@ def _sprites(sets: Sequence[dataset.LabelledSet], n: int, rng: random.Random) ->
         for s in sets
         for im in s.images
         for b in im.boxes
-        if b.cls == "face" and not b.ignore and b.box.height >= MIN_FACE
+        if b.cls == "face"
+        and not b.ignore
+        and b.box.height >= MIN_FACE
+        and not _crowded(b.box, [o.box for o in im.boxes if o is not b])
     ]
     if len(cands) < n:
         raise ValueError(f"the set needs at least {n} labelled faces of {MIN_FACE} px or more")
@@ -71,7 +77,7 @@ def _sprites(sets: Sequence[dataset.LabelledSet], n: int, rng: random.Random) ->
         if img is None:
             continue
         x, y, w, h = (round(v) for v in (box.x1, box.y1, box.width, box.height))
-        mx, my = int(w * 0.45), int(h * 0.45)
+        mx, my = int(w * MARGIN), int(h * MARGIN)
         x1, y1 = max(0, x - mx), max(0, y - my)
         x2, y2 = min(img.shape[1], x + w + mx), min(img.shape[0], y + h + my)
         crop = img[y1:y2, x1:x2].copy()
@@ -84,6 +90,20 @@ def _sprites(sets: Sequence[dataset.LabelledSet], n: int, rng: random.Random) ->
         if len(out) == n:
             return out
     raise ValueError("too few readable images with faces in the set")
+
+
+def _crop_box(box: Box) -> Box:
+    """The part of the photo a sprite of ``box`` carries (the face and ``MARGIN`` around it)."""
+    mx, my = box.width * MARGIN, box.height * MARGIN
+    return Box(box.x1 - mx, box.y1 - my, box.x2 + mx, box.y2 + my)
+
+
+def _crowded(box: Box, others: Sequence[Box]) -> bool:
+    """Whether another labelled face of the photo reaches into the sprite of ``box``:
+    it would be pasted unlabelled (a real face that the masks are then blamed
+    for covering), so such faces are not used."""
+    c = _crop_box(box)
+    return any(o.x1 < c.x2 and c.x1 < o.x2 and o.y1 < c.y2 and c.y1 < o.y2 for o in others)
 
 
 def _background(
