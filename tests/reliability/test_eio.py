@@ -165,6 +165,17 @@ def _detach(st: subprocess.Popen[bytes]) -> None:
         st.wait()
 
 
+def _need_strace_injection() -> None:
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    probe = subprocess.run(
+        ["strace", "-qq", "-o", "/dev/null", "-e", "inject=getpid:error=EIO", "true"],
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip("ptrace or strace fault injection is not allowed here")
+
+
 def _settled(f: Folders) -> bool:
     return (
         rel_names(f.inbound) == []
@@ -204,14 +215,7 @@ def _clear(f: Folders) -> None:
 def test_eio_at_each_step_loses_nothing_publishes_once_and_never_crashes(
     tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path, family: str, layout: str
 ) -> None:
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    probe = subprocess.run(
-        ["strace", "-qq", "-o", "/dev/null", "-e", "inject=getpid:error=EIO", "true"],
-        check=False,
-    )
-    if probe.returncode != 0:
-        pytest.skip("ptrace or strace fault injection is not allowed here")
+    _need_strace_injection()
     syscalls, step = FAMILIES[family]
     with contextlib.ExitStack() as stack:
         work = tmp_path / "svc" / "work"
@@ -352,14 +356,7 @@ def test_a_consumer_taking_the_result_during_an_eio_back_off_gets_it_exactly_onc
     job backs off with its result visible, a consumer takes it, and the retry
     must neither publish it again nor drop the original before a fresh fsync
     of the folder succeeded. Every fsync of the outbound folder is tried."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    probe = subprocess.run(
-        ["strace", "-qq", "-o", "/dev/null", "-e", "inject=getpid:error=EIO", "true"],
-        check=False,
-    )
-    if probe.returncode != 0:
-        pytest.skip("ptrace or strace fault injection is not allowed here")
+    _need_strace_injection()
     f = Folders.make(tmp_path / "svc")
     taken = tmp_path / "taken"
     taken.mkdir()

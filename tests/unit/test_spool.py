@@ -25,6 +25,7 @@ from redactd.errors import REASONS, PermanentInputError, TransientError
 from redactd.service import spool as spool_mod
 from redactd.service.spool import (
     MANIFEST,
+    Job,
     Spool,
     SpoolBusy,
     Target,
@@ -786,6 +787,16 @@ def test_a_claim_name_that_could_not_be_dropped_is_dropped_at_the_next_recovery(
         assert all_files(d["outbound"]) == ["a.jpg"]
 
 
+def _ready_to_deliver(dirs: dict[str, Path]) -> tuple[Spool, Job]:
+    """A claimed ``a.jpg`` whose processed temporary is written."""
+    sp = Spool(dirs["work"])
+    put(dirs, "a.jpg")
+    job = sp.claim(("a.jpg",), target(dirs), True)
+    assert job is not None
+    fake_process(job.src, sp.begin_attempt(job))
+    return sp, job
+
+
 def _taken_by_consumer(outbound: Path, into: Path) -> list[str]:
     """What a consumer of outbound does: move every finished file away."""
     into.mkdir(exist_ok=True)
@@ -804,11 +815,7 @@ def test_a_result_taken_by_a_consumer_while_its_folder_fsync_failed_is_not_publi
     job backs off; meanwhile a consumer takes the file. The retry must not
     link the result a second time: the consumer gets it exactly once, and
     the original goes only after a fresh fsync of the folder succeeded."""
-    sp = Spool(dirs["work"])
-    put(dirs, "a.jpg")
-    job = sp.claim(("a.jpg",), target(dirs), True)
-    assert job is not None
-    fake_process(job.src, sp.begin_attempt(job))
+    sp, job = _ready_to_deliver(dirs)
     real = fsutil.fsync_dir
     failed: list[Path] = []
 
@@ -837,11 +844,7 @@ def test_a_result_taken_by_a_consumer_while_the_daemon_was_down_is_not_published
     """The process dies after the link and its durable fsync, before the
     original is removed; the consumer takes the result before the restart.
     Recovery must finish the clean-up, not run the job and publish again."""
-    sp = Spool(dirs["work"])
-    put(dirs, "a.jpg")
-    job = sp.claim(("a.jpg",), target(dirs), True)
-    assert job is not None
-    fake_process(job.src, sp.begin_attempt(job))
+    sp, job = _ready_to_deliver(dirs)
     src = job.src
     real_unlink = Path.unlink
 
@@ -869,11 +872,7 @@ def test_a_name_lost_before_its_fsync_succeeded_is_not_taken_for_published_after
     """Only a link whose folder fsync succeeded is recorded as published: a
     link whose fsync failed, then a crash that lost the name (a power loss),
     gets the job run and published again, never the original dropped."""
-    sp = Spool(dirs["work"])
-    put(dirs, "a.jpg")
-    job = sp.claim(("a.jpg",), target(dirs), True)
-    assert job is not None
-    fake_process(job.src, sp.begin_attempt(job))
+    sp, job = _ready_to_deliver(dirs)
     real = fsutil.fsync_dir
 
     def fsync_fails_after_the_link(path: Path) -> None:
