@@ -7,7 +7,7 @@ Two steps, so mask settings can be swept without running the detector again:
    scores). Plate sets are run with plates off: what is found there is a
    face false positive on a car.
 2. ``sweep``: for each setting (threshold, size rule, ``MaskConfig``) every
-   image is masked with the real ``redactd.mask.apply_masks`` from the cache
+   image is masked with the real ``redactd.stages.mask.apply_masks`` from the cache
    and judged by its pixels:
 
    * a pixel is **changed** when its luma (BT.601) differs by more than 10;
@@ -80,12 +80,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
-from redactd import config as config_mod  # noqa: E402
-from redactd.config import MaskConfig  # noqa: E402
-from redactd.detect import registry  # noqa: E402
+from redactd.core import config as config_mod  # noqa: E402
+from redactd.core.config import MaskConfig  # noqa: E402
+from redactd.core.types import Box  # noqa: E402
 from redactd.evaluation.labels import LabelledImage, load_set  # noqa: E402
-from redactd.mask import MaskRegion, apply_masks  # noqa: E402
-from redactd.types import Box  # noqa: E402
+from redactd.stages.detect import registry  # noqa: E402
+from redactd.stages.mask import MaskRegion, apply_masks  # noqa: E402
 
 FACE_SETS = ("faces_wider_val", "faces_mask_kaggle")
 PLATE_SETS = ("plates_openalpr_br", "plates_openalpr_eu", "plates_openalpr_us")

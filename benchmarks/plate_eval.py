@@ -2,7 +2,7 @@
 
 For every detector configuration (one registered plate detector, or an
 ensemble ``a+b`` that the registry unions and merges by NMS) and every plate
-set, this runs the real detection stage (``redactd.detect.registry``:
+set, this runs the real detection stage (``redactd.stages.detect.registry``:
 multi-scale passes, NMS, the class threshold) and reports:
 
 * ``IoU``: box recall at IoU >= 0.5 (harsh for text boxes against plate boxes);
@@ -46,12 +46,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
-from redactd import config as config_mod  # noqa: E402
-from redactd.detect import registry  # noqa: E402
+from redactd.core import config as config_mod  # noqa: E402
+from redactd.core.types import Box, Detection  # noqa: E402
 from redactd.evaluation import dataset  # noqa: E402
 from redactd.evaluation.labels import LabelledBox, LabelledImage  # noqa: E402
 from redactd.evaluation.matching import match_image  # noqa: E402
-from redactd.types import Box, Detection  # noqa: E402
+from redactd.stages.detect import registry  # noqa: E402
 
 PLATE_SETS = ("plates_openalpr_us", "plates_openalpr_eu", "plates_openalpr_br")
 FACE_SETS = ("faces_wider_val", "faces_mask_kaggle")

@@ -182,9 +182,9 @@ def tiny_image(path: Path) -> Path:
 
 
 def machine(cfg: Path, profile: str) -> dict[str, Any]:
-    from redactd.config import load
+    from redactd.core.config import load
     from redactd.evaluation.runner import hardware
-    from redactd.pipeline import Pipeline
+    from redactd.pipeline.process import Pipeline
 
     p = Pipeline.load(load(cfg), [profile])
     try:

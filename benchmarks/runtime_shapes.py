@@ -1,6 +1,6 @@
 """How the OpenVINO runtime should serve many input sizes (CenterFace, CPU).
 
-Strategies (``redactd.detect.runtime.Runtime.load``):
+Strategies (``redactd.stages.detect.runtime.Runtime.load``):
 
 * ``dynamic``: one compilation with input ``[1, 3, -1, -1]``, any size at once
   (``static_after=0``);
@@ -31,10 +31,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
-from redactd.config import RuntimeConfig, TilingConfig  # noqa: E402
-from redactd.detect import centerface, multiscale  # noqa: E402
-from redactd.detect.runtime import Runtime  # noqa: E402
+from redactd.core.config import RuntimeConfig, TilingConfig  # noqa: E402
 from redactd.models import manifest  # noqa: E402
+from redactd.stages.detect import centerface, multiscale  # noqa: E402
+from redactd.stages.detect.runtime import Runtime  # noqa: E402
 
 STRATEGIES = {"dynamic": 0, "static": 1, "hybrid": 4}
 

@@ -100,7 +100,7 @@ fi
 CONF_NAME="${INSTANCE:-redactd}.toml"
 CONF="/etc/redactd/$CONF_NAME"
 [ -e "$CONF" ] || CONF="$DEPLOY/redactd.toml"
-if ! STORE="$("$NEW/bin/python" -c 'import sys; from pathlib import Path; from redactd.config import load; print(load(Path(sys.argv[1])).models.dir)' "$CONF")"; then
+if ! STORE="$("$NEW/bin/python" -c 'import sys; from pathlib import Path; from redactd.core.config import load; print(load(Path(sys.argv[1])).models.dir)' "$CONF")"; then
   rm -rf "$NEW"
   say "cannot read models.dir from $CONF (run redactd check-config); the installed version is unchanged" >&2
   exit 1

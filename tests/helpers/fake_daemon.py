@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from redactd.detect import registry
+from redactd.core.types import Box, Detection, ObjectClass
 from redactd.service import daemon
-from redactd.types import Box, Detection, ObjectClass
+from redactd.stages.detect import registry
 
 
 class FakeDetector:

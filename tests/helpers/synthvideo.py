@@ -627,9 +627,9 @@ class VideoPixels:
 
 def video_pixels(gt: GTVideo, output: Path) -> VideoPixels:
     """Strict masked recall per face-frame and over-masking per frame of ``output``."""
+    from redactd.core.types import Box
     from redactd.evaluation import pixels
     from redactd.evaluation.labels import LabelledBox, LabelledImage
-    from redactd.types import Box
 
     by_frame: dict[int, list[GTFace]] = {}
     for f in gt.faces:

@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from redactd.config import load
-from redactd.detect import registry
+from redactd.core.config import load
 from redactd.models import validation
+from redactd.stages.detect import registry
 
 REPO = Path(__file__).resolve().parents[2]
 

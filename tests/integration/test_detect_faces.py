@@ -21,15 +21,15 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd import config as config_mod
-from redactd.config import ClassConfig, Config, Profile, TilingConfig
-from redactd.detect import centerface, registry
-from redactd.detect.runtime import InferenceError, Network, NetworkIO, Runtime, TensorSpec
-from redactd.errors import ModelError
+from redactd.core import config as config_mod
+from redactd.core.config import ClassConfig, Config, Profile, TilingConfig
+from redactd.core.errors import ModelError
+from redactd.core.types import Box
 from redactd.evaluation.labels import LabelledImage, load_set
 from redactd.evaluation.matching import coverage, match_image, summarise
 from redactd.models import manifest
-from redactd.types import Box
+from redactd.stages.detect import centerface, registry
+from redactd.stages.detect.runtime import InferenceError, Network, NetworkIO, Runtime, TensorSpec
 
 REPO = Path(__file__).resolve().parents[2]
 PADDING = 0.15  # the quality bar of issue 2 is measured with this padding

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from redactd.config import load as load_config
+from redactd.core.config import load as load_config
 from redactd.evaluation import dataset, runner
 from redactd.evaluation.ocr import TextRecognizer
 from redactd.models import manifest
-from redactd.pipeline import Pipeline
+from redactd.pipeline.process import Pipeline
 from tests.conftest import REPO
 from tests.helpers.media import changed_fraction
 

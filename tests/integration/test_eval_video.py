@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from redactd.config import default_config
-from redactd.errors import PermanentInputError
+from redactd.core.config import default_config
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import Box
 from redactd.evaluation import video_labels, video_runner
 from redactd.evaluation.video_labels import TrackBox
-from redactd.types import Box
 from tests.helpers import synthvideo
 
 REPO = Path(__file__).resolve().parents[2]

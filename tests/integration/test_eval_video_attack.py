@@ -21,13 +21,13 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import load
+from redactd.core.config import load
+from redactd.core.types import Box
 from redactd.evaluation import video_labels, video_report, video_runner
 from redactd.evaluation.ocr import TextRecognizer
 from redactd.evaluation.video_labels import TrackBox
 from redactd.models import manifest
-from redactd.pipeline import Pipeline
-from redactd.types import Box
+from redactd.pipeline.process import Pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image
 
-from redactd.config import default_config
-from redactd.pipeline import Pipeline
+from redactd.core.config import default_config
+from redactd.pipeline.process import Pipeline
 
 PRIVATE = 0xC7A1  # an unregistered private tag
 GPS = ExifTags.IFD.GPSInfo

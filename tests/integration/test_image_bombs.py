@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from redactd.config import LimitsConfig
-from redactd.errors import PermanentInputError
-from redactd.media import image as image_io
+from redactd.core.config import LimitsConfig
+from redactd.core.errors import PermanentInputError
+from redactd.stages.media import image as image_io
 from tests.conftest import REPO
 
 #: Peak RSS a refused bomb may cost: the CLI with its models loaded takes

@@ -38,9 +38,9 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import MaskConfig
-from redactd.mask import MaskRegion, apply_masks, cell_size, mask_area
-from redactd.types import Box
+from redactd.core.config import MaskConfig
+from redactd.core.types import Box
+from redactd.stages.mask import MaskRegion, apply_masks, cell_size, mask_area
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from redactd.errors import ModelError
-from redactd.fsutil import TMP_PREFIX
+from redactd.core.errors import ModelError
+from redactd.core.fsutil import TMP_PREFIX
 from redactd.models import fetch as F
 from redactd.models import manifest
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from redactd.config import load
+from redactd.core.config import load
 from redactd.models import validation
 from redactd.service.daemon import check_validation
 from tests.integration.test_eval_video import _labelled_clip

@@ -23,8 +23,8 @@ SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     import redactd.cli  # the entry point's import order
-    from redactd.config import RuntimeConfig
-    from redactd.detect.runtime import NetworkIO, Runtime, TensorSpec
+    from redactd.core.config import RuntimeConfig
+    from redactd.stages.detect.runtime import NetworkIO, Runtime, TensorSpec
     import numpy as np
     import openvino as ov
     import openvino.opset13 as ops

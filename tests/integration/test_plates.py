@@ -26,16 +26,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from redactd.config import Config, Profile, parse
-from redactd.detect import lpd_yunet, ppocr_plate, registry
-from redactd.detect.ppocr_plate import DEFAULT_FILTER, TextLine
-from redactd.detect.runtime import InferenceError
-from redactd.errors import ModelError
+from redactd.core.config import Config, Profile, parse
+from redactd.core.errors import ModelError
+from redactd.core.types import Box, Detection
 from redactd.evaluation import dataset
 from redactd.evaluation.labels import LabelledImage
 from redactd.evaluation.matching import match_image
 from redactd.models import derived, fetch, manifest
-from redactd.types import Box, Detection
+from redactd.stages.detect import lpd_yunet, ppocr_plate, registry
+from redactd.stages.detect.ppocr_plate import DEFAULT_FILTER, TextLine
+from redactd.stages.detect.runtime import InferenceError
 from tests.conftest import REPO
 
 PLATE_SETS = ("plates_openalpr_us", "plates_openalpr_eu", "plates_openalpr_br")

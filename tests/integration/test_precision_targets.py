@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from redactd.config import load as load_config
+from redactd.core.config import load as load_config
 from redactd.evaluation import dataset, negatives, pixels
 from redactd.evaluation.labels import LabelledImage
-from redactd.pipeline import Pipeline
+from redactd.pipeline.process import Pipeline
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 

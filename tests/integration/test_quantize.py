@@ -21,14 +21,14 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd import calibration
-from redactd import config as config_mod
-from redactd.config import Config, Profile, TilingConfig
-from redactd.detect import centerface, multiscale, registry, yolo_plate
-from redactd.errors import ModelError
+from redactd.core import config as config_mod
+from redactd.core.config import Config, Profile, TilingConfig
+from redactd.core.errors import ModelError
 from redactd.evaluation.labels import load_set
 from redactd.evaluation.matching import coverage
 from redactd.models import derived, manifest, quantize
+from redactd.pipeline import calibration
+from redactd.stages.detect import centerface, multiscale, registry, yolo_plate
 from tests.helpers.service import Folders, write_config
 from tests.helpers.synthvideo import write_clip
 

@@ -30,8 +30,8 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import openvino as ov
     import openvino.opset13 as ops
-    from redactd.config import RuntimeConfig
-    from redactd.detect.runtime import NetworkIO, Runtime, TensorSpec
+    from redactd.core.config import RuntimeConfig
+    from redactd.stages.detect.runtime import NetworkIO, Runtime, TensorSpec
 
     x = ops.parameter([1, 3, 32, 32], ov.Type.f32, name="x")
     path = Path(sys.argv[1])

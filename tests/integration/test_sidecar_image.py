@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from redactd.config import load
-from redactd.instructions import parse
-from redactd.pipeline import Pipeline
+from redactd.core.config import load
+from redactd.pipeline.process import Pipeline
+from redactd.stages.instructions import parse
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

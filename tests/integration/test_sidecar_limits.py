@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import load
-from redactd.errors import PermanentInputError
-from redactd.instructions import parse
-from redactd.pipeline import Pipeline
-from redactd.types import Box, Detection
+from redactd.core.config import load
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import Box, Detection
+from redactd.pipeline.process import Pipeline
+from redactd.stages.instructions import parse
 from tests.conftest import REPO
 
 EVERYONE = {"keep": [{"box": [0, 0, 1, 1], "units": "rel", "classes": ["face", "plate"]}]}

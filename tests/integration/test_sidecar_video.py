@@ -29,11 +29,11 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import load
-from redactd.errors import PermanentInputError
-from redactd.instructions import Instructions, parse
-from redactd.pipeline import Pipeline
-from redactd.types import JobResult
+from redactd.core.config import load
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import JobResult
+from redactd.pipeline.process import Pipeline
+from redactd.stages.instructions import Instructions, parse
 from tests.helpers.synthvideo import (
     decode_bgr,
     load_background,

@@ -25,13 +25,13 @@ import av
 import numpy as np
 import pytest
 
-from redactd.config import Config, LimitsConfig, load
-from redactd.errors import PermanentInputError
-from redactd.media import video as video_io
-from redactd.media.sniff import sniff
-from redactd.pipeline import Pipeline
-from redactd.pipeline_video import output_suffix
-from redactd.types import JobResult
+from redactd.core.config import Config, LimitsConfig, load
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import JobResult
+from redactd.pipeline.process import Pipeline
+from redactd.pipeline.video import output_suffix
+from redactd.stages.media import video as video_io
+from redactd.stages.media.sniff import sniff
 from tests.conftest import REPO
 from tests.helpers.synthvideo import (
     GTVideo,

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from redactd.config import load as load_config
-from redactd.pipeline import Pipeline
+from redactd.core.config import load as load_config
+from redactd.pipeline.process import Pipeline
 from tests.helpers import synthvideo
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]

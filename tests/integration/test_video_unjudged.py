@@ -24,11 +24,11 @@ import av
 import numpy as np
 import pytest
 
-from redactd.config import Config, load
-from redactd.errors import PermanentInputError
-from redactd.pipeline import Pipeline
-from redactd.pipeline_video import ChangeGate
-from redactd.types import Box, Detection
+from redactd.core.config import Config, load
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import Box, Detection
+from redactd.pipeline.process import Pipeline
+from redactd.pipeline.video import ChangeGate
 from tests.conftest import REPO
 from tests.helpers.synthvideo import decode_bgr, load_background, load_sprites
 
@@ -228,7 +228,7 @@ def test_slowly_panning_scene_is_detected_before_change_adds_up(
 
 
 def _frame(yuv: np.ndarray, t: float, index: int = 0) -> object:
-    from redactd.media.video import Frame
+    from redactd.stages.media.video import Frame
 
     return Frame(index, index, t, W, H, 0, yuv)
 

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import Config, parse
-from redactd.detect import registry, yolo_plate
-from redactd.errors import ModelError
-from redactd.fsutil import TMP_PREFIX
+from redactd.core.config import Config, parse
+from redactd.core.errors import ModelError
+from redactd.core.fsutil import TMP_PREFIX
+from redactd.core.types import Box
 from redactd.models import derived, fetch, manifest
-from redactd.types import Box
+from redactd.stages.detect import registry, yolo_plate
 from tests.conftest import REPO, SHARED
 from tests.helpers.plates import SYNTHETIC_PLATE_BOX, caption_scene, synthetic_plate
 

@@ -79,7 +79,7 @@ def test_records_reach_journald_with_structured_fields(tmp_path: Path) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.bind("/run/systemd/journal/socket")
         s.settimeout(5)
-        from redactd import log
+        from redactd.core import log
         log.configure()
         log.get().info("job.quarantined", reason="unsupported_type", job="ab12", bytes=123)
         got = [s.recv(65536).hex() for _ in range(2)]
@@ -107,7 +107,7 @@ def test_without_libsystemd_json_lines_go_to_stdout_and_the_choice_is_logged_onc
     r = _run(
         """
         sys.modules["systemd"] = None  # as where libsystemd.so is missing: ImportError
-        from redactd import log
+        from redactd.core import log
         log.configure()
         log.configure()  # a reload re-configures: still said once
         log.get().info("job.quarantined", reason="unsupported_type")
@@ -127,7 +127,7 @@ def test_outside_systemd_nothing_is_said_and_lines_go_to_the_stream(tmp_path: Pa
     r = _run(
         """
         del os.environ["JOURNAL_STREAM"]
-        from redactd import log
+        from redactd.core import log
         log.configure()
         log.get().info("job.done", job="ab12")
         """,

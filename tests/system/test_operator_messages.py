@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from redactd import log
+from redactd.core import log
 from tests.helpers.service import Daemon, Folders, write_config
 
 SECRET = "Kvarnholm-Ostergaard"

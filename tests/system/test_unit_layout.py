@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from redactd.config import Config, load
+from redactd.core.config import Config, load
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"

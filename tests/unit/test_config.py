@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from redactd.config import Config, check_folders, load, parse
-from redactd.errors import ConfigError, ConfigErrors
+from redactd.core.config import Config, check_folders, load, parse
+from redactd.core.errors import ConfigError, ConfigErrors
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,7 +184,7 @@ def _documented_keys_missing(cls: type, doc: dict, prefix: str) -> list[str]:
 def test_documented_config_shows_every_key() -> None:
     from typing import get_type_hints
 
-    from redactd.config import (
+    from redactd.core.config import (
         Profile,
         WatchConfig,
         tomllib,  # tomli on Python 3.10

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from redactd.errors import ModelError
+from redactd.core.errors import ModelError
 from redactd.models import derived, manifest
 
 IR = "yolov8n_plate-ir"

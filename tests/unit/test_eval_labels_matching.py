@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from redactd.core.types import Box, Detection
 from redactd.evaluation.labels import LabelError, LabelledBox, LabelledImage, load_set, parse_line
 from redactd.evaluation.matching import coverage, match_image, summarise
-from redactd.types import Box, Detection
 
 LINE = {
     "image": "images/a/b.jpg",

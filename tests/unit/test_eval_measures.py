@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from redactd.core.types import Box
 from redactd.evaluation import pixels
 from redactd.evaluation.attack import deblur
 from redactd.evaluation.dataset import evenly_spaced
 from redactd.evaluation.labels import LabelledBox, LabelledImage
 from redactd.evaluation.ocr import edit_distance, normalise, readable
-from redactd.types import Box
 
 
 def _image(

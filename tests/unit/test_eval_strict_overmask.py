@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from redactd.core.types import Box
 from redactd.evaluation import pixels
 from redactd.evaluation.labels import LabelledBox, LabelledImage, parse_line
-from redactd.types import Box
 
 
 def _image(
@@ -179,7 +179,7 @@ def test_worst_images_are_ranked_by_overmasking() -> None:
 
 
 def test_a_sweep_variant_changes_one_class_threshold_only() -> None:
-    from redactd.config import default_config
+    from redactd.core.config import default_config
     from redactd.evaluation.runner import threshold_variant
 
     prof = default_config().profile("default")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from redactd import fsutil
+from redactd.core import fsutil
 
 
 def _tmp_with(final: Path, data: bytes) -> Path:

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin
 
-from redactd.config import LimitsConfig, MaskConfig, OutputConfig
-from redactd.errors import PermanentInputError, TransientError
-from redactd.mask import MaskRegion, apply_masks
-from redactd.media.image import DecodedImage, decode, encode, probe
-from redactd.types import Box
+from redactd.core.config import LimitsConfig, MaskConfig, OutputConfig
+from redactd.core.errors import PermanentInputError, TransientError
+from redactd.core.types import Box
+from redactd.stages.mask import MaskRegion, apply_masks
+from redactd.stages.media.image import DecodedImage, decode, encode, probe
 
 LIMITS = LimitsConfig()
 OUT = OutputConfig()

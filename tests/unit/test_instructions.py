@@ -11,10 +11,11 @@ from types import ModuleType
 
 import pytest
 
-from redactd.config import InstructionsConfig, Profile
-from redactd.config import parse as parse_config
-from redactd.errors import PermanentInputError
-from redactd.instructions import (
+from redactd.core.config import InstructionsConfig, Profile
+from redactd.core.config import parse as parse_config
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import Box, Detection
+from redactd.stages.instructions import (
     SIDECAR_SUFFIX,
     Instructions,
     coverage,
@@ -27,7 +28,6 @@ from redactd.instructions import (
     split_kept,
     to_pixels,
 )
-from redactd.types import Box, Detection
 from tests.conftest import REPO
 
 

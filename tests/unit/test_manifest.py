@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from redactd.errors import ModelError
+from redactd.core.errors import ModelError
 from redactd.models import derived, fetch, manifest
 
 if sys.version_info >= (3, 11):

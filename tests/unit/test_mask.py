@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import MaskConfig, Profile
-from redactd.errors import PermanentInputError
-from redactd.mask import MaskRegion, apply_masks, cell_size, mask_area, padding_of
-from redactd.types import Box
+from redactd.core.config import MaskConfig, Profile
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import Box
+from redactd.stages.mask import MaskRegion, apply_masks, cell_size, mask_area, padding_of
 
 METHODS = ("mosaic", "blur", "pixelate", "solid")
 

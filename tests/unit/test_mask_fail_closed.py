@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import default_config
-from redactd.errors import PermanentInputError
-from redactd.pipeline import Pipeline
-from redactd.types import Box, Detection
+from redactd.core.config import default_config
+from redactd.core.errors import PermanentInputError
+from redactd.core.types import Box, Detection
+from redactd.pipeline.process import Pipeline
 from tests.helpers.synthvideo import write_clip
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from redactd.config import ClassConfig, Profile, TrackConfig, default_config
-from redactd.pipeline import Pipeline
-from redactd.track import MultiTracker
-from redactd.types import Box, Detection
+from redactd.core.config import ClassConfig, Profile, TrackConfig, default_config
+from redactd.core.types import Box, Detection
+from redactd.pipeline.process import Pipeline
+from redactd.stages.track import MultiTracker
 
 W, H = 640, 480
 

@@ -8,10 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from redactd.config import MaskConfig
-from redactd.follow import RegionFollower
-from redactd.mask import MaskRegion, apply_masks
-from redactd.types import Box
+from redactd.core.config import MaskConfig
+from redactd.core.types import Box
+from redactd.stages.follow import RegionFollower
+from redactd.stages.mask import MaskRegion, apply_masks
 from tests.unit.test_mask import changed, textured
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from redactd.core.types import Box, Detection
 from redactd.evaluation.labels import LabelledBox, LabelledImage
 from redactd.evaluation.metrics import (
     average_precision,
     class_metrics,
     match_image,
 )
-from redactd.types import Box, Detection
 
 
 def _img(

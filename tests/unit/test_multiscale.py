@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from redactd.config import TilingConfig
-from redactd.detect import multiscale
-from redactd.detect.multiscale import Tile, TileDetection, merge, plan
-from redactd.types import Box, Detection, ObjectClass
+from redactd.core.config import TilingConfig
+from redactd.core.types import Box, Detection, ObjectClass
+from redactd.stages.detect import multiscale
+from redactd.stages.detect.multiscale import Tile, TileDetection, merge, plan
 
 
 class SquareDetector:

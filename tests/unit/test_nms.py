@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from redactd.detect.nms import boxes_array, iou_one, nms, nms_indices
-from redactd.types import Box, Detection
+from redactd.core.types import Box, Detection
+from redactd.stages.detect.nms import boxes_array, iou_one, nms, nms_indices
 
 
 def det(x1: float, y1: float, x2: float, y2: float, score: float) -> Detection:
@@ -90,7 +90,7 @@ def random_boxes(rng: np.random.Generator, n: int, span: float, min_side: float)
 def test_matrix_nms_equals_the_greedy_loop_on_random_boxes() -> None:
     # nms_indices takes the pairwise-matrix path up to _MATRIX_MAX boxes and a
     # loop above; both must keep exactly the same boxes in the same order.
-    from redactd.detect import nms as nms_mod
+    from redactd.stages.detect import nms as nms_mod
 
     rng = np.random.default_rng(7)
     for n in (2, 5, 40, 300):
@@ -113,7 +113,7 @@ def test_matrix_nms_equals_the_greedy_loop_on_random_boxes() -> None:
 def test_opencv_path_keeps_exactly_what_the_numpy_path_keeps() -> None:
     # nms_indices hands float32 scores and positive-size boxes to OpenCV's
     # NMSBoxes; it must keep the same boxes in the same order as numpy.
-    from redactd.detect import nms as nms_mod
+    from redactd.stages.detect import nms as nms_mod
 
     rng = np.random.default_rng(11)
     for n in (8, 40, 300, 2000):
@@ -129,7 +129,7 @@ def test_opencv_path_keeps_exactly_what_the_numpy_path_keeps() -> None:
 
 
 def test_inputs_opencv_could_misread_take_the_numpy_path() -> None:
-    from redactd.detect import nms as nms_mod
+    from redactd.stages.detect import nms as nms_mod
 
     xy = np.arange(20, dtype=np.float64)[:, None] * np.array([[3.0, 3.0]])
     boxes = np.hstack([xy, xy + 10.0])

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from redactd import fsutil
-from redactd.config import WatchConfig
+from redactd.core import fsutil
+from redactd.core.config import WatchConfig
 from redactd.service import spool as spool_mod
 from redactd.service.spool import Spool, Target
 from redactd.service.watch import Candidate, FolderWatcher

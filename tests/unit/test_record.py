@@ -9,10 +9,9 @@ from pathlib import Path
 
 import jsonschema
 
-from redactd.config import Profile
-from redactd.detect.registry import ModelInfo
-from redactd.instructions import parse
-from redactd.record import (
+from redactd.core.config import Profile
+from redactd.core.types import JobResult, StageTimings
+from redactd.pipeline.record import (
     SCHEMA_ID,
     FileDigest,
     InstructionsUsed,
@@ -21,7 +20,8 @@ from redactd.record import (
     models_used,
     publish_with_record,
 )
-from redactd.types import JobResult, StageTimings
+from redactd.stages.detect.registry import ModelInfo
+from redactd.stages.instructions import parse
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "schemas" / "job-record.schema.json").read_text())

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from redactd import config as config_mod
-from redactd.config import ClassConfig, Config, Profile, TilingConfig
-from redactd.detect import registry
-from redactd.detect.runtime import InferenceError, Runtime
-from redactd.errors import ConfigError, ConfigErrors
+from redactd.core import config as config_mod
+from redactd.core.config import ClassConfig, Config, Profile, TilingConfig
+from redactd.core.errors import ConfigError, ConfigErrors
+from redactd.core.types import Box, Detection, ObjectClass
 from redactd.models.manifest import ModelSpec
-from redactd.types import Box, Detection, ObjectClass
+from redactd.stages.detect import registry
+from redactd.stages.detect.runtime import InferenceError, Runtime
 
 
 class Scripted:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from redactd.config import RuntimeConfig
-from redactd.detect.runtime import Runtime
+from redactd.core.config import RuntimeConfig
+from redactd.stages.detect.runtime import Runtime
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from redactd.errors import PermanentInputError
-from redactd.media.sniff import MediaType, sniff, sniff_bytes
+from redactd.core.errors import PermanentInputError
+from redactd.stages.media.sniff import MediaType, sniff, sniff_bytes
 
 
 def _image_bytes(pil_format: str) -> bytes:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from redactd import fsutil
-from redactd.errors import REASONS, PermanentInputError, TransientError
+from redactd.core import fsutil
+from redactd.core.errors import REASONS, PermanentInputError, TransientError
 from redactd.service import spool as spool_mod
 from redactd.service.spool import (
     MANIFEST,

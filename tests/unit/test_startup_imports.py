@@ -23,13 +23,13 @@ def _loaded_after(code: str, module: str) -> bool:
 
 
 def test_image_pipeline_does_not_load_pyav() -> None:
-    assert not _loaded_after("import redactd.cli, redactd.pipeline", "av")
+    assert not _loaded_after("import redactd.cli.main, redactd.pipeline.process", "av")
 
 
 def test_video_pipeline_loads_pyav_where_used() -> None:
     code = (
-        "from redactd import pipeline_video\n"
-        "from redactd.media.sniff import MediaType\n"
+        "from redactd.pipeline import video as pipeline_video\n"
+        "from redactd.stages.media.sniff import MediaType\n"
         "assert pipeline_video.output_suffix(MediaType('video', 'webm'), '.webm') == '.mkv'"
     )
     assert _loaded_after(code, "av")

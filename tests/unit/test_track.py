@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from redactd.config import TrackConfig
-from redactd.track import Backfill, KalmanBox, MultiTracker
-from redactd.types import Box, Detection
+from redactd.core.config import TrackConfig
+from redactd.core.types import Box, Detection
+from redactd.stages.track import Backfill, KalmanBox, MultiTracker
 
 W, H = 640, 360
 
@@ -183,8 +183,8 @@ def test_a_steady_face_keeps_a_face_sized_mask_over_gaps() -> None:
     tracker's own boxes within 2x the face box (before: up to 3x the box per
     side, 9x its area, padding on top). Every pixel of the face is still
     masked on every frame (fail closed)."""
-    from redactd.config import MaskConfig
-    from redactd.mask import mask_area
+    from redactd.core.config import MaskConfig
+    from redactd.stages.mask import mask_area
 
     rng = np.random.default_rng(7)
     face_box = Box(300, 120, 360, 195)  # 60 x 75, seated

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from redactd.config import DEFAULT_IGNORE, WatchConfig
+from redactd.core.config import DEFAULT_IGNORE, WatchConfig
 from redactd.service import watch as watch_mod
 from redactd.service.watch import (
     FolderWatcher,

@@ -61,15 +61,15 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from redactd.config import MaskMethod, Profile
+from redactd.core.config import MaskMethod, Profile
+from redactd.core.types import Box, Detection, ObjectClass
 from redactd.evaluation.labels import LabelledImage
 from redactd.evaluation.metrics import iou_matrix
 from redactd.evaluation.ocr import TextRecognizer, normalise, readable
 from redactd.evaluation.pixels import ANONYMIZED_SHARE, PixelResult
-from redactd.types import Box, Detection, ObjectClass
 
 if TYPE_CHECKING:  # the pipeline is handed in; importing it here would load every detector module
-    from redactd.pipeline import Pipeline
+    from redactd.pipeline.process import Pipeline
 
 REDETECT_FLOOR = 0.05
 REDETECT_THRESHOLD = 0.2

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from redactd.core.types import CLASSES, Box, ObjectClass
 from redactd.evaluation.labels import (
     LABELS_FILE,
     LabelError,
@@ -38,7 +39,6 @@ from redactd.evaluation.labels import (
     LabelledImage,
     load_set,
 )
-from redactd.types import CLASSES, Box, ObjectClass
 
 SetFormat = Literal["jsonl", "coco"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redactd.types import CLASSES, Box, ObjectClass
+from redactd.core.types import CLASSES, Box, ObjectClass
 
 LABELS_FILE = "labels.jsonl"
 

@@ -24,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from redactd.core.types import Box, Detection, ObjectClass
 from redactd.evaluation.labels import LabelledImage
-from redactd.types import Box, Detection, ObjectClass
 
 MaskShapeName = Literal["box", "ellipse"]
 

@@ -43,8 +43,8 @@ from typing import Literal
 
 import numpy as np
 
+from redactd.core.types import Detection, ObjectClass
 from redactd.evaluation.labels import LabelledImage
-from redactd.types import Detection, ObjectClass
 
 #: Counted boxes shorter than this (pixels) make up "small-object recall".
 SMALL_HEIGHT = 32.0

@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from redactd.detect.runtime import Network, NetworkIO, Runtime, TensorSpec
-from redactd.errors import ModelError
+from redactd.core.errors import ModelError
 from redactd.models.manifest import Manifest
+from redactd.stages.detect.runtime import Network, NetworkIO, Runtime, TensorSpec
 
 MODEL = "ppocr_rec"
 HEIGHT = 48

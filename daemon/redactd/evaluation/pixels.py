@@ -59,12 +59,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from redactd.errors import PermanentInputError, TransientError
+from redactd.core.errors import PermanentInputError, TransientError
+from redactd.core.types import Box, JobResult, ObjectClass
 from redactd.evaluation.labels import LabelledImage
-from redactd.types import Box, JobResult, ObjectClass
 
 if TYPE_CHECKING:  # the pipeline is handed in; importing it here would load every detector module
-    from redactd.pipeline import Pipeline
+    from redactd.pipeline.process import Pipeline
 
 CHANGE_THRESHOLD = 12
 ANONYMIZED_SHARE = 0.5

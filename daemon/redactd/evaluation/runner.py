@@ -37,20 +37,21 @@ from typing import Any
 import cv2
 import numpy as np
 
-from redactd import __version__, log
-from redactd.config import Config, MaskMethod, Profile
-from redactd.detect.runtime import Runtime
-from redactd.errors import PermanentInputError, TransientError
+from redactd import __version__
+from redactd.core import log
+from redactd.core.config import Config, MaskMethod, Profile
+from redactd.core.errors import PermanentInputError, TransientError
+from redactd.core.types import Detection, ObjectClass
 from redactd.evaluation import attack as attack_mod
 from redactd.evaluation import pixels as pixels_mod
 from redactd.evaluation.dataset import LabelledSet
 from redactd.evaluation.labels import LabelledImage
 from redactd.evaluation.metrics import ClassMetrics, class_metrics
 from redactd.evaluation.ocr import TextRecognizer
-from redactd.media import image as image_io
 from redactd.models import manifest
-from redactd.pipeline import Pipeline
-from redactd.types import Detection, ObjectClass
+from redactd.pipeline.process import Pipeline
+from redactd.stages.detect.runtime import Runtime
+from redactd.stages.media import image as image_io
 
 #: Score floor of the detection pass behind the box metrics (the PR curve starts here).
 EVAL_FLOOR = attack_mod.REDETECT_FLOOR

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from redactd.types import ObjectClass
+from redactd.core.types import ObjectClass
 
 
 @dataclass(frozen=True)

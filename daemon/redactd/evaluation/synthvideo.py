@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from redactd.core.types import Box
 from redactd.evaluation import dataset, video_labels
 from redactd.evaluation.video_labels import TrackBox
-from redactd.types import Box
 
 MIN_FACE = 40
 COUNTED_ALPHA = 0.4
@@ -232,7 +232,7 @@ def make_set(
     seed: int = 0,
 ) -> list[Path]:
     """Write ``videos`` labelled clips (``clip-NNN.mp4`` + ``.gt.txt``) into ``out``."""
-    from redactd.media import video as video_io  # the only module importing PyAV
+    from redactd.stages.media import video as video_io  # the only module importing PyAV
 
     sets = dataset.load(faces_set)
     out.mkdir(parents=True, exist_ok=True)

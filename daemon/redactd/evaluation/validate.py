@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from redactd import __version__
-from redactd.config import Config
-from redactd.detect import registry
+from redactd.core.config import Config
 from redactd.evaluation import dataset, runner, video_labels, video_runner
 from redactd.models import validation
-from redactd.pipeline import Pipeline
+from redactd.pipeline.process import Pipeline
+from redactd.stages.detect import registry
 
 #: Comparisons within this of the limit pass (float noise of pooled shares).
 EPS = 1e-9

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from redactd.types import Box, ObjectClass
+from redactd.core.types import Box, ObjectClass
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 MOT_SUFFIX = ".gt.txt"

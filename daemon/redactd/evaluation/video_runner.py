@@ -41,18 +41,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from redactd import __version__
-from redactd.errors import PermanentInputError, TransientError
+from redactd.core.errors import PermanentInputError, TransientError
+from redactd.core.types import CLASSES, ObjectClass
 from redactd.evaluation import attack as attack_mod
 from redactd.evaluation import pixels, stability
 from redactd.evaluation.labels import LabelledBox, LabelledImage
 from redactd.evaluation.video_labels import LabelledVideo, TrackBox, VideoSet
-from redactd.types import CLASSES, ObjectClass
 
 if TYPE_CHECKING:
-    from redactd.config import MaskMethod, Profile
+    from redactd.core.config import MaskMethod, Profile
     from redactd.evaluation.ocr import TextRecognizer
     from redactd.evaluation.runner import Hardware
-    from redactd.pipeline import Pipeline
+    from redactd.pipeline.process import Pipeline
 
 #: Labelled frames per video the attacks run on (spread evenly over those with counted boxes).
 ATTACK_FRAMES = 8
@@ -180,13 +180,13 @@ class VideoEvalReport:
 
 def decode_rgb(path: Path) -> Iterator[np.ndarray]:
     """The stored frames of a video as ``HxWx3`` RGB (the pixels labels refer to)."""
-    from redactd.media import video as video_io  # the only module importing PyAV
+    from redactd.stages.media import video as video_io  # the only module importing PyAV
 
     return video_io.stored_frames_rgb(path)
 
 
 def video_fps(path: Path) -> float:
-    from redactd.media import video as video_io
+    from redactd.stages.media import video as video_io
 
     return video_io.average_fps(path)
 
@@ -324,7 +324,7 @@ def method_variants(
 ) -> list[MethodVariant]:
     """One variant per method, sharing the loaded detectors of ``pipeline``."""
     from redactd.evaluation.runner import method_variant
-    from redactd.pipeline import Pipeline as _Pipeline
+    from redactd.pipeline.process import Pipeline as _Pipeline
 
     cfg = pipeline.cfg
     out = []
@@ -340,9 +340,9 @@ def load_recognizer(pipeline: Pipeline, sets: Sequence[VideoSet]) -> TextRecogni
     """The plate recogniser, when some video labels plates (``ModelError`` if missing)."""
     if not any(b.cls == "plate" for vs in sets for v in vs.videos for b in v.boxes):
         return None
-    from redactd.detect.runtime import Runtime
     from redactd.evaluation.ocr import TextRecognizer
     from redactd.models import manifest
+    from redactd.stages.detect.runtime import Runtime
 
     cfg = pipeline.cfg
     runtime = getattr(pipeline.detectors, "runtime", None) or Runtime(cfg.runtime)

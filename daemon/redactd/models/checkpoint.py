@@ -31,7 +31,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from redactd.errors import ModelError
+from redactd.core.errors import ModelError
 
 
 class CheckpointError(ModelError):

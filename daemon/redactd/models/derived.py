@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from redactd.errors import ModelError
+from redactd.core.errors import ModelError
 from redactd.models.manifest import NAME_RE, SHA256_RE, Manifest, ModelSpec, sha256_file
 
 PROVENANCE = "provenance.json"

@@ -53,8 +53,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from redactd import __version__
-from redactd.errors import ModelError
-from redactd.fsutil import TMP_PREFIX, fsync_dir
+from redactd.core.errors import ModelError
+from redactd.core.fsutil import TMP_PREFIX, fsync_dir
 from redactd.models.manifest import Manifest, ModelSpec
 
 #: Models ``redactd models fetch`` installs when no name is given (``make install``).

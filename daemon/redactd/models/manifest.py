@@ -26,14 +26,14 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from redactd.errors import ModelError
+from redactd.core.errors import ModelError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-#: Tasks a model can serve; the same names as ``redactd.types.ObjectClass``.
+#: Tasks a model can serve; the same names as ``redactd.core.types.ObjectClass``.
 TASKS: tuple[str, ...] = ("face", "plate")
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -58,7 +58,7 @@ class ModelSpec:
 
     name: str
     task: str  # "face" or "plate"
-    decoder: str  # adapter name in redactd.detect
+    decoder: str  # adapter name in redactd.stages.detect
     licence: str
     main: str  # the file given to OpenVINO's read_model
     files: dict[str, str]  # relative file -> sha256

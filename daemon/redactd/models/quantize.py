@@ -2,14 +2,14 @@
 
 ``quantize`` takes a manifest model (verified in the store), a calibration
 set of model inputs prepared exactly as the detector prepares them at run
-time (``redactd.calibration``), runs ``nncf.quantize`` with the OpenVINO
+time (``redactd.pipeline.calibration``), runs ``nncf.quantize`` with the OpenVINO
 backend (no torch), and installs the result as a derived model
 (``redactd.models.derived``): an OpenVINO IR with a dynamic H and W input,
 like the runtime uses, plus ``provenance.json``.
 
 Both ``nncf`` and ``openvino`` are imported inside the function: the daemon
 never needs nncf (an optional extra, ``pip install 'redactd[quantize]'``),
-and ``redactd.detect.runtime`` stays the only module that runs models. This
+and ``redactd.stages.detect.runtime`` stays the only module that runs models. This
 is an offline tool: it reads the source model, hands it to nncf and writes
 the result; it never serves detections.
 
@@ -45,9 +45,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from redactd import __version__, log
-from redactd.errors import ModelError, RedactdError
-from redactd.fsutil import TMP_PREFIX, fsync_dir, fsync_file
+from redactd import __version__
+from redactd.core import log
+from redactd.core.errors import ModelError, RedactdError
+from redactd.core.fsutil import TMP_PREFIX, fsync_dir, fsync_file
 from redactd.models import derived
 from redactd.models.fetch import DIR_MODE, FILE_MODE, install_staged, store_lock
 from redactd.models.manifest import ModelSpec

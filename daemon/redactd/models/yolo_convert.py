@@ -22,11 +22,11 @@ The network's input is ``images`` [1, 3, H, W] RGB in 0..1, H and W dynamic
 anchor cell of stride 8, then 16, then 32 (row-major), the distances in input
 pixels from the cell centre to the left, top, right and bottom edge of the
 box, then the class scores. The cell centres depend on H and W only, so the
-adapter (``redactd.detect.yolo_plate``) adds them; the graph stays free of
+adapter (``redactd.stages.detect.yolo_plate``) adds them; the graph stays free of
 shape arithmetic.
 
 OpenVINO is imported inside ``build`` / ``save`` (an offline step of
-``redactd models fetch``; ``redactd.detect.runtime`` stays the only module
+``redactd models fetch``; ``redactd.stages.detect.runtime`` stays the only module
 that runs models). Anything in the checkpoint this does not know (another
 layer type, a segmentation head) is refused with ``ModelError``.
 """
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from redactd.errors import ModelError
+from redactd.core.errors import ModelError
 from redactd.models.checkpoint import Record
 
 INPUT = "images"

@@ -30,10 +30,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from redactd import __version__, log
-from redactd import config as config_mod
-from redactd.config import Config
-from redactd.errors import EX_CONFIG, ConfigError, ConfigErrors, ModelError
+from redactd import __version__
+from redactd.core import config as config_mod
+from redactd.core import log
+from redactd.core.config import Config
+from redactd.core.errors import EX_CONFIG, ConfigError, ConfigErrors, ModelError
 from redactd.service.notify import Notifier
 from redactd.service.spool import Spool, SpoolBusy
 from redactd.service.supervisor import PipelineLike, Supervisor, make_target
@@ -77,8 +78,8 @@ def check_folders(cfg: Config) -> list[ConfigError]:
 
 def check_validation(cfg: Config) -> list[ConfigError]:
     """Models of profiles with ``require_validation`` that have no passing record."""
-    from redactd.detect import registry  # the detector table; models are not loaded
     from redactd.models import validation
+    from redactd.stages.detect import registry  # the detector table; models are not loaded
 
     problems: list[ConfigError] = []
     wanting = [n for n, p in sorted(cfg.profiles.items()) if p.require_validation]
@@ -139,7 +140,7 @@ def operator_vocabulary(cfg: Config) -> set[str]:
 
 
 def _load_pipelines(cfg: Config) -> list[PipelineLike]:
-    from redactd.pipeline import Pipeline  # models are heavy: import when needed
+    from redactd.pipeline.process import Pipeline  # models are heavy: import when needed
 
     # One pipeline shared by every worker (it is thread-safe): one copy of
     # each compiled model instead of one per worker (measured with 2 workers:

@@ -14,7 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from redactd.types import JobResult
+from redactd.core.types import JobResult
 
 #: Upper bounds (seconds) of the stage-latency histogram buckets.
 BUCKETS: tuple[float, ...] = (

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from redactd import log
+from redactd.core import log
 
 
 def _bindings() -> Callable[[str], object] | None:

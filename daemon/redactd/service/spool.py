@@ -53,7 +53,7 @@ Pairs (an input with its instruction sidecar, ``NAME.EXT.redact.json``):
   are used, chosen together (a free name for both) and published sidecar
   first, so a crash never leaves them apart.
 
-Job records (``redactd.record``): the record is written to a temporary in
+Job records (``redactd.pipeline.record``): the record is written to a temporary in
 the outbound folder before delivery; delivery chooses a name free for both
 the output and ``<output>.redactd.json``, publishes the record first and then
 the output (a consumer that sees an output can read its record), recording
@@ -89,11 +89,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from redactd import __version__, fsutil, log
-from redactd.errors import REASONS, PermanentInputError, TransientError
-from redactd.instructions import SIDECAR_SUFFIX
-from redactd.record import RECORD_SUFFIX
+from redactd import __version__
+from redactd.core import fsutil, log
+from redactd.core.errors import REASONS, PermanentInputError, TransientError
+from redactd.pipeline.record import RECORD_SUFFIX
 from redactd.service.watch import CLAIM_PREFIX, errname, writer_active
+from redactd.stages.instructions import SIDECAR_SUFFIX
 
 MANIFEST = "job.json"
 SRC = "src"

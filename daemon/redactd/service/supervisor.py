@@ -72,12 +72,18 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from redactd import config as config_mod
-from redactd import log
-from redactd.config import Config
-from redactd.errors import REASONS, ConfigError, ModelError, PermanentInputError, TransientError
-from redactd.instructions import Instructions, load_instructions, sidecar_path, sidecar_source
-from redactd.record import FileDigest, JobRecord, digest_file
+from redactd.core import config as config_mod
+from redactd.core import log
+from redactd.core.config import Config
+from redactd.core.errors import (
+    REASONS,
+    ConfigError,
+    ModelError,
+    PermanentInputError,
+    TransientError,
+)
+from redactd.core.types import JobResult
+from redactd.pipeline.record import FileDigest, JobRecord, digest_file
 from redactd.service.metrics import Metrics
 from redactd.service.notify import Notifier
 from redactd.service.spool import InputChanged, Job, NotMovable, Spool, Target, free_bytes
@@ -88,10 +94,15 @@ from redactd.service.watch import (
     is_sidecar_name,
     writer_active,
 )
-from redactd.types import JobResult
+from redactd.stages.instructions import (
+    Instructions,
+    load_instructions,
+    sidecar_path,
+    sidecar_source,
+)
 
 if TYPE_CHECKING:  # the registry pulls in OpenVINO: only the daemon's start loads it
-    from redactd.detect.registry import ModelInfo
+    from redactd.stages.detect.registry import ModelInfo
 
 EX_OK = 0
 EX_TEMPFAIL = 75  # restart me: a job hung (see module docstring)
@@ -103,7 +114,7 @@ _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class PipelineLike(Protocol):
-    """What the supervisor needs of ``redactd.pipeline.Pipeline``."""
+    """What the supervisor needs of ``redactd.pipeline.process.Pipeline``."""
 
     def process(
         self,

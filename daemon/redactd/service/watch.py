@@ -16,7 +16,7 @@ in-flight set until the worker releases them. A candidate carries the
 snapshot it settled with (dev, inode, size, mtime); the claim checks it, and
 a file that changed since is released with ``retrack`` to settle again.
 
-Sidecars: ``NAME.EXT.redact.json`` (``redactd.instructions``) carries the
+Sidecars: ``NAME.EXT.redact.json`` (``redactd.stages.instructions``) carries the
 instructions for ``NAME.EXT`` and is never handed out as media. An input and
 its sidecar are one *pair*, tracked under the input's path: an event on
 either is an event of the pair, and the pair is quiet only when both files
@@ -60,10 +60,10 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from redactd import log
-from redactd.config import DEFAULT_IGNORE, WatchConfig
-from redactd.fsutil import TMP_PREFIX
-from redactd.instructions import SIDECAR_SUFFIX, media_name_of, sidecar_path
+from redactd.core import log
+from redactd.core.config import DEFAULT_IGNORE, WatchConfig
+from redactd.core.fsutil import TMP_PREFIX
+from redactd.stages.instructions import SIDECAR_SUFFIX, media_name_of, sidecar_path
 
 #: Prefix of the name a cross-filesystem claim gives the inbound file while it
 #: is copied into the work area (see ``spool``); always ignored.

@@ -1,0 +1,7 @@
+"""``python -m redactd.cli``: the ``redactd`` command."""
+
+import sys
+
+from redactd.cli.main import main
+
+sys.exit(main())
