@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 from redactd.core import log
 from redactd.core.config import DEFAULT_IGNORE, Config, default_config, load, world_writable
 from redactd.core.errors import (
-    EX_CONFIG,
     REASONS,
     ConfigError,
     ConfigErrors,
+    ExitCode,
     ModelError,
     PermanentInputError,
     TransientError,
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
     from redactd.models.manifest import Manifest
     from redactd.pipeline.process import Pipeline
 
-EX_OK = 0
-EX_DATAERR = 65  # some inputs could not be processed
-EX_USAGE = 64
-EX_SOFTWARE = 70
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/redactd/redactd.toml"),)
 
@@ -91,14 +87,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         cfg = load(path) if path is not None else default_config()
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     problems = registry.check_profiles(cfg)
     if path is not None and world_writable(path):
         problems.append(ConfigError("", "the config file is world-writable; refuse to use it"))
     if problems:
         for p in problems:
             _err(f"config error: {p}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     try:
         missing = registry.check_derived(cfg)  # INT8 models made by `models quantize`
     except ModelError as e:
@@ -106,7 +102,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if missing:
         for m in missing:
             _err(f"model error: {m}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     from redactd.service.daemon import check_validation
 
     # The same records `redactd run` demands at start-up (docs/VALIDATION.md):
@@ -115,9 +111,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if unvalidated:
         for p in unvalidated:
             _err(f"config error: {p}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     _err(f"config OK: {len(cfg.watch)} watched folder(s), {len(cfg.profiles)} profile(s)")
-    return EX_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- process
@@ -261,14 +257,14 @@ def cmd_process(args: argparse.Namespace) -> int:
         pipeline = Pipeline.load(cfg, [args.profile], concurrency=jobs)
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except ModelError as e:
         _err(f"model error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except PermanentInputError as e:
         # --sidecar / --mask / --keep: one line naming the field, no traceback.
         _err(f"error: {e.reason}: {e.detail or REASONS.get(e.reason, '')}")
-        return EX_USAGE
+        return ExitCode.USAGE
     logger = log.get()
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +329,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     finally:
         pipeline.close()
     _err(f"processed {ok} file(s), {failed} failed")
-    return EX_OK if failed == 0 else EX_DATAERR
+    return ExitCode.OK if failed == 0 else ExitCode.DATAERR
 
 
 # --------------------------------------------------------------------------- detect
@@ -347,15 +343,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
         pipeline = Pipeline.load(cfg, [args.profile])
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except ModelError as e:
         _err(f"model error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     try:
         dets = pipeline.detect_file(Path(args.image), args.profile)
     except PermanentInputError as e:
         _err(f"error: {e.reason}: {REASONS.get(e.reason, '')}")
-        return EX_DATAERR
+        return ExitCode.DATAERR
     finally:
         pipeline.close()
     out = [
@@ -372,7 +368,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     else:
         for o in out:
             print(f"{o['cls']}\t{o['score']:.3f}\t{o['box']}\t{o['detector']}")
-    return EX_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- models
@@ -387,7 +383,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         cfg = _load_config(args.config, log_to_stderr=True)
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     store = Path(args.store) if args.store else cfg.models.dir
     try:
         man = manifest_mod.load()
@@ -396,7 +392,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(st.line())
             for name in sorted(derived.RECIPES):
                 print(derived.status(man, name, store).list_line())
-            return EX_OK
+            return ExitCode.OK
         if args.action == "quantize":
             return _models_quantize(args, cfg, man, store)
         if args.action == "validate":
@@ -417,7 +413,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             mirror = Path(args.from_dir) if args.from_dir else None
             for res in fetch_mod.fetch(man, names, store, mirror=mirror):
                 print(res.line())
-            return EX_OK
+            return ExitCode.OK
         bad = 0
         for v in fetch_mod.verify(man, names, store):
             print(v.line())
@@ -426,10 +422,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             ds = derived.status(man, n, store)
             print(ds.verify_line())
             bad += 0 if ds.ok else 1
-        return EX_OK if bad == 0 else EX_CONFIG
+        return ExitCode.OK if bad == 0 else ExitCode.CONFIG
     except ModelError as e:
         _err(f"model error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
 
 
 def _models_quantize(args: argparse.Namespace, cfg: Config, man: Manifest, store: Path) -> int:
@@ -441,13 +437,13 @@ def _models_quantize(args: argparse.Namespace, cfg: Config, man: Manifest, store
 
     if len(args.names) != 1:
         _err("error: name one model, e.g. 'redactd models quantize centerface --calibration DIR'")
-        return EX_USAGE
+        return ExitCode.USAGE
     if not args.calibration:
         _err("error: --calibration DIR is required (a folder of your images and/or videos)")
-        return EX_USAGE
+        return ExitCode.USAGE
     if args.samples < 1:
         _err("error: --samples must be at least 1")
-        return EX_USAGE
+        return ExitCode.USAGE
     source = man.get(args.names[0])
     derived.recipe_for_source(source.name)
     quantize.require_nncf()
@@ -455,7 +451,7 @@ def _models_quantize(args: argparse.Namespace, cfg: Config, man: Manifest, store
         tiling = getattr(cfg.profile(args.profile), source.task).tiling
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     try:
         cal = calibration.collect(
             Path(args.calibration),
@@ -467,7 +463,7 @@ def _models_quantize(args: argparse.Namespace, cfg: Config, man: Manifest, store
         )
     except calibration.CalibrationError as e:
         _err(f"calibration error: {e}")
-        return EX_DATAERR
+        return ExitCode.DATAERR
     _err(
         f"calibrating {source.name} on {len(cal)} samples from {cal.frames} frames of "
         f"{cal.files} files ({cal.skipped} files skipped), seed {args.seed}"
@@ -480,7 +476,7 @@ def _models_quantize(args: argparse.Namespace, cfg: Config, man: Manifest, store
         _err(f"warning: {cal.failed} pictures could not be decoded and were left out")
     for line in res.lines():
         print(line)
-    return EX_OK
+    return ExitCode.OK
 
 
 def _models_validate(args: argparse.Namespace, cfg: Config) -> int:
@@ -499,20 +495,20 @@ def _models_validate(args: argparse.Namespace, cfg: Config) -> int:
             "error: usage: redactd models validate CANDIDATE_PROFILE --against BASELINE_PROFILE "
             "--data DIR --operator NAME [--comment TEXT]"
         )
-        return EX_USAGE
+        return ExitCode.USAGE
     if args.limit is not None and args.limit < 1:
         _err("error: --limit must be at least 1")
-        return EX_USAGE
+        return ExitCode.USAGE
     try:
         cfg.profile(args.names[0])
         cfg.profile(args.against)
         data = validate.load_data(Path(args.data), limit=args.limit)
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except validate.ValidationDataError as e:
         _err(f"dataset error: {e}")
-        return EX_DATAERR
+        return ExitCode.DATAERR
     work = Path(tempfile.mkdtemp(prefix=".redactd-validate-"))
     try:
         record = validate.validate(
@@ -521,7 +517,7 @@ def _models_validate(args: argparse.Namespace, cfg: Config) -> int:
         )  # fmt: skip
     except (OSError, ValueError) as e:
         _err(f"error: validation failed to run ({type(e).__name__})")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = validate.write(record, cfg.validation.dir)
@@ -533,7 +529,7 @@ def _models_validate(args: argparse.Namespace, cfg: Config) -> int:
             f"{'ok' if c['passed'] else 'FAIL'}"
         )
     print(f"{'PASSED' if record['passed'] else 'FAILED'}: record {path.name}")
-    return EX_OK if record["passed"] else 1
+    return ExitCode.OK if record["passed"] else 1
 
 
 # --------------------------------------------------------------------------- eval
@@ -548,24 +544,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         _err("error: --limit must be at least 1")
-        return EX_USAGE
+        return ExitCode.USAGE
     if args.negatives is not None and args.negatives < 1:
         _err("error: --negatives must be at least 1")
-        return EX_USAGE
+        return ExitCode.USAGE
     try:
         sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip()) if args.sweep else ()
     except ValueError:
         _err("error: --sweep takes comma-separated thresholds, e.g. 0.05,0.2,0.3")
-        return EX_USAGE
+        return ExitCode.USAGE
     if any(not 0.0 <= t <= 1.0 for t in sweep):
         _err("error: --sweep thresholds must lie in 0..1")
-        return EX_USAGE
+        return ExitCode.USAGE
     try:
         # Before the long run: a missing plotting library is an error, not a silent skip.
         report.require_matplotlib()
     except report.PlotError as e:
         _err(f"error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     from redactd.evaluation import video_labels
 
     if video_labels.is_video_set(Path(args.dataset)):
@@ -577,13 +573,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pipeline = Pipeline.load(cfg, [args.profile])
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except ModelError as e:
         _err(f"model error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except dataset.DatasetError as e:
         _err(f"dataset error: {e}")
-        return EX_DATAERR
+        return ExitCode.DATAERR
     out = Path(args.out)
     try:
         recognizer = runner.load_recognizer(pipeline, cfg, sets) if args.attack else None
@@ -621,7 +617,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
     except ModelError as e:
         _err(f"model error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     finally:
         pipeline.close()
     written = report.write(result, out)
@@ -633,7 +629,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 rel = lset.images[w.index].path.relative_to(lset.root)
                 _err(f"{rep.name} over-masking #{w.rank} ({w.overmask:.3f}): {rel}")
     _err(f"report written: {', '.join(p.name for p in written)} in the --out folder")
-    return EX_OK
+    return ExitCode.OK
 
 
 def _eval_videos(args: argparse.Namespace) -> int:
@@ -646,7 +642,7 @@ def _eval_videos(args: argparse.Namespace) -> int:
 
     if args.sweep or args.negatives:
         _err("error: --sweep and --negatives apply to image sets only")
-        return EX_USAGE
+        return ExitCode.USAGE
     try:
         cfg = _load_config(args.config)
         cfg.profile(args.profile)
@@ -654,13 +650,13 @@ def _eval_videos(args: argparse.Namespace) -> int:
         pipeline = Pipeline.load(cfg, [args.profile])
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except ModelError as e:
         _err(f"model error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except video_labels.VideoLabelError as e:
         _err(f"dataset error: {e}")
-        return EX_DATAERR
+        return ExitCode.DATAERR
     out = Path(args.out)
 
     def progress(i: int, done: int, total: int) -> None:
@@ -684,7 +680,7 @@ def _eval_videos(args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
     except ModelError as e:
         _err(f"model error: {e}")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     finally:
         pipeline.close()
     written = video_report.write(result, out)
@@ -695,7 +691,7 @@ def _eval_videos(args: argparse.Namespace) -> int:
             for vi, v in enumerate(vs.videos):
                 _err(f"video {si + 1}.{vi + 1}: {vs.name}/{v.path.name}")
     _err(f"report written: {len(written)} files (video-report.md) in the --out folder")
-    return EX_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- status
@@ -709,7 +705,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         cfg = _load_config(args.config, log_to_stderr=True)
     except ConfigError as e:
         _print_config_error(e)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     path = cfg.service.status_file or cfg.service.work_dir / STATUS_FILE
     try:
         snap = json.loads(path.read_text(encoding="utf-8"))
@@ -721,7 +717,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 4
     if args.json:
         print(json.dumps(snap, indent=2))
-        return EX_OK
+        return ExitCode.OK
     age = time.time() - float(snap.get("time", 0))
     m = snap.get("metrics", {})
     print(snap.get("text", "?"))
@@ -742,7 +738,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     print("installed:")
     print("\n".join("  " + ln for ln in versions.collect(cfg.models.dir).lines()))
-    return EX_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- run
@@ -754,7 +750,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
     if path is None:
         _err("config error: no config file; give --config or set REDACTD_CONFIG")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     return daemon.run(path)
 
 

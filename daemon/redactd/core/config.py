@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from redactd.core.errors import ConfigError, ConfigErrors
-from redactd.core.types import Box
+from redactd.core.types import Box, ObjectClass
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -295,6 +295,16 @@ class Profile:
     # change control: refuse to start unless every model of this profile has a
     # passing `redactd models validate` record (docs/VALIDATION.md)
     require_validation: bool = False
+
+    def of(self, cls: ObjectClass) -> ClassConfig:
+        """The settings of one object class (``"face"`` or ``"plate"``)."""
+        return self.face if cls == "face" else self.plate
+
+    def with_class(self, cls: ObjectClass, cc: ClassConfig) -> Profile:
+        """This profile with the settings of class ``cls`` replaced by ``cc``."""
+        if cls == "face":
+            return dataclasses.replace(self, face=cc)
+        return dataclasses.replace(self, plate=cc)
 
 
 def _fast_profile() -> Profile:
@@ -627,7 +637,7 @@ def _check_profile(name: str, p: Profile, c: _Collector) -> None:
     # Detector names are checked against the registry by
     # ``redactd.stages.detect.registry.check_profiles`` (config imports nothing above it).
     for cls_name in ("face", "plate"):
-        cc: ClassConfig = getattr(p, cls_name)
+        cc: ClassConfig = p.of(cls_name)
         key = f"profiles.{name}.{cls_name}"
         if cc.enabled and not cc.detectors:
             c.add(f"{key}.detectors", "at least one detector is needed when the class is enabled")

@@ -17,7 +17,18 @@ they end up in logs and reason files. Name the limit, key or reason instead.
 
 from __future__ import annotations
 
-EX_CONFIG = 78
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit status of ``redactd`` (sysexits.h numbers), in one place."""
+
+    OK = 0
+    USAGE = 64  # a bad command line, sidecar or ``--mask`` / ``--keep`` spec
+    DATAERR = 65  # ``process``: some inputs could not be processed
+    SOFTWARE = 70  # the main loop itself failed (a bug); systemd restarts
+    TEMPFAIL = 75  # a job hung past its timeout: restart me (see service.supervisor)
+    CONFIG = 78  # bad configuration or models: systemd's RestartPreventExitStatus=78
 
 
 class RedactdError(Exception):

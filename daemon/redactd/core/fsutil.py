@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -189,16 +190,45 @@ def temporary_beside(final: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def copy_durable(src: Path, dst: Path, chunk: int = 1 << 20) -> None:
+CHUNK = 1 << 20
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write fewer:
+    a signal, a pipe, a filesystem close to full)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def digest(path: Path, *, follow: bool = True) -> tuple[str, int]:
+    """The sha256 (hex) and size of ``path``, read once; ``follow=False``
+    refuses a symlink (``ELOOP``) -- for files a stranger may have replaced."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        h = hashlib.sha256()
+        size = 0
+        while chunk := os.read(fd, CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return h.hexdigest(), size
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 (hex) of ``path``'s bytes."""
+    return digest(path)[0]
+
+
+def copy_durable(src: Path, dst: Path, chunk: int = CHUNK) -> None:
     """Copy bytes to a new file ``dst`` (exclusive create) and fsync it."""
     fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with src.open("rb") as fin:
-            while True:
-                b = fin.read(chunk)
-                if not b:
-                    break
-                os.write(fd_out, b)
+            while b := fin.read(chunk):
+                write_all(fd_out, b)
         os.fsync(fd_out)
     finally:
         os.close(fd_out)

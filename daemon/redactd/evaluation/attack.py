@@ -235,7 +235,7 @@ def with_read_text(
 
 def _attacked(profile: Profile, image: LabelledImage) -> list[int]:
     """Counted boxes of the classes the profile masks."""
-    classes = {c for c in ("face", "plate") if getattr(profile, c).enabled}
+    classes = {c for c in ("face", "plate") if profile.of(c).enabled}
     return [i for i, b in enumerate(image.boxes) if not b.ignore and b.cls in classes]
 
 

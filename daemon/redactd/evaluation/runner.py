@@ -271,10 +271,9 @@ def _bgr(path: Path) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
-def threshold_variant(profile: Profile, cls: str, threshold: float) -> Profile:
+def threshold_variant(profile: Profile, cls: ObjectClass, threshold: float) -> Profile:
     """``profile`` with the detection threshold of class ``cls`` set to ``threshold``."""
-    c = getattr(profile, cls)
-    return dataclasses.replace(profile, **{cls: dataclasses.replace(c, threshold=threshold)})
+    return profile.with_class(cls, dataclasses.replace(profile.of(cls), threshold=threshold))
 
 
 def worst_images(results: Sequence[pixels_mod.PixelResult]) -> tuple[WorstImage, ...]:
@@ -353,7 +352,7 @@ def evaluate_set(
     sweeps: list[tuple[ObjectClass, float, Pipeline, str]] = []
     for c in lset.classes:
         for t in sorted(set(sweep)):
-            if t == getattr(prof, c).threshold or not getattr(prof, c).enabled:
+            if t == prof.of(c).threshold or not prof.of(c).enabled:
                 continue
             name = f"{profile_name}.eval-{c}-{t:g}"
             vcfg = dataclasses.replace(
@@ -368,7 +367,7 @@ def evaluate_set(
     same = {
         v.label
         for v in variants[1:]
-        if all(getattr(v.profile, c).mask == getattr(prof, c).mask for c in lset.classes)
+        if all(v.profile.of(c).mask == prof.of(c).mask for c in lset.classes)
     }
     to_run = [v for v in variants if v.label not in same]
     dets: list[list[Detection]] = []
@@ -400,9 +399,9 @@ def evaluate_set(
     results = [r.pixels for r in runs]
     classes = tuple(
         ClassReport(
-            metrics=class_metrics(lset.images, dets, c, getattr(prof, c).threshold),
+            metrics=class_metrics(lset.images, dets, c, prof.of(c).threshold),
             pixels=pixels_mod.summarise(results, c),
-            enabled=bool(getattr(prof, c).enabled),
+            enabled=bool(prof.of(c).enabled),
         )
         for c in lset.classes
     )

@@ -27,6 +27,7 @@ from typing import Any
 
 from redactd import __version__
 from redactd.core.config import Config
+from redactd.core.fsutil import sha256_file
 from redactd.evaluation import dataset, runner, video_labels, video_runner
 from redactd.models import validation
 from redactd.pipeline.process import Pipeline
@@ -55,7 +56,7 @@ def _image_set_digest(s: dataset.LabelledSet) -> str:
     h = hashlib.sha256()
     for im in s.images:
         boxes = [(b.cls, b.box.x1, b.box.y1, b.box.x2, b.box.y2, b.ignore) for b in im.boxes]
-        h.update(video_labels.sha256_file(im.path).encode())
+        h.update(sha256_file(im.path).encode())
         h.update(json.dumps([im.width, im.height, im.labels_complete, boxes]).encode())
     return h.hexdigest()
 

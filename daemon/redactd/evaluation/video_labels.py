@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from redactd.core.fsutil import sha256_file
 from redactd.core.types import Box, ObjectClass
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -232,14 +233,6 @@ def parse_cvat_video(text: str) -> tuple[list[TrackBox], int]:
             )
             boxes.append(TrackBox(frame, tid, cls, Box(x1, y1, x2, y2), ignore))
     return boxes, skipped
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _video_for(labels: Path, suffix: str) -> Path | None:

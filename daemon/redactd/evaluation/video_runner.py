@@ -462,7 +462,7 @@ def run_video(
     by_method: dict[str, list[attack_mod.BoxAttack]] = {"profile": attacked}
     labelled = {b.cls for b in video.boxes}
     for v in variants if sample is not None else ():
-        if all(getattr(v.profile, c).mask == getattr(prof, c).mask for c in labelled):
+        if all(v.profile.of(c).mask == prof.of(c).mask for c in labelled):
             by_method[v.label] = attacked  # masks these classes as the profile does
             continue
         vdst = dst.with_name(f"{dst.stem}-{v.label}{dst.suffix}")

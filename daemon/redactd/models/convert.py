@@ -22,10 +22,10 @@ from typing import Literal
 
 from redactd import __version__
 from redactd.core.errors import ModelError
-from redactd.core.fsutil import fsync_file
+from redactd.core.fsutil import fsync_file, sha256_file
 from redactd.models import derived, yolo_convert
 from redactd.models.fetch import DIR_MODE, FILE_MODE, install_staged
-from redactd.models.manifest import ModelSpec, sha256_file
+from redactd.models.manifest import ModelSpec
 
 CONVERTER = "redactd.models.yolo_convert"
 

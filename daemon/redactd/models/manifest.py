@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from redactd.core.errors import ModelError
+from redactd.core.fsutil import sha256_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -125,12 +126,6 @@ class Manifest:
             ) from None
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _bad(name: str, reason: str) -> ModelError:

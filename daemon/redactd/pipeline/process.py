@@ -52,7 +52,7 @@ def mask_plan(
     detection's own box is masked regardless (``mask.MaskRegion``).
     """
     return tuple(
-        MaskRegion(box=d.box, mask=getattr(profile, d.cls).mask, protect=protect)
+        MaskRegion(box=d.box, mask=profile.of(d.cls).mask, protect=protect)
         for d in detections
     )
 
@@ -110,7 +110,7 @@ class Pipeline:
                 return found
             h, w = bgr.shape[:2]
             return [
-                d for d in found if d.score >= getattr(profile, d.cls).threshold_for(d.box, w, h)
+                d for d in found if d.score >= profile.of(d.cls).threshold_for(d.box, w, h)
             ]
         except (RedactdError, MemoryError):
             raise

@@ -21,7 +21,6 @@ records cannot drift apart.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -104,23 +103,15 @@ class FileDigest:
 
 def digest_file(path: Path) -> FileDigest:
     """Read ``path`` once (never following a symlink) for its sha256 and size."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        h = hashlib.sha256()
-        size = 0
-        while chunk := os.read(fd, 1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return FileDigest(h.hexdigest(), size)
+    sha256, size = fsutil.digest(path, follow=False)
+    return FileDigest(sha256, size)
 
 
 def models_used(models: Sequence[ModelInfo], profile: Profile) -> tuple[ModelUsed, ...]:
     """The models of the detectors ``profile`` (as applied: overrides included) runs."""
     wanted: set[str] = set()
     for c in CLASSES:
-        cc = getattr(profile, c)
+        cc = profile.of(c)
         if cc.enabled:
             wanted.update(cc.detectors)
     return tuple(ModelUsed.of(m) for m in models if m.detector in wanted)
@@ -260,9 +251,7 @@ def write_temporary(folder: Path, data: bytes, mode: int) -> Path:
     tmp = fsutil.tmp_name(folder / "x.json")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        fsutil.write_all(fd, data)
         os.fchmod(fd, mode)
         os.fsync(fd)
     except BaseException:

@@ -198,7 +198,7 @@ class VideoPlan:
     @classmethod
     def from_profile(cls, prof: Profile) -> VideoPlan:
         thresholds: dict[ObjectClass, float] = {
-            c: getattr(prof, c).threshold for c in CLASSES if getattr(prof, c).enabled
+            c: prof.of(c).threshold for c in CLASSES if prof.of(c).enabled
         }
         tr = prof.track
         if not tr.enabled:
@@ -494,7 +494,7 @@ class _Run:
                     w,
                     h,
                     plan.lookback,
-                    {c: getattr(self.prof, c) for c in plan.thresholds},
+                    {c: self.prof.of(c) for c in plan.thresholds},
                 )
             dets: list[Detection] | None = None
             if item.detect:
@@ -582,7 +582,7 @@ class _Run:
         protect = tuple(_to_stored(b, f) for b in instr_mod.protected(p.kept))
         regions = [
             MaskRegion(
-                box=_to_stored(d.box, f), mask=getattr(self.prof, d.cls).mask, protect=protect
+                box=_to_stored(d.box, f), mask=self.prof.of(d.cls).mask, protect=protect
             )
             for d in p.boxes
         ]

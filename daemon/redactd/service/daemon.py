@@ -1,6 +1,6 @@
 """`redactd run`: check the set-up, recover, load models, then serve.
 
-Refuses to start (exit 78, EX_CONFIG, so systemd's
+Refuses to start (exit 78, ExitCode.CONFIG, so systemd's
 ``RestartPreventExitStatus=78`` does not loop) on: an invalid config, a
 world-writable config file, no ``[[watch]]`` entry, overlapping folders, an
 inbound folder that is missing or not readable and writable (the claim is a
@@ -34,13 +34,11 @@ from redactd import __version__
 from redactd.core import config as config_mod
 from redactd.core import log
 from redactd.core.config import Config
-from redactd.core.errors import EX_CONFIG, ConfigError, ConfigErrors, ModelError
+from redactd.core.errors import ConfigError, ConfigErrors, ExitCode, ModelError
 from redactd.service.notify import Notifier
 from redactd.service.spool import Spool, SpoolBusy
 from redactd.service.supervisor import PipelineLike, Supervisor, make_target
 from redactd.service.watch import errname
-
-EX_SOFTWARE = 70  # the main loop itself failed (a bug); restart
 
 
 def _config_errors(logger: Any, e: ConfigError) -> int:
@@ -48,7 +46,7 @@ def _config_errors(logger: Any, e: ConfigError) -> int:
     for one in errors:
         # Config keys and reasons name the operator's settings, not inputs.
         logger.error("config.invalid", key=one.key, reason=one.reason)
-    return EX_CONFIG
+    return ExitCode.CONFIG
 
 
 def check_folders(cfg: Config) -> list[ConfigError]:
@@ -172,7 +170,7 @@ def run(config_path: Path) -> int:
             )
     except OSError as e:
         logger.error("config.invalid", key="", reason=f"cannot stat the config file ({errname(e)})")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     log.configure(cfg.logging.level, cfg.logging.format)
     logger = log.get("redactd.service")
     logger.info("service.starting", version=__version__, watches=len(cfg.watch), pid=os.getpid())
@@ -218,7 +216,7 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
         # redactd's own message (model name, the command that fixes it); a
         # third-party part of it (OpenVINO's text) still loses its paths.
         logger.error("service.model_error", error=log.scrub(str(e)))
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except ConfigError as e:
         return _config_errors(logger, e)
 
@@ -249,7 +247,7 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
         logger.error(
             "service.crashed", error=type(e).__name__, message=log.scrub(str(e)), traceback=tb
         )
-        code = EX_SOFTWARE
+        code = ExitCode.SOFTWARE
         sup.request_stop()
         sup.abandon()
     finally:
@@ -270,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.stderr.write("usage: python -m redactd.service.daemon CONFIG\n")
-        return EX_CONFIG
+        return ExitCode.CONFIG
     return run(Path(args[0]))
 
 

@@ -38,7 +38,7 @@ its start or its last progress report: a long video that keeps reporting
 frames is never hung) cannot be interrupted (Python threads cannot be
 killed and the detectors run native code), so the loop marks it
 ``timed_out`` in its manifest, stops sending ``WATCHDOG=1`` and shuts down
-with exit code 75 (EX_TEMPFAIL); systemd's ``Restart=on-failure`` starts a
+with exit code 75 (ExitCode.TEMPFAIL); systemd's ``Restart=on-failure`` starts a
 fresh process, whose recovery quarantines the job with ``job_timeout``.
 
 Signals (handlers only set flags; the loop acts): SIGTERM/SIGINT stop taking
@@ -78,6 +78,7 @@ from redactd.core.config import Config
 from redactd.core.errors import (
     REASONS,
     ConfigError,
+    ExitCode,
     ModelError,
     PermanentInputError,
     TransientError,
@@ -104,9 +105,6 @@ from redactd.stages.instructions import (
 if TYPE_CHECKING:  # the registry pulls in OpenVINO: only the daemon's start loads it
     from redactd.stages.detect.registry import ModelInfo
 
-EX_OK = 0
-EX_TEMPFAIL = 75  # restart me: a job hung (see module docstring)
-EX_CONFIG = 78
 
 _TICK = 0.25
 _SPACE_CHECK = 1.0
@@ -249,7 +247,7 @@ class Supervisor:
         # internal lock (Event.set() from a handler then deadlocks).
         self._stop_requested = False
         self._reload_requested = False
-        self._exit_code = EX_OK
+        self._exit_code: int = ExitCode.OK
         self._healthy = True
         self._threads: list[threading.Thread] = []
         self.done = 0
@@ -265,7 +263,7 @@ class Supervisor:
 
     def request_stop(self, code: int | None = None) -> None:
         """Ask the loop to stop (signal-handler safe: only sets flags)."""
-        if code is not None and self._exit_code == EX_OK:
+        if code is not None and self._exit_code == ExitCode.OK:
             self._exit_code = code
         self._stop_requested = True
 
@@ -538,7 +536,7 @@ class Supervisor:
                 self.spool.save(a.job)
             self._healthy = False  # no more WATCHDOG=1: a hung pipeline gets restarted
             self.log.error("job.timeout", job=a.job.id, running_s=round(now - a.started, 1))
-            self.request_stop(EX_TEMPFAIL)
+            self.request_stop(ExitCode.TEMPFAIL)
 
     # ------------------------------------------------------------------ reload
 
@@ -816,7 +814,7 @@ class Supervisor:
             self.spool.undo_attempt(job)
             with self._cond:
                 self._jobs.appendleft(job)
-            self.request_stop(EX_CONFIG)
+            self.request_stop(ExitCode.CONFIG)
             return
         except OSError as e:  # from our own preflight / work-area steps
             if e.errno in _DISK_FULL_ERRNOS:

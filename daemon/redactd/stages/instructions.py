@@ -782,7 +782,7 @@ def check_allowed(instr: Instructions, profile: Profile) -> None:
         if o.enabled is not None:
             if "classes" not in cfg.allow_overrides:
                 raise _not_allowed(f"profile.{cls}.enabled: not allowed by this profile")
-            if o.enabled and not getattr(profile, cls).enabled:
+            if o.enabled and not profile.of(cls).enabled:
                 # Its detectors are not loaded: enabling it here cannot work.
                 raise _not_allowed(f"profile.{cls}.enabled: this profile does not detect {cls}s")
 
@@ -796,7 +796,7 @@ def resolve(instr: Instructions | None, profile: Profile) -> Profile:
     changes: dict[str, Any] = {}
     for cls in CLASSES:
         o = instr.overrides.get(cls)
-        cc = getattr(profile, cls)
+        cc = profile.of(cls)
         if o.enabled is not None:
             cc = dataclasses.replace(cc, enabled=o.enabled)
         if o.mask_method is not None:

@@ -119,7 +119,7 @@ def check_profiles(cfg: Config) -> list[ConfigError]:
     errors: list[ConfigError] = []
     for pname, prof in cfg.profiles.items():
         for cls in CLASSES:
-            cc = getattr(prof, cls)
+            cc = prof.of(cls)
             for i, dname in enumerate(cc.detectors):
                 key = f"profiles.{pname}.{cls}.detectors[{i}]"
                 info = DETECTORS.get(dname)
@@ -146,8 +146,8 @@ def check_derived(cfg: Config) -> list[ModelError]:
         DETECTORS[d].model
         for prof in cfg.profiles.values()
         for cls in CLASSES
-        if getattr(prof, cls).enabled
-        for d in getattr(prof, cls).detectors
+        if prof.of(cls).enabled
+        for d in prof.of(cls).detectors
         if d in DETECTORS and DETECTORS[d].model in derived.RECIPES
         and derived.RECIPES[DETECTORS[d].model].kind == "int8"
     }
@@ -174,8 +174,8 @@ def profile_models(cfg: Config, profile: str) -> list[ModelSpec]:
         {
             DETECTORS[d].model
             for cls in CLASSES
-            if getattr(prof, cls).enabled
-            for d in getattr(prof, cls).detectors
+            if prof.of(cls).enabled
+            for d in prof.of(cls).detectors
             if d in DETECTORS
         }
     )
@@ -253,7 +253,7 @@ class Detectors:
         h, w = image.shape[:2]
         passes: list[_Pass] = []
         for cls in CLASSES:
-            cc = getattr(profile, cls)
+            cc = profile.of(cls)
             if not cc.enabled:
                 continue
             if not cc.detectors:
@@ -269,7 +269,7 @@ class Detectors:
 
         out: list[Detection] = []
         for cls in CLASSES:
-            cc = getattr(profile, cls)
+            cc = profile.of(cls)
             if not cc.enabled:
                 continue
             threshold = cc.threshold if floor is None else floor
@@ -368,7 +368,7 @@ def load(
     for pname in names:
         prof = cfg.profile(pname)
         for cls in CLASSES:
-            cc = getattr(prof, cls)
+            cc = prof.of(cls)
             if cc.enabled:
                 wanted.extend(d for d in cc.detectors if d not in wanted)
     prefixes = tuple(f"profiles.{p}." for p in names)
@@ -388,10 +388,10 @@ def load(
     # daemon passes concurrency 1 (see service.daemon._load_pipelines).
     profiles = [cfg.profile(p) for p in names]
     one_pass = all(
-        not getattr(p, cls).tiling.enabled
+        not p.of(cls).tiling.enabled
         for p in profiles
         for cls in CLASSES
-        if getattr(p, cls).enabled
+        if p.of(cls).enabled
     )
     runtime = Runtime(cfg.runtime, concurrency if one_pass else 1)
     result.runtime = runtime

@@ -57,6 +57,7 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
+from redactd.core import fsutil
 from redactd.core.config import LimitsConfig, OutputConfig
 from redactd.core.errors import PermanentInputError, RedactdError, TransientError
 from redactd.stages.media.sniff import open_regular, sniff_file
@@ -632,10 +633,7 @@ def _write_exclusive(dst: Path, data: bytes) -> int:
     except OSError as e:
         raise _output_error(e) from e
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        fsutil.write_all(fd, data)
         os.fsync(fd)
     except BaseException as e:
         os.close(fd)
