@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redactd.service.watch import FileState, StabilityTracker
+from redactd.service.stability import FileState, StabilityTracker
 
 A = FileState(size=100, mtime_ns=1, ino=7)
 B = FileState(size=200, mtime_ns=2, ino=7)

@@ -10,15 +10,10 @@ import pytest
 
 from redactd.core.config import DEFAULT_IGNORE, WatchConfig
 from redactd.service import watch as watch_mod
-from redactd.service.watch import (
-    FolderWatcher,
-    fs_type,
-    is_ignored,
-    parse_mountinfo,
-    relative_parts,
-    resolve_mode,
-    writer_active,
-)
+from redactd.service.mounts import fs_type, parse_mountinfo, resolve_mode
+from redactd.service.names import is_ignored, relative_parts
+from redactd.service.stability import writer_active
+from redactd.service.watch import FolderWatcher
 
 MOUNTINFO = (
     "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"

@@ -31,6 +31,11 @@ from pathlib import Path
 TMP_PREFIX = ".redactd-tmp-"
 
 
+def errname(e: OSError) -> str:
+    """The symbolic errno of an OSError (``ENOSPC``), safe to log: no path."""
+    return errno.errorcode.get(e.errno or 0, "unknown")
+
+
 def fsync_dir(path: Path) -> None:
     """Make a directory entry change (create, rename, unlink) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -35,10 +35,10 @@ from redactd.core import config as config_mod
 from redactd.core import log
 from redactd.core.config import Config
 from redactd.core.errors import ConfigError, ConfigErrors, ExitCode, ModelError
+from redactd.core.fsutil import errname
 from redactd.service.notify import Notifier
 from redactd.service.spool import Spool, SpoolBusy
 from redactd.service.supervisor import PipelineLike, Supervisor, make_target
-from redactd.service.watch import errname
 
 
 def _config_errors(logger: Any, e: ConfigError) -> int:
@@ -233,7 +233,7 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
         (signal.SIGTERM, on_stop),
         (signal.SIGINT, on_stop),
         (signal.SIGHUP, on_hup),
-        # The watcher's lease probe (watch.writer_active) must not die of a
+        # The watcher's lease probe (stability.writer_active) must not die of a
         # lease break: SIGIO's default action terminates the process.
         (signal.SIGIO, signal.SIG_IGN),
     )

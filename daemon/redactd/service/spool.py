@@ -92,8 +92,10 @@ from typing import Any, Literal
 from redactd import __version__
 from redactd.core import fsutil, log
 from redactd.core.errors import REASONS, PermanentInputError, TransientError
+from redactd.core.fsutil import errname
 from redactd.pipeline.record import RECORD_SUFFIX
-from redactd.service.watch import CLAIM_PREFIX, errname, writer_active
+from redactd.service.names import CLAIM_PREFIX
+from redactd.service.stability import writer_active
 from redactd.stages.instructions import SIDECAR_SUFFIX
 
 MANIFEST = "job.json"

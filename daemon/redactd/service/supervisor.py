@@ -83,18 +83,15 @@ from redactd.core.errors import (
     PermanentInputError,
     TransientError,
 )
+from redactd.core.fsutil import errname
 from redactd.core.types import JobResult
 from redactd.pipeline.record import FileDigest, JobRecord, digest_file
 from redactd.service.metrics import Metrics
+from redactd.service.names import is_sidecar_name
 from redactd.service.notify import Notifier
 from redactd.service.spool import InputChanged, Job, NotMovable, Spool, Target, free_bytes
-from redactd.service.watch import (
-    Candidate,
-    FolderWatcher,
-    errname,
-    is_sidecar_name,
-    writer_active,
-)
+from redactd.service.stability import writer_active
+from redactd.service.watch import Candidate, FolderWatcher
 from redactd.stages.instructions import (
     Instructions,
     load_instructions,
