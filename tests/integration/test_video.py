@@ -28,8 +28,8 @@ import pytest
 from redactd.core.config import Config, LimitsConfig, load
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import JobResult
+from redactd.pipeline.plan import output_suffix
 from redactd.pipeline.process import Pipeline
-from redactd.pipeline.video import output_suffix
 from redactd.stages.media import video as video_io
 from redactd.stages.media.sniff import sniff
 from tests.conftest import REPO

@@ -28,8 +28,8 @@ def test_image_pipeline_does_not_load_pyav() -> None:
 
 def test_video_pipeline_loads_pyav_where_used() -> None:
     code = (
-        "from redactd.pipeline import video as pipeline_video\n"
+        "from redactd.pipeline import plan\n"
         "from redactd.stages.media.sniff import MediaType\n"
-        "assert pipeline_video.output_suffix(MediaType('video', 'webm'), '.webm') == '.mkv'"
+        "assert plan.output_suffix(MediaType('video', 'webm'), '.webm') == '.mkv'"
     )
     assert _loaded_after(code, "av")

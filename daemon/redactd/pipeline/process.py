@@ -1,9 +1,10 @@
-"""The processing order for one input: the only place that knows the stage list.
+"""The loaded detectors and the fail-closed rules of one file's processing.
 
-``sniff -> probe limits -> decode -> detect -> mask -> encode`` for images;
-videos are routed to the video stage once it is installed. The steps live in
-their stage modules (``media``, ``detect``, ``mask``); this module holds the
-order, the fail-closed rules between them and the counts and timings.
+``Pipeline.run`` takes a planned job (``pipeline.plan.JobPlan``: profile
+resolved, media sniffed) and routes it to the image or the video stage order
+(``pipeline.image``, ``pipeline.video``); ``detect_frame`` and
+``mask_frame`` are the two steps both orders call, with the rule that an
+error in a detector never lets a frame through unjudged.
 
 It knows nothing of folders, queues or systemd: the service (and the CLI)
 hand it a claimed source file and a not-yet-existing destination path.
@@ -12,56 +13,29 @@ hand it a claimed source file and a not-yet-existing destination path.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from redactd.core.config import Config, Profile
 from redactd.core.errors import ModelError, PermanentInputError, RedactdError
-from redactd.core.types import CLASSES, Box, Detection, JobResult, StageTimings
+from redactd.core.types import Box, Detection, JobResult
 from redactd.pipeline import video as pipeline_video
-from redactd.stages import instructions as instr_mod
+from redactd.pipeline.image import process_image
+from redactd.pipeline.plan import (
+    FrameResult,
+    JobPlan,
+    ProgressFn,
+    make_plan,
+    mask_plan,
+    output_name_of,
+)
 from redactd.stages.detect import registry
 from redactd.stages.instructions import Instructions
 from redactd.stages.mask import MaskRegion, apply_masks
 from redactd.stages.media import image as image_io
-from redactd.stages.media.sniff import MediaType, sniff
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """Detections found in one frame and the regions that were masked."""
-
-    detections: tuple[Detection, ...]
-    regions: tuple[MaskRegion, ...]
-
-
-def mask_plan(
-    detections: Iterable[Detection], profile: Profile, protect: tuple[Box, ...] = ()
-) -> tuple[MaskRegion, ...]:
-    """Turn detections into mask regions with each class's mask settings.
-
-    ``protect``: areas (kept people) their padding leaves alone; each
-    detection's own box is masked regardless (``mask.MaskRegion``).
-    """
-    return tuple(
-        MaskRegion(box=d.box, mask=profile.of(d.cls).mask, protect=protect)
-        for d in detections
-    )
-
-
-def count_by_class(detections: Iterable[Detection]) -> dict[str, int]:
-    counts: dict[str, int] = dict.fromkeys(CLASSES, 0)
-    for d in detections:
-        counts[d.cls] = counts.get(d.cls, 0) + 1
-    return counts
+from redactd.stages.media.sniff import sniff
 
 
 class Pipeline:
@@ -134,144 +108,78 @@ class Pipeline:
 
     # ------------------------------------------------------------------ entry points
 
-    def process(
-        self,
-        src: Path,
-        dst: Path,
-        profile: str,
-        progress: pipeline_video.ProgressFn | None = None,
-        instructions: Instructions | None = None,
+    def run(
+        self, src: Path, dst: Path, plan: JobPlan, progress: ProgressFn | None = None
     ) -> JobResult:
-        """Anonymize ``src`` into the new file ``dst`` (same format).
+        """Anonymize ``src`` into the new file ``dst`` as ``plan`` says.
 
         ``dst`` MUST NOT exist; it is created exclusively, written and fsynced.
         On any error ``dst`` is removed and the error propagates:
         ``PermanentInputError`` (quarantine), ``TransientError`` (retry),
         ``ModelError`` (stop the service).
         Videos: ``progress(frames_done, frames_total_or_None)`` is called per
-        frame; the output container may differ from the input's
-        (``pipeline_video.output_suffix`` names the suffix to give ``dst``).
-        ``instructions`` (a sidecar's or the command line's; ``None`` = none)
-        add mask regions, keep people unmasked and override the profile
-        within what the profile allows: ``instruction_not_allowed`` /
-        ``invalid_sidecar`` otherwise (before anything is written).
+        frame; ``dst`` is named by ``plan.output_name``'s suffix (the output
+        container may differ from the input's).
         """
-        instr = instructions if instructions is not None else Instructions.EMPTY
-        prof = instr_mod.resolve(instr, self.cfg.profile(profile))
         # Remove only what this call created: an existing dst is never touched.
         existed = dst.exists() or dst.is_symlink()
+        prof = plan.profile
         try:
-            media = sniff(src)
-            if media.kind == "image":
-                return self._process_image(src, dst, prof, media, instr)
-            return self._process_video(src, dst, prof, media, progress, instr)
+            if plan.media.kind == "image":
+                return process_image(
+                    src,
+                    dst,
+                    plan,
+                    self.cfg.limits,
+                    lambda bgr: self.detect_frame(bgr, prof),
+                    lambda bgr, dets, protect, extra: self.mask_frame(
+                        bgr, dets, prof, protect, extra
+                    ),
+                )
+            # decode -> detect -> track -> mask -> encode, streaming.
+            return pipeline_video.process_video(
+                src,
+                dst,
+                plan.media,
+                prof,
+                self.cfg.limits,
+                lambda bgr, floor: self.detect_frame(bgr, prof, floor),
+                progress,
+                plan.instructions,
+            )
         except BaseException:
             if not existed:
                 with contextlib.suppress(FileNotFoundError):
                     dst.unlink()
             raise
 
-    def output_name(self, src: Path, name: str) -> str:
-        """The name the result of ``src`` gets: ``name``, unless the video stage
-        writes another container (WebM -> .mkv; AVI, TS, raw streams -> .mp4).
-
-        Images keep their name (and format). An input that cannot be sniffed
-        keeps its name too; processing it will fail with its reason.
-        """
-        try:
-            media = sniff(src)
-        except RedactdError:
-            return name
-        if media.kind != "video":
-            return name
-        p = Path(name)
-        suffix = pipeline_video.output_suffix(media, p.suffix)
-        return name if suffix == p.suffix else p.stem + suffix
-
-    def _process_image(
-        self, src: Path, dst: Path, prof: Profile, media: MediaType, instr: Instructions
-    ) -> JobResult:
-        limits = self.cfg.limits
-        t0 = time.perf_counter()
-        width, height, _pages = image_io.probe(src, limits)
-        decoded = image_io.decode(src, limits)
-        decode_ms = _ms(t0)
-
-        detect_ms = mask_ms = 0.0
-        all_dets: list[Detection] = []
-        all_kept: list[Detection] = []
-        matched: set[int] = set()
-        out_pages: list[np.ndarray] = []
-        for page in decoded.pages:
-            ph, pw = page.bgr.shape[:2]
-            # Placed per page (pages may differ in size); a region wholly
-            # outside the picture fails here, before any work.
-            extra = tuple(
-                pipeline_video.extra_mask_region(instr_mod.to_pixels(r, pw, ph))
-                for r in instr.mask
-            )
-            share = prof.instructions.keep_max_share
-            keeps = [instr_mod.place_keep(r, pw, ph, share) for r in instr.keep]
-            t1 = time.perf_counter()
-            dets = self.detect_frame(page.bgr, prof)
-            detect_ms += _ms(t1)
-            t2 = time.perf_counter()
-            split = instr_mod.split_kept(dets, keeps)
-            canvas = np.array(page.bgr, copy=True)  # decoded pages stay read-only
-            self.mask_frame(
-                canvas, list(split.masked), prof, instr_mod.protected(split.kept), extra
-            )
-            mask_ms += _ms(t2)
-            all_dets.extend(dets)
-            all_kept.extend(split.kept)
-            matched |= split.matched
-            out_pages.append(canvas)
-
-        t3 = time.perf_counter()
-        out_bytes = image_io.encode(decoded, out_pages, dst, prof.output)
-        encode_ms = _ms(t3)
-        detected = count_by_class(all_dets)
-        kept = count_by_class(all_kept)
-        return JobResult(
-            kind="image",
-            media_type=media.format,
-            counts=detected,
-            frames=len(out_pages),
-            width=width,
-            height=height,
-            input_bytes=src.stat().st_size,
-            output_bytes=out_bytes,
-            timings=StageTimings(
-                decode_ms=decode_ms, detect_ms=detect_ms, mask_ms=mask_ms, encode_ms=encode_ms
-            ),
-            detected=detected,
-            tracked=dict(detected),
-            masked={c: detected[c] - kept.get(c, 0) for c in detected},
-            kept=kept,
-            extra_regions=len(instr.mask),
-            keep_unmatched=len(instr.keep) - len(matched),
-        )
-
-    def _process_video(
+    def process(
         self,
         src: Path,
         dst: Path,
-        prof: Profile,
-        media: MediaType,
-        progress: pipeline_video.ProgressFn | None = None,
-        instr: Instructions | None = None,
+        profile: str,
+        progress: ProgressFn | None = None,
+        instructions: Instructions | None = None,
     ) -> JobResult:
-        # decode -> detect -> track -> mask -> encode, streaming (pipeline_video).
-        return pipeline_video.process_video(
-            src,
-            dst,
-            media,
-            prof,
-            self.cfg.limits,
-            lambda bgr, floor: self.detect_frame(bgr, prof, floor),
-            progress,
-            instr,
-        )
+        """Plan and run in one call (evaluation, benchmarks, tests): the
+        instructions (a sidecar's or the command line's) add mask regions, keep
+        people unmasked and override the profile within what it allows
+        (``instruction_not_allowed`` / ``invalid_sidecar`` otherwise, before
+        anything is written). Jobs of the CLI and the daemon go through
+        ``pipeline.job`` instead, which also records them."""
+        existed = dst.exists() or dst.is_symlink()
+        try:
+            plan = make_plan(self.cfg, src, dst.name, profile, instructions)
+        except BaseException:
+            if not existed:
+                with contextlib.suppress(FileNotFoundError):
+                    dst.unlink()
+            raise
+        return self.run(src, dst, plan, progress)
+
+    def output_name(self, src: Path, name: str) -> str:
+        """The name the result of ``src`` gets (``plan.output_name_of``)."""
+        return output_name_of(src, name)
 
     def detect_file(self, src: Path, profile: str) -> list[Detection]:
         """Detections on the first page of an image (for ``redactd detect``)."""
@@ -284,4 +192,4 @@ class Pipeline:
         return self.detect_frame(decoded.pages[0].bgr, prof)
 
 
-__all__ = ["FrameResult", "ModelError", "Pipeline", "count_by_class", "mask_plan"]
+__all__ = ["FrameResult", "ModelError", "Pipeline"]

@@ -36,6 +36,7 @@ from redactd.core.types import CLASSES, JobResult
 from redactd.stages.instructions import Instructions
 
 if TYPE_CHECKING:  # the registry pulls in OpenVINO; the service imports this module early
+    from redactd.pipeline.plan import JobPlan
     from redactd.stages.detect.registry import ModelInfo
 
 #: The ``schema`` value of every record of this format, and the ``$id`` of
@@ -147,25 +148,22 @@ class JobRecord:
     def of_job(
         cls,
         job: str,
-        profile_name: str,
-        profile: Profile,
+        plan: JobPlan,
         result: JobResult,
         models: Sequence[ModelInfo],
-        instructions: Instructions | None,
         started: datetime,
         *,
         input: FileDigest | None = None,
         output: FileDigest | None = None,
     ) -> JobRecord:
-        """The record of a job that just finished (CLI and daemon build it alike)."""
-        from redactd.stages.instructions import resolve
-
+        """The record of a job that just finished (``pipeline.job`` builds it
+        for the CLI and the daemon alike); ``plan.profile`` is already resolved."""
         return cls(
             job=job,
-            profile=profile_name,
+            profile=plan.profile_name,
             result=result,
-            models=models_used(models, resolve(instructions, profile)),
-            instructions=InstructionsUsed.of(instructions),
+            models=models_used(models, plan.profile),
+            instructions=InstructionsUsed.of(plan.instructions),
             started=started,
             finished=datetime.now(timezone.utc),
             input=input,

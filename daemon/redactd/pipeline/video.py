@@ -47,9 +47,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from redactd.core.config import LimitsConfig, MaskConfig, Profile
+from redactd.core.config import LimitsConfig, Profile
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import CLASSES, Box, Detection, JobResult, ObjectClass, StageTimings
+from redactd.pipeline.plan import ProgressFn, extra_mask_region
 from redactd.stages import instructions as instr_mod
 from redactd.stages.follow import RegionFollower
 from redactd.stages.instructions import Instructions, PixelRegion
@@ -63,11 +64,6 @@ if TYPE_CHECKING:
     # needs and which would otherwise be a tenth of `redactd process`'s
     # start-up.
     from redactd.stages.media import video
-
-#: ``progress(frames_done, frames_total_or_None)``; called from the caller's
-#: thread after each frame is handed to the encoder. It may raise to abort
-#: the job (the output is removed and the exception propagates).
-ProgressFn = Callable[[int, "int | None"], None]
 
 #: ``detect(upright_bgr, floor)``: every enabled detector of the profile on one
 #: frame, detections down to ``floor`` (``None``: the class thresholds).
@@ -83,18 +79,6 @@ _MARGIN = 2
 
 #: Smallest side of a mask box, as ``mask.apply_masks`` grows it.
 _MIN_SIDE = 4.0
-
-
-def output_suffix(media: MediaType, src_suffix: str) -> str:
-    """The suffix the output file gets for an input of type ``media``.
-
-    MP4, MOV and Matroska keep the input's suffix (``src_suffix``, with its
-    dot, may be empty); WebM becomes ``.mkv`` (WebM cannot carry H.264);
-    AVI, MPEG-TS/PS, FLV, raw H.264/HEVC streams and Dahua DAV become ``.mp4``.
-    """
-    from redactd.stages.media import video
-
-    return video.output_format(media.format, src_suffix)[1]
 
 
 class ChangeGate:
@@ -216,13 +200,6 @@ class VideoPlan:
         low = [t for t in thresholds.values() if tr.low_threshold < t]
         floor = min(tr.low_threshold, *thresholds.values()) if low else None
         return cls(k, lookback, floor, thresholds, True, v.skip_min_fps, v.skip_max_change)
-
-
-def extra_mask_region(pr: PixelRegion) -> MaskRegion:
-    """An instruction's extra mask region: its own method, no padding, exactly
-    its box or polygon (upright pixels)."""
-    cfg = MaskConfig(method=pr.region.method, shape="box", padding=0.0)
-    return MaskRegion(box=pr.box, mask=cfg, polygon=pr.polygon)
 
 
 @dataclass
@@ -770,9 +747,6 @@ def _union_bounds(
 __all__ = [
     "ChangeGate",
     "DetectFn",
-    "ProgressFn",
     "VideoPlan",
-    "extra_mask_region",
-    "output_suffix",
     "process_video",
 ]

@@ -28,7 +28,7 @@ import sys
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redactd import __version__
 from redactd.core import config as config_mod
@@ -38,7 +38,10 @@ from redactd.core.errors import ConfigError, ConfigErrors, ExitCode, ModelError
 from redactd.core.fsutil import errname
 from redactd.service.notify import Notifier
 from redactd.service.spool import Spool, SpoolBusy
-from redactd.service.supervisor import PipelineLike, Supervisor, make_target
+from redactd.service.supervisor import Supervisor, make_target
+
+if TYPE_CHECKING:
+    from redactd.pipeline.job import JobRunner
 
 
 def _config_errors(logger: Any, e: ConfigError) -> int:
@@ -137,8 +140,9 @@ def operator_vocabulary(cfg: Config) -> set[str]:
     return words
 
 
-def _load_pipelines(cfg: Config) -> list[PipelineLike]:
-    from redactd.pipeline.process import Pipeline  # models are heavy: import when needed
+def _load_runners(cfg: Config) -> list[JobRunner]:
+    from redactd.pipeline.job import JobRunner  # models are heavy: import when needed
+    from redactd.pipeline.process import Pipeline
 
     # One pipeline shared by every worker (it is thread-safe): one copy of
     # each compiled model instead of one per worker (measured with 2 workers:
@@ -152,7 +156,7 @@ def _load_pipelines(cfg: Config) -> list[PipelineLike]:
     log.get("redactd.service").info(
         "service.models", models=[_describe(m) for m in pipeline.describe()]
     )
-    return [pipeline] * cfg.service.workers
+    return [JobRunner(pipeline)] * cfg.service.workers
 
 
 def run(config_path: Path) -> int:
@@ -211,7 +215,7 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
 
     log.know(operator_vocabulary(cfg))
     try:
-        pipelines = _load_pipelines(cfg)
+        runners = _load_runners(cfg)
     except ModelError as e:
         # redactd's own message (model name, the command that fixes it); a
         # third-party part of it (OpenVINO's text) still loses its paths.
@@ -221,7 +225,7 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
         return _config_errors(logger, e)
 
     notifier = Notifier()
-    sup = Supervisor(cfg, pipelines, spool, notifier, recovered)
+    sup = Supervisor(cfg, runners, spool, notifier, recovered)
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         sup.request_stop()

@@ -64,11 +64,10 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -85,7 +84,7 @@ from redactd.core.errors import (
 )
 from redactd.core.fsutil import errname
 from redactd.core.types import JobResult
-from redactd.pipeline.record import FileDigest, JobRecord, digest_file
+from redactd.pipeline.record import FileDigest, JobRecord
 from redactd.service.metrics import Metrics
 from redactd.service.names import is_sidecar_name
 from redactd.service.notify import Notifier
@@ -100,31 +99,12 @@ from redactd.stages.instructions import (
 )
 
 if TYPE_CHECKING:  # the registry pulls in OpenVINO: only the daemon's start loads it
-    from redactd.stages.detect.registry import ModelInfo
+    from redactd.pipeline.job import JobRunner
 
 
 _TICK = 0.25
 _SPACE_CHECK = 1.0
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-class PipelineLike(Protocol):
-    """What the supervisor needs of ``redactd.pipeline.process.Pipeline``."""
-
-    def process(
-        self,
-        src: Path,
-        dst: Path,
-        profile: str,
-        progress: Callable[[int, int | None], None] | None = None,
-        instructions: Instructions | None = None,
-    ) -> JobResult: ...
-
-    def output_name(self, src: Path, name: str) -> str: ...
-
-    def describe(self) -> Sequence[ModelInfo]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -218,14 +198,14 @@ class Supervisor:
     def __init__(
         self,
         cfg: Config,
-        pipelines: list[PipelineLike],
+        runners: list[JobRunner],
         spool: Spool,
         notifier: Notifier,
         recovered: list[Job] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
-        self.pipelines = pipelines
+        self.runners = runners
         self.spool = spool
         self.notifier = notifier
         self.clock = clock
@@ -289,7 +269,7 @@ class Supervisor:
         self.watchers = self._make_watchers(self.cfg)
         for w in self.watchers:
             w.start()
-        for i, p in enumerate(self.pipelines):
+        for i, p in enumerate(self.runners):
             t = threading.Thread(
                 target=self._worker, args=(p,), name=f"redactd-worker-{i}", daemon=True
             )
@@ -318,7 +298,7 @@ class Supervisor:
             "service.ready",
             watches=len(self.watchers),
             modes=[w.mode for w in self.watchers],
-            workers=len(self.pipelines),
+            workers=len(self.runners),
             recovered=len(self._jobs),
         )
         next_ping = now
@@ -373,7 +353,8 @@ class Supervisor:
             # Still claimed in the work area: the next start runs them again.
             self.log.warning("service.stop_timeout", jobs=len(left), requeued=left)
         else:
-            for p in {id(p): p for p in self.pipelines}.values():  # workers may share one
+            pipelines = {id(r.pipeline): r.pipeline for r in self.runners}  # workers share one
+            for p in pipelines.values():
                 with contextlib.suppress(Exception):
                     p.close()
         self._publish_status(self.clock(), force=True, state="stopped")
@@ -590,14 +571,14 @@ class Supervisor:
                 self._cond.wait(0.5)
         return None
 
-    def _worker(self, pipeline: PipelineLike) -> None:
+    def _worker(self, runner: JobRunner) -> None:
         while not self._stopping.is_set():
             item = self._take()
             if item is None:
                 return
-            self._handle(item, pipeline)
+            self._handle(item, runner)
 
-    def _handle(self, item: Job | _Work, pipeline: PipelineLike) -> None:
+    def _handle(self, item: Job | _Work, runner: JobRunner) -> None:
         job: Job | None = item if isinstance(item, Job) else None
         me = threading.get_ident()
         try:
@@ -608,7 +589,7 @@ class Supervisor:
             assert job is not None
             with structlog.contextvars.bound_contextvars(job=job.id):
                 self._active[me] = _Active(job, self.clock())
-                self._advance(job, pipeline)
+                self._advance(job, runner)
         except Exception as e:
             # The one per-job catch-all: a bug must cost one file, not the service.
             tb = log.scrub("".join(traceback.format_exception(type(e), e, e.__traceback__)))
@@ -701,7 +682,7 @@ class Supervisor:
 
     # -- one job --------------------------------------------------------------------
 
-    def _advance(self, job: Job, pipeline: PipelineLike) -> None:
+    def _advance(self, job: Job, runner: JobRunner) -> None:
         # A claim cut short (crash, full disk mid copy): finish it or put the
         # original back in inbound. Never left hidden, never looped.
         if job.state == "claiming" and not self._resume_claim(job):
@@ -749,45 +730,40 @@ class Supervisor:
                     self.spool.count_attempt(job)
                 raise
             instructions = self._instructions(job)
-            prof = self.cfg.profile(job.target.profile)
+            try:
+                # Profile resolved and file sniffed once, for the whole job.
+                plan = runner.plan(job.src, job.name, job.target.profile, instructions)
+            except (TransientError, PermanentInputError):
+                with contextlib.suppress(OSError):
+                    self.spool.count_attempt(job)  # as if the pipeline had refused it
+                raise
             # The record is off by default: hashing reads input and output once more.
-            keep_record = prof.record.enabled
             digest_in = (
-                FileDigest(self.spool.input_sha256(job), st.st_size) if keep_record else None
+                FileDigest(self.spool.input_sha256(job), st.st_size)
+                if plan.profile.record.enabled
+                else None
             )
-            started = datetime.now(timezone.utc)
-            tmp = self.spool.begin_attempt(job, pipeline.output_name(job.src, job.name))
+            tmp = self.spool.begin_attempt(job, plan.output_name)
             counted = True
             try:
-                result = pipeline.process(
+                done = runner.run(
+                    job.id,
+                    plan,
                     job.src,
                     tmp,
-                    job.target.profile,
                     self._progress_of(threading.get_ident()),
-                    instructions=instructions,
+                    input_digest=digest_in,
                 )
             except OSError as e:
                 if e.errno in _DISK_FULL_ERRNOS:
                     raise _DiskFull() from e
                 raise  # any other raw OSError from the pipeline is a bug: catch-all
-            # The output's sha256 from the written file, before it is published.
-            digest_out = digest_file(tmp) if keep_record else None
-            record = JobRecord.of_job(
-                job.id,
-                job.target.profile,
-                prof,
-                result,
-                pipeline.describe(),
-                instructions,
-                started,
-                input=digest_in,
-                output=digest_out,
-            )
+            result, record = done.result, done.record
             if self.spool.input_changed(job):
                 # Written to after the claim (an open handle on a share): this
                 # output is of content that was not final. Never published.
                 raise InputChanged()
-            if keep_record:
+            if plan.profile.record.enabled:
                 self.spool.stage_record(job, record.to_bytes())
         except InputChanged:
             self._resettle(job, counted)
