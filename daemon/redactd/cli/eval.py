@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redactd.cli.common import err, load_config, startup_failed, with_config
 from redactd.core.errors import ConfigError, ExitCode, ModelError
+
+if TYPE_CHECKING:
+    from redactd.evaluation.dataset import LabelledSet
+    from redactd.evaluation.runner import EvalReport
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,26 +51,32 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sp.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
+class _Usage(Exception):
+    """A bad option value: the message names the option, exit 64."""
 
-    from redactd.evaluation import dataset, report, runner
-    from redactd.pipeline.process import Pipeline
 
+def _sweep(args: argparse.Namespace) -> tuple[float, ...]:
+    """The checked ``--limit`` / ``--negatives`` / ``--sweep`` values (the thresholds)."""
     if args.limit is not None and args.limit < 1:
-        err("error: --limit must be at least 1")
-        return ExitCode.USAGE
+        raise _Usage("--limit must be at least 1")
     if args.negatives is not None and args.negatives < 1:
-        err("error: --negatives must be at least 1")
-        return ExitCode.USAGE
+        raise _Usage("--negatives must be at least 1")
     try:
         sweep = tuple(float(t) for t in args.sweep.split(",") if t.strip()) if args.sweep else ()
     except ValueError:
-        err("error: --sweep takes comma-separated thresholds, e.g. 0.05,0.2,0.3")
-        return ExitCode.USAGE
+        raise _Usage("--sweep takes comma-separated thresholds, e.g. 0.05,0.2,0.3") from None
     if any(not 0.0 <= t <= 1.0 for t in sweep):
-        err("error: --sweep thresholds must lie in 0..1")
+        raise _Usage("--sweep thresholds must lie in 0..1")
+    return sweep
+
+
+def run(args: argparse.Namespace) -> int:
+    from redactd.evaluation import report
+
+    try:
+        sweep = _sweep(args)
+    except _Usage as e:
+        err(f"error: {e}")
         return ExitCode.USAGE
     try:
         # Before the long run: a missing plotting library is an error, not a silent skip.
@@ -77,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
 
     if video_labels.is_video_set(Path(args.dataset)):
         return _videos(args)
+    return _images(args, sweep)
+
+
+def _images(args: argparse.Namespace, sweep: tuple[float, ...]) -> int:
+    """``redactd eval`` on labelled image sets."""
+    import shutil
+    import tempfile
+
+    from redactd.evaluation import dataset, runner
+    from redactd.pipeline.process import Pipeline
+
     try:
         cfg = load_config(args.config)
         cfg.profile(args.profile)
@@ -126,16 +148,23 @@ def run(args: argparse.Namespace) -> int:
         return startup_failed(e)
     finally:
         pipeline.close()
+    _report(result, sets, out, args.show_names)
+    return ExitCode.OK
+
+
+def _report(result: EvalReport, sets: list[LabelledSet], out: Path, show_names: bool) -> None:
+    """Write the report files and tell the operator (names only on their terminal)."""
+    from redactd.evaluation import report
+
     written = report.write(result, out)
     print(report.summary(result))
-    if args.show_names:
+    if show_names:
         # The terminal only: reports and logs never name an image.
         for lset, rep in zip(sets, result.sets, strict=True):
             for w in rep.worst:
                 rel = lset.images[w.index].path.relative_to(lset.root)
                 err(f"{rep.name} over-masking #{w.rank} ({w.overmask:.3f}): {rel}")
     err(f"report written: {', '.join(p.name for p in written)} in the --out folder")
-    return ExitCode.OK
 
 
 def _videos(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import errno
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 #: Prefix of every temporary file redactd creates in a visible folder, so that
@@ -130,12 +130,21 @@ def rename_noreplace(
     os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
 
+class NotDurable(OSError):
+    """``dst`` has its new name, but a step after the link failed (the fsync
+    of its folder, the removal of the old name): the file is visible and may
+    be taken by a consumer at once, so the caller must treat it as published
+    (never link it a second time) and make it durable before relying on it.
+    Same ``errno`` as the failure, so errno checks (disk full) still apply."""
+
+
 def link_noreplace(src: Path, dst: Path) -> None:
     """Give ``src`` the name ``dst`` without ever replacing an existing ``dst``.
 
     Raises ``FileExistsError`` when ``dst`` exists, OSError(EXDEV) when the
-    two are on different mounts (the caller copies). ``src`` is removed
-    after the new name is durable.
+    two are on different mounts (the caller copies), ``NotDurable`` when the
+    new name exists but what follows failed. ``src`` is removed after the
+    new name is durable.
     """
     try:
         # follow_symlinks=False: a symlink being quarantined is linked itself,
@@ -148,11 +157,19 @@ def link_noreplace(src: Path, dst: Path) -> None:
             raise
         # No hard links here: a rename that refuses to replace.
         rename_noreplace(src, dst)
-        fsync_dir(dst.parent)
+        _after_link(fsync_dir, dst.parent)
         return
-    fsync_dir(dst.parent)
-    src.unlink()
-    fsync_dir(dst.parent)
+    _after_link(fsync_dir, dst.parent)
+    _after_link(src.unlink)
+    _after_link(fsync_dir, dst.parent)
+
+
+def _after_link(step: Callable[..., None], *args: Path) -> None:
+    """A step after the new name exists: its failure is a ``NotDurable``."""
+    try:
+        step(*args)
+    except OSError as e:
+        raise NotDurable(e.errno, e.strerror) from e
 
 
 def free_name(final: Path) -> Path:

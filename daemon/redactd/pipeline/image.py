@@ -17,6 +17,7 @@ from redactd.core.config import LimitsConfig
 from redactd.core.types import Box, Detection, JobResult, StageTimings
 from redactd.pipeline.plan import FrameResult, JobPlan, count_by_class, extra_mask_region
 from redactd.stages import instructions as instr_mod
+from redactd.stages.instructions import PixelRegion
 from redactd.stages.mask import MaskRegion
 from redactd.stages.media import image as image_io
 
@@ -32,6 +33,20 @@ MaskImage = Callable[
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
+
+
+def _directions(
+    plan: JobPlan, bgr: np.ndarray
+) -> tuple[tuple[MaskRegion, ...], list[PixelRegion]]:
+    """The instructions' extra mask regions and keep regions placed on one page.
+
+    Placed per page (pages may differ in size); a region wholly outside the
+    picture fails here, before any work."""
+    ph, pw = bgr.shape[:2]
+    instr = plan.instructions
+    extra = tuple(extra_mask_region(instr_mod.to_pixels(r, pw, ph)) for r in instr.mask)
+    share = plan.profile.instructions.keep_max_share
+    return extra, [instr_mod.place_keep(r, pw, ph, share) for r in instr.keep]
 
 
 def process_image(
@@ -55,12 +70,7 @@ def process_image(
     matched: set[int] = set()
     out_pages: list[np.ndarray] = []
     for page in decoded.pages:
-        ph, pw = page.bgr.shape[:2]
-        # Placed per page (pages may differ in size); a region wholly
-        # outside the picture fails here, before any work.
-        extra = tuple(extra_mask_region(instr_mod.to_pixels(r, pw, ph)) for r in instr.mask)
-        share = prof.instructions.keep_max_share
-        keeps = [instr_mod.place_keep(r, pw, ph, share) for r in instr.keep]
+        extra, keeps = _directions(plan, page.bgr)
         t1 = time.perf_counter()
         dets = detect(page.bgr)
         detect_ms += _ms(t1)

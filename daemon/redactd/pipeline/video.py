@@ -314,16 +314,8 @@ def process_video(
         raise PermanentInputError(
             "instruction_not_allowed", "keep: needs the tracker (track.enabled)", stage="sidecar"
         )
-    muxer, _suffix = video.output_format(media.format, dst.suffix)
-    settings = video.EncodeSettings(
-        muxer=muxer,
-        crf=prof.video.crf,
-        preset=prof.video.preset,
-        keep_audio=prof.video.keep_audio,
-        strip_metadata=prof.output.strip_metadata,
-    )
     times = _Times()
-    tx = video.Transcoder(src, dst, media.format, settings, limits)
+    tx = video.Transcoder(src, dst, media.format, _encode_settings(media, dst, prof), limits)
     try:
         with tx:
             run = _Run(tx, prof, plan, detect, progress, times, instr)
@@ -334,6 +326,31 @@ def process_video(
             with contextlib.suppress(FileNotFoundError):
                 dst.unlink()
         raise
+    return _result(src, media, tx, out_bytes, counts, times, run.accounts())
+
+
+def _encode_settings(media: MediaType, dst: Path, prof: Profile) -> video.EncodeSettings:
+    from redactd.stages.media import video
+
+    muxer, _suffix = video.output_format(media.format, dst.suffix)
+    return video.EncodeSettings(
+        muxer=muxer,
+        crf=prof.video.crf,
+        preset=prof.video.preset,
+        keep_audio=prof.video.keep_audio,
+        strip_metadata=prof.output.strip_metadata,
+    )
+
+
+def _result(
+    src: Path,
+    media: MediaType,
+    tx: video.Transcoder,
+    out_bytes: int,
+    counts: dict[str, int],
+    times: _Times,
+    accounts: dict[str, Any],
+) -> JobResult:
     info = tx.info
     return JobResult(
         kind="video",
@@ -351,7 +368,7 @@ def process_video(
             mask_ms=times.mask * 1000.0,
             encode_ms=times.encode * 1000.0,
         ),
-        **run.accounts(),
+        **accounts,
     )
 
 
@@ -447,7 +464,6 @@ class _Run:
         return self._counts()
 
     def _track_loop(self) -> None:
-        plan = self.plan
         tracker: MultiTracker | None = None
         buffer: deque[_Pending] = deque()
         done = 0
@@ -456,51 +472,17 @@ class _Run:
             if item is _END:
                 break
             assert isinstance(item, _Decoded)
-            frame, bgr = item.frame, item.bgr
-            if self.directions is None:
-                # Placed once the picture size is known; a region wholly
-                # outside the picture fails the job here, before any output frame.
-                w, h = _upright_size(frame)
-                share = self.prof.instructions.keep_max_share
-                self.directions = _Directions(self.instr, w, h, share)
-            if tracker is None and plan.tracking:
-                w, h = _upright_size(frame)
-                tracker = MultiTracker(
-                    self.prof.track,
-                    plan.thresholds,
-                    w,
-                    h,
-                    plan.lookback,
-                    {c: self.prof.of(c) for c in plan.thresholds},
-                )
-            dets: list[Detection] | None = None
-            if item.detect:
-                assert bgr is not None
-                t0 = time.perf_counter()
-                dets = list(self.detect(bgr, plan.floor))
-                self.times.detect += time.perf_counter() - t0
-            pending = _Pending(frame)
+            directions = self._directions_for(item.frame)
+            if tracker is None and self.plan.tracking:
+                tracker = self._tracker_for(item.frame)
+            dets = self._judge(item)
+            pending = _Pending(item.frame)
             t1 = time.perf_counter()
-            pending.extra.extend(self.directions.extra(frame.index, item.seconds, bgr))
-            if tracker is not None:
-                step = tracker.step(frame.index, dets)
-                assigned = step.assigned if dets is not None else None
-                self.directions.seek(frame.index, item.seconds, assigned)
-                pending.boxes.extend(step.current)
-                first = buffer[0].frame.index if buffer else frame.index
-                for b in step.backfill:
-                    i = b.frame - first
-                    if 0 <= i < len(buffer):
-                        buffer[i].boxes.append(b.detection)
-            elif dets is not None:
-                pending.boxes.extend(d for d in dets if d.score >= plan.thresholds.get(d.cls, 0.0))
-            if dets is not None:
-                for d in dets:
-                    if d.score >= plan.thresholds.get(d.cls, 1.1):
-                        self.raw_counts[d.cls] = self.raw_counts.get(d.cls, 0) + 1
+            pending.extra.extend(directions.extra(item.frame.index, item.seconds, item.bgr))
+            self._place(pending, item, dets, tracker, directions, buffer)
             self.times.track += time.perf_counter() - t1
             buffer.append(pending)
-            while len(buffer) > plan.lookback:
+            while len(buffer) > self.plan.lookback:
                 _put(self.out_q, self._release(buffer.popleft()), self.stop)
                 done += 1
                 self._progress(done)
@@ -512,6 +494,67 @@ class _Run:
             _put(self.out_q, self._release(buffer.popleft()), self.stop)
             done += 1
             self._progress(done)
+
+    def _directions_for(self, frame: video.Frame) -> _Directions:
+        if self.directions is None:
+            # Placed once the picture size is known; a region wholly
+            # outside the picture fails the job here, before any output frame.
+            w, h = _upright_size(frame)
+            share = self.prof.instructions.keep_max_share
+            self.directions = _Directions(self.instr, w, h, share)
+        return self.directions
+
+    def _tracker_for(self, frame: video.Frame) -> MultiTracker:
+        plan = self.plan
+        w, h = _upright_size(frame)
+        return MultiTracker(
+            self.prof.track,
+            plan.thresholds,
+            w,
+            h,
+            plan.lookback,
+            {c: self.prof.of(c) for c in plan.thresholds},
+        )
+
+    def _judge(self, item: _Decoded) -> list[Detection] | None:
+        """The detectors' answer on a frame the gate sends to them (None: not
+        judged anew; the tracker carries the masks of an unchanged frame)."""
+        if not item.detect:
+            return None
+        assert item.bgr is not None
+        t0 = time.perf_counter()
+        dets = list(self.detect(item.bgr, self.plan.floor))
+        self.times.detect += time.perf_counter() - t0
+        for d in dets:
+            if d.score >= self.plan.thresholds.get(d.cls, 1.1):
+                self.raw_counts[d.cls] = self.raw_counts.get(d.cls, 0) + 1
+        return dets
+
+    def _place(
+        self,
+        pending: _Pending,
+        item: _Decoded,
+        dets: list[Detection] | None,
+        tracker: MultiTracker | None,
+        directions: _Directions,
+        buffer: deque[_Pending],
+    ) -> None:
+        """What to mask on this frame, and on the buffered frames before it
+        that a new track reaches back to (look-back)."""
+        index = item.frame.index
+        if tracker is not None:
+            step = tracker.step(index, dets)
+            assigned = step.assigned if dets is not None else None
+            directions.seek(index, item.seconds, assigned)
+            pending.boxes.extend(step.current)
+            first = buffer[0].frame.index if buffer else index
+            for b in step.backfill:
+                i = b.frame - first
+                if 0 <= i < len(buffer):
+                    buffer[i].boxes.append(b.detection)
+        elif dets is not None:
+            thresholds = self.plan.thresholds
+            pending.boxes.extend(d for d in dets if d.score >= thresholds.get(d.cls, 0.0))
 
     def _release(self, p: _Pending) -> _Pending:
         """A frame leaving the buffer: the boxes of kept tracks move to ``kept``
