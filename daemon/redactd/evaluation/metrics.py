@@ -217,6 +217,34 @@ def _size_bins(heights: Sequence[float], found: Sequence[bool]) -> tuple[SizeBin
     return tuple(bins)
 
 
+def _complete_counts(m50: Sequence[ImageMatch], threshold: float) -> tuple[int, int, int]:
+    """Images with complete labels, and their true and false positives at ``threshold``.
+
+    Precision is only defined on those: elsewhere an unlabelled object
+    would count as a false positive.
+    """
+    complete = [m for m in m50 if m.labels_complete]
+
+    def count(outcome: Outcome) -> int:
+        return sum(
+            1
+            for m in complete
+            for s, o in zip(m.scores, m.outcomes, strict=True)
+            if o == outcome and s >= threshold
+        )
+
+    return len(complete), count("tp"), count("fp")
+
+
+def _average_precisions(
+    by_t: dict[float, list[ImageMatch]],
+) -> tuple[float | None, float | None]:
+    """AP at IoU 0.5, and COCO's AP 0.5:0.95 (the mean, when every threshold's AP is defined)."""
+    aps = [ap(by_t[t]) for t in IOU_THRESHOLDS]
+    defined = [a for a in aps if a is not None]
+    return aps[0], float(np.mean(defined)) if len(defined) == len(aps) else None
+
+
 def class_metrics(
     images: Sequence[LabelledImage],
     detections: Sequence[Sequence[Detection]],
@@ -240,29 +268,12 @@ def class_metrics(
     found = [s is not None and s >= threshold for m in m50 for s in m.gt_hit_score]
     n_gt = len(heights)
     tp = sum(found)
-    fp_complete = sum(
-        1
-        for m in m50
-        if m.labels_complete
-        for s, o in zip(m.scores, m.outcomes, strict=True)
-        if o == "fp" and s >= threshold
-    )
-    tp_complete = sum(
-        1
-        for m in m50
-        if m.labels_complete
-        for s, o in zip(m.scores, m.outcomes, strict=True)
-        if o == "tp" and s >= threshold
-    )
-    n_complete = sum(1 for m in m50 if m.labels_complete)
+    n_complete, tp_complete, fp_complete = _complete_counts(m50, threshold)
     small = [f for h, f in zip(heights, found, strict=True) if h < SMALL_HEIGHT]
     precision: float | None = None
     if n_complete and tp_complete + fp_complete > 0:
         precision = tp_complete / (tp_complete + fp_complete)
-    aps = [ap(by_t[t]) for t in IOU_THRESHOLDS]
-    ap50 = aps[0]
-    defined = [a for a in aps if a is not None]
-    ap50_95 = float(np.mean(defined)) if len(defined) == len(aps) else None
+    ap50, ap50_95 = _average_precisions(by_t)
     recall = tp / n_gt if n_gt else None
     return ClassMetrics(
         cls=cls,
