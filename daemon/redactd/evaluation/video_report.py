@@ -233,9 +233,9 @@ def markdown(report: VideoEvalReport) -> str:
 
 def write_plots(report: VideoEvalReport, out: Path) -> list[str]:
     """Recall and over-masking over time per video, stability per track (PNG)."""
-    from redactd.evaluation.report import _pyplot
+    from redactd.evaluation.report import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     names = []
     for s in report.sets:
         for v in s.videos:
