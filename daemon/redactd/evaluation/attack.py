@@ -61,10 +61,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from redactd.core.boxes import box_array, iou_matrix
 from redactd.core.config import MaskMethod, Profile
 from redactd.core.types import Box, Detection, ObjectClass
 from redactd.evaluation.labels import LabelledImage
-from redactd.evaluation.metrics import iou_matrix
 from redactd.evaluation.ocr import TextRecognizer, normalise, readable
 from redactd.evaluation.pixels import ANONYMIZED_SHARE, PixelResult
 
@@ -179,8 +179,8 @@ def box_scores(image: LabelledImage, detections: Sequence[Detection]) -> dict[in
         dets = [d for d in detections if d.cls == cls]
         if not dets:
             continue
-        gt = np.array([_xyxy(image.boxes[i].box) for i in idx], dtype=np.float64)
-        db = np.array([_xyxy(d.box) for d in dets], dtype=np.float64)
+        gt = box_array(image.boxes[i].box for i in idx)
+        db = box_array(d.box for d in dets)
         scores = np.array([d.score for d in dets], dtype=np.float64)
         m = iou_matrix(gt, db)
         for i, row in zip(idx, m, strict=True):
@@ -188,10 +188,6 @@ def box_scores(image: LabelledImage, detections: Sequence[Detection]) -> dict[in
             if hit.any():
                 out[i] = float(scores[hit].max())
     return out
-
-
-def _xyxy(b: Box) -> tuple[float, float, float, float]:
-    return (b.x1, b.y1, b.x2, b.y2)
 
 
 def plate_crop(bgr: np.ndarray, box: Box) -> np.ndarray:

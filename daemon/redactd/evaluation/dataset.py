@@ -150,11 +150,7 @@ def load_coco(json_path: Path) -> tuple[list[LabelledImage], int]:
     anns_raw = data.get("annotations", [])
     if not isinstance(cats_raw, list) or not isinstance(anns_raw, list):
         raise LabelError("COCO file: 'categories' and 'annotations' must be lists")
-    cats: dict[Any, ObjectClass | None] = {}
-    for i, c in enumerate(cats_raw):
-        if not isinstance(c, dict) or "id" not in c:
-            raise LabelError(f"COCO category {i}: needs an id")
-        cats[c["id"]] = _class_of(str(c.get("name", "")))
+    cats = _coco_categories(cats_raw)
     root = _coco_root(json_path)
     boxes: dict[Any, list[LabelledBox]] = {}
     skipped = 0
@@ -166,46 +162,63 @@ def load_coco(json_path: Path) -> tuple[list[LabelledImage], int]:
         if cls is None:
             skipped += 1
             continue
-        bbox = a.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise LabelError(f"{where}: bbox must be [x, y, w, h]")
-        try:
-            x, y, w, h = (float(v) for v in bbox)
-        except (TypeError, ValueError) as e:
-            raise LabelError(f"{where}: bbox values must be numbers") from e
-        if not (w > 0 and h > 0):
-            raise LabelError(f"{where}: bbox width and height must be positive")
-        ignore = bool(a.get("iscrowd", 0)) or a.get("ignore") is True
-        extra: dict[str, Any] = {}
-        attrs = a.get("attributes")
-        text = a.get("text", attrs.get("text") if isinstance(attrs, dict) else None)
-        if isinstance(text, str):
-            extra["text"] = text
-        boxes.setdefault(a.get("image_id"), []).append(
-            LabelledBox(cls=cls, box=Box.from_xywh(x, y, w, h), ignore=ignore, extra=extra)
-        )
-    images: list[LabelledImage] = []
-    for i, im in enumerate(data["images"]):
-        where = f"COCO image {i}"
-        if not isinstance(im, dict):
-            raise LabelError(f"{where}: must be an object")
-        try:
-            width, height = int(im["width"]), int(im["height"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise LabelError(f"{where}: width and height must be integers") from e
-        complete = im.get("labels_complete", True)
-        if not isinstance(complete, bool):
-            raise LabelError(f"{where}: labels_complete must be true or false")
-        images.append(
-            LabelledImage(
-                path=_image_path(root, str(im.get("file_name", "")), where),
-                width=width,
-                height=height,
-                labels_complete=complete,
-                boxes=tuple(boxes.get(im.get("id"), ())),
-            )
-        )
+        boxes.setdefault(a.get("image_id"), []).append(_coco_box(a, cls, where))
+    images = [
+        _coco_image(im, root, boxes, f"COCO image {i}") for i, im in enumerate(data["images"])
+    ]
     return images, skipped
+
+
+def _coco_categories(cats_raw: list[Any]) -> dict[Any, ObjectClass | None]:
+    """Category id -> our class by its name (``None``: a class we do not measure)."""
+    cats: dict[Any, ObjectClass | None] = {}
+    for i, c in enumerate(cats_raw):
+        if not isinstance(c, dict) or "id" not in c:
+            raise LabelError(f"COCO category {i}: needs an id")
+        cats[c["id"]] = _class_of(str(c.get("name", "")))
+    return cats
+
+
+def _coco_box(a: dict[str, Any], cls: ObjectClass, where: str) -> LabelledBox:
+    """One annotation of a class we measure (``iscrowd`` or ``ignore``: an ignore box)."""
+    bbox = a.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise LabelError(f"{where}: bbox must be [x, y, w, h]")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError) as e:
+        raise LabelError(f"{where}: bbox values must be numbers") from e
+    if not (w > 0 and h > 0):
+        raise LabelError(f"{where}: bbox width and height must be positive")
+    ignore = bool(a.get("iscrowd", 0)) or a.get("ignore") is True
+    extra: dict[str, Any] = {}
+    attrs = a.get("attributes")
+    text = a.get("text", attrs.get("text") if isinstance(attrs, dict) else None)
+    if isinstance(text, str):
+        extra["text"] = text
+    return LabelledBox(cls=cls, box=Box.from_xywh(x, y, w, h), ignore=ignore, extra=extra)
+
+
+def _coco_image(
+    im: Any, root: Path, boxes: dict[Any, list[LabelledBox]], where: str
+) -> LabelledImage:
+    """One COCO image entry with its boxes (``boxes``: by image id)."""
+    if not isinstance(im, dict):
+        raise LabelError(f"{where}: must be an object")
+    try:
+        width, height = int(im["width"]), int(im["height"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise LabelError(f"{where}: width and height must be integers") from e
+    complete = im.get("labels_complete", True)
+    if not isinstance(complete, bool):
+        raise LabelError(f"{where}: labels_complete must be true or false")
+    return LabelledImage(
+        path=_image_path(root, str(im.get("file_name", "")), where),
+        width=width,
+        height=height,
+        labels_complete=complete,
+        boxes=tuple(boxes.get(im.get("id"), ())),
+    )
 
 
 def _load_one(name: str, fmt: SetFormat, source: Path, limit: int | None) -> LabelledSet:

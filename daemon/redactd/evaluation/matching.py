@@ -18,12 +18,13 @@ Only non-ignore boxes of the scored class enter recall.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from redactd.core.boxes import box_array, iou_matrix
 from redactd.core.types import Box, Detection, ObjectClass
 from redactd.evaluation.labels import LabelledImage
 
@@ -67,22 +68,6 @@ class Summary:
     false_positives: int  # counted on images with complete labels only
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    iy = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
-def _arr(boxes: Iterable[Box]) -> np.ndarray:
-    rows = [(b.x1, b.y1, b.x2, b.y2) for b in boxes]
-    return np.array(rows, dtype=np.float64).reshape(-1, 4)
-
-
 def coverage(gt: Box, masks: Sequence[Box], shape: MaskShapeName = "box") -> float:
     """Share of ``gt``'s area inside the union of ``masks`` (boxes or inscribed ellipses).
 
@@ -123,14 +108,14 @@ def match_image(
     dets = sorted((d for d in detections if d.cls == cls), key=lambda d: -d.score)
     counted = image.of_class(cls, ignore=False)
     ignored = image.of_class(cls, ignore=True)
-    gt = _arr(b.box for b in counted)
-    ig = _arr(b.box for b in ignored)
-    db = _arr(d.box for d in dets)
+    gt = box_array(b.box for b in counted)
+    ig = box_array(b.box for b in ignored)
+    db = box_array(d.box for d in dets)
     hit = np.zeros(len(counted), dtype=bool)
     false_pos = 0
     if len(dets):
-        m_gt = _iou_matrix(db, gt) if len(counted) else np.zeros((len(dets), 0))
-        m_ig = _iou_matrix(db, ig) if len(ignored) else np.zeros((len(dets), 0))
+        m_gt = iou_matrix(db, gt)
+        m_ig = iou_matrix(db, ig)
         for k in range(len(dets)):
             cand = np.where(hit, -1.0, m_gt[k]) if len(counted) else m_gt[k]
             if cand.size and cand.max() >= iou:

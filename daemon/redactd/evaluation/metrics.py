@@ -43,6 +43,7 @@ from typing import Literal
 
 import numpy as np
 
+from redactd.core.boxes import box_array, iou_matrix
 from redactd.core.types import Detection, ObjectClass
 from redactd.evaluation.labels import LabelledImage
 
@@ -123,25 +124,6 @@ class ClassMetrics:
     pr_curve: PRCurve | None
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N x 4, x1 y1 x2 y2) with every box in ``b`` (M x 4)."""
-    if a.size == 0 or b.size == 0:
-        return np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
-    ix = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    iy = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    out = np.zeros_like(inter)
-    np.divide(inter, union, out=out, where=union > 0)
-    return out
-
-
-def _arr(rows: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
-    return np.array(rows, dtype=np.float64).reshape(-1, 4)
-
-
 def match_image(
     image: LabelledImage, detections: Sequence[Detection], cls: ObjectClass, iou: float = 0.5
 ) -> ImageMatch:
@@ -149,9 +131,9 @@ def match_image(
     dets = sorted((d for d in detections if d.cls == cls), key=lambda d: -d.score)
     counted = image.of_class(cls, ignore=False)
     ignored = image.of_class(cls, ignore=True)
-    db = _arr([(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in dets])
-    gt = _arr([(b.box.x1, b.box.y1, b.box.x2, b.box.y2) for b in counted])
-    ig = _arr([(b.box.x1, b.box.y1, b.box.x2, b.box.y2) for b in ignored])
+    db = box_array(d.box for d in dets)
+    gt = box_array(b.box for b in counted)
+    ig = box_array(b.box for b in ignored)
     m_gt = iou_matrix(db, gt)
     m_ig = iou_matrix(db, ig)
     hit: list[float | None] = [None] * len(counted)
@@ -235,6 +217,34 @@ def _size_bins(heights: Sequence[float], found: Sequence[bool]) -> tuple[SizeBin
     return tuple(bins)
 
 
+def _complete_counts(m50: Sequence[ImageMatch], threshold: float) -> tuple[int, int, int]:
+    """Images with complete labels, and their true and false positives at ``threshold``.
+
+    Precision is only defined on those: elsewhere an unlabelled object
+    would count as a false positive.
+    """
+    complete = [m for m in m50 if m.labels_complete]
+
+    def count(outcome: Outcome) -> int:
+        return sum(
+            1
+            for m in complete
+            for s, o in zip(m.scores, m.outcomes, strict=True)
+            if o == outcome and s >= threshold
+        )
+
+    return len(complete), count("tp"), count("fp")
+
+
+def _average_precisions(
+    by_t: dict[float, list[ImageMatch]],
+) -> tuple[float | None, float | None]:
+    """AP at IoU 0.5, and COCO's AP 0.5:0.95 (the mean, when every threshold's AP is defined)."""
+    aps = [ap(by_t[t]) for t in IOU_THRESHOLDS]
+    defined = [a for a in aps if a is not None]
+    return aps[0], float(np.mean(defined)) if len(defined) == len(aps) else None
+
+
 def class_metrics(
     images: Sequence[LabelledImage],
     detections: Sequence[Sequence[Detection]],
@@ -258,29 +268,12 @@ def class_metrics(
     found = [s is not None and s >= threshold for m in m50 for s in m.gt_hit_score]
     n_gt = len(heights)
     tp = sum(found)
-    fp_complete = sum(
-        1
-        for m in m50
-        if m.labels_complete
-        for s, o in zip(m.scores, m.outcomes, strict=True)
-        if o == "fp" and s >= threshold
-    )
-    tp_complete = sum(
-        1
-        for m in m50
-        if m.labels_complete
-        for s, o in zip(m.scores, m.outcomes, strict=True)
-        if o == "tp" and s >= threshold
-    )
-    n_complete = sum(1 for m in m50 if m.labels_complete)
+    n_complete, tp_complete, fp_complete = _complete_counts(m50, threshold)
     small = [f for h, f in zip(heights, found, strict=True) if h < SMALL_HEIGHT]
     precision: float | None = None
     if n_complete and tp_complete + fp_complete > 0:
         precision = tp_complete / (tp_complete + fp_complete)
-    aps = [ap(by_t[t]) for t in IOU_THRESHOLDS]
-    ap50 = aps[0]
-    defined = [a for a in aps if a is not None]
-    ap50_95 = float(np.mean(defined)) if len(defined) == len(aps) else None
+    ap50, ap50_95 = _average_precisions(by_t)
     recall = tp / n_gt if n_gt else None
     return ClassMetrics(
         cls=cls,

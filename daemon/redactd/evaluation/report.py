@@ -304,35 +304,13 @@ def _profile_lines(report: EvalReport) -> list[str]:
 
 def to_markdown(report: EvalReport, plots: list[str], plot_note: str | None) -> str:
     """A human-readable summary (tables per measure, the settings, the hardware)."""
-    hw = report.hardware
     out = [
-        f"# redactd eval — profile `{report.profile}`",
-        "",
-        f"redactd {report.redactd_version}, {report.created_utc}"
-        + (f", at most {report.limit} images per set" if report.limit else ""),
-        "",
-        f"Hardware: {hw.cpu}, {hw.usable_cpus} usable of {hw.logical_cpus} logical CPUs; "
-        f"{hw.platform}; Python {hw.python}; OpenVINO {hw.openvino}.",
-        "",
-        "Detectors: " + ("; ".join(hw.detectors) if hw.detectors else "none"),
-        "",
-        *_profile_lines(report),
-        "",
+        *_header_lines(report),
         "## Detection and masking",
         "",
         *_box_table(report.sets),
         "",
-        "AP and precision count only images whose labels are complete (`–` where none "
-        "are); recall and masked recall count every image. Masked recall: share of "
-        "labelled boxes of which at least half the pixels changed (max channel "
-        f"difference > {report.settings.get('change_threshold', 12):g}) in the real output. "
-        "Masked (strict): at least 70 % of the box's detail pixels (those a box blur of "
-        "half the box's size moves by more than 10 in luma; all pixels when fewer than "
-        "10 % are) changed by more than 10 in luma. Over-masking: share of the pixels "
-        "outside every labelled box grown by 30 % of its size on each side that changed "
-        "(luma > 10, after a 3x3 opening); far over-masking: the older measure (channel "
-        "> 12, boxes grown by their whole size). On sets whose labels are incomplete "
-        "both include unlabelled objects.",
+        _DETECTION_NOTE.format(change=report.settings.get("change_threshold", 12)),
         "",
         "## Over-masking per image",
         "",
@@ -362,26 +340,59 @@ def to_markdown(report: EvalReport, plots: list[str], plot_note: str | None) -> 
         "",
     ]
     if report.attack:
-        out += [
-            "## Resistance to reconstruction",
-            "",
-            *_attack_table(report),
-            "",
-            f"Re-detected: anonymized boxes at least {REDETECT_MIN_HEIGHT:g} px tall that the "
-            f"profile's detectors find again with score ≥ {REDETECT_THRESHOLD:g} (IoU ≥ 0.3), "
-            "on the masked output and after deblurring (Wiener σ 1.5 and 3 px + unsharp). "
-            f"'At floor' counts every anonymized box found with score ≥ {REDETECT_FLOOR:g}; "
-            "the `solid` row shows what context alone gives there. Readable: anonymized "
-            "plates the PP-OCR recogniser still reads (exact, or one character off for "
-            "plates of 5+ characters). A method that masks the set's classes exactly as the "
-            "profile does repeats the profile's numbers (it is not run twice).",
-            "",
-        ]
+        out += ["## Resistance to reconstruction", "", *_attack_table(report), "", _ATTACK_NOTE, ""]
     if plots:
         out += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
     if plot_note:
         out += [f"Plots: {plot_note}", ""]
     return "\n".join(out)
+
+
+def _header_lines(report: EvalReport) -> list[str]:
+    """Title, version and date, hardware, detectors and the profile's settings."""
+    hw = report.hardware
+    return [
+        f"# redactd eval — profile `{report.profile}`",
+        "",
+        f"redactd {report.redactd_version}, {report.created_utc}"
+        + (f", at most {report.limit} images per set" if report.limit else ""),
+        "",
+        f"Hardware: {hw.cpu}, {hw.usable_cpus} usable of {hw.logical_cpus} logical CPUs; "
+        f"{hw.platform}; Python {hw.python}; OpenVINO {hw.openvino}.",
+        "",
+        "Detectors: " + ("; ".join(hw.detectors) if hw.detectors else "none"),
+        "",
+        *_profile_lines(report),
+        "",
+    ]
+
+
+#: What the detection table's columns mean (``change``: the change threshold).
+_DETECTION_NOTE = (
+    "AP and precision count only images whose labels are complete (`–` where none "
+    "are); recall and masked recall count every image. Masked recall: share of "
+    "labelled boxes of which at least half the pixels changed (max channel "
+    "difference > {change:g}) in the real output. "
+    "Masked (strict): at least 70 % of the box's detail pixels (those a box blur of "
+    "half the box's size moves by more than 10 in luma; all pixels when fewer than "
+    "10 % are) changed by more than 10 in luma. Over-masking: share of the pixels "
+    "outside every labelled box grown by 30 % of its size on each side that changed "
+    "(luma > 10, after a 3x3 opening); far over-masking: the older measure (channel "
+    "> 12, boxes grown by their whole size). On sets whose labels are incomplete "
+    "both include unlabelled objects."
+)
+
+#: What the attack table's columns mean.
+_ATTACK_NOTE = (
+    f"Re-detected: anonymized boxes at least {REDETECT_MIN_HEIGHT:g} px tall that the "
+    f"profile's detectors find again with score ≥ {REDETECT_THRESHOLD:g} (IoU ≥ 0.3), "
+    "on the masked output and after deblurring (Wiener σ 1.5 and 3 px + unsharp). "
+    f"'At floor' counts every anonymized box found with score ≥ {REDETECT_FLOOR:g}; "
+    "the `solid` row shows what context alone gives there. Readable: anonymized "
+    "plates the PP-OCR recogniser still reads (exact, or one character off for "
+    "plates of 5+ characters). A method that masks the set's classes exactly as the "
+    "profile does repeats the profile's numbers (it is not run twice)."
+)
 
 
 def summary(report: EvalReport) -> str:
@@ -414,7 +425,11 @@ def summary(report: EvalReport) -> str:
     return "\n".join(lines)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's ``pyplot`` on the Agg backend; ``PlotError`` when matplotlib is missing.
+
+    Shared by the image and the video reports.
+    """
     try:
         import matplotlib
 
@@ -430,14 +445,24 @@ def _pyplot() -> Any:
 
 def require_matplotlib() -> None:
     """``PlotError`` unless the plots can be drawn (checked before a long run)."""
-    _pyplot()
+    pyplot()
 
 
 def write_plots(report: EvalReport, out: Path) -> tuple[list[str], str | None]:
     """PNG plots into ``out``; returns (file names, note). ``PlotError`` without matplotlib."""
-    plt = _pyplot()
-    names: list[str] = []
+    plt = pyplot()
+    drawn = (
+        _plot_pr_curves(plt, report, out),
+        _plot_recall_by_size(plt, report, out),
+        _plot_recall_vs_overmask(plt, report, out),
+    )
+    return [name for name in drawn if name is not None], None
+
+
+def _plot_pr_curves(plt: Any, report: EvalReport, out: Path) -> str | None:
+    """``pr_curves.png``: precision against recall per set and class (None: nothing to draw)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    name = None
     drawn = False
     for s in report.sets:
         for c in s.classes:
@@ -459,11 +484,16 @@ def write_plots(report: EvalReport, out: Path) -> tuple[list[str], str | None]:
         ax.legend(fontsize=7, loc="lower left")
         ax.set_title(f"Precision-recall, profile {report.profile}")
         fig.tight_layout()
-        fig.savefig(out / "pr_curves.png", dpi=110)
-        names.append("pr_curves.png")
+        name = "pr_curves.png"
+        fig.savefig(out / name, dpi=110)
     plt.close(fig)
+    return name
 
+
+def _plot_recall_by_size(plt: Any, report: EvalReport, out: Path) -> str | None:
+    """``recall_by_size.png``: operating-point recall per box-height bin (None: nothing)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    name = None
     drawn = False
     for s in report.sets:
         for c in s.classes:
@@ -486,11 +516,17 @@ def write_plots(report: EvalReport, out: Path) -> tuple[list[str], str | None]:
         ax.legend(fontsize=7, loc="lower right")
         ax.set_title("Recall by object size")
         fig.tight_layout()
-        fig.savefig(out / "recall_by_size.png", dpi=110)
-        names.append("recall_by_size.png")
+        name = "recall_by_size.png"
+        fig.savefig(out / name, dpi=110)
     plt.close(fig)
+    return name
 
+
+def _plot_recall_vs_overmask(plt: Any, report: EvalReport, out: Path) -> str | None:
+    """``recall_vs_overmask.png``: the threshold sweep, strict masked recall against
+    over-masking, each point labelled with its threshold (None: no sweep points)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    name = None
     drawn = False
     right = 0.0
     for s in report.sets:
@@ -528,10 +564,10 @@ def write_plots(report: EvalReport, out: Path) -> tuple[list[str], str | None]:
         ax.legend(fontsize=7, loc="lower right")
         ax.set_title(f"Masked recall vs over-masking (threshold; * = profile {report.profile})")
         fig.tight_layout()
-        fig.savefig(out / "recall_vs_overmask.png", dpi=110)
-        names.append("recall_vs_overmask.png")
+        name = "recall_vs_overmask.png"
+        fig.savefig(out / name, dpi=110)
     plt.close(fig)
-    return names, None
+    return name
 
 
 def write(report: EvalReport, out: Path, plots: bool = True) -> list[Path]:
@@ -541,7 +577,7 @@ def write(report: EvalReport, out: Path, plots: bool = True) -> list[Path]:
     matplotlib is missing.
     """
     if plots:
-        _pyplot()
+        pyplot()
     out.mkdir(parents=True, exist_ok=True)
     names, note = write_plots(report, out) if plots else ([], "not requested")
     (out / JSON_NAME).write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")

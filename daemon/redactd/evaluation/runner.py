@@ -328,6 +328,72 @@ def _floor_detections(
     return pipeline.detect_frame(bgr, prof, EVAL_FLOOR), bgr
 
 
+@dataclass(frozen=True)
+class _Sweep:
+    """One threshold tried for one class: its profile variant and the pipeline running it."""
+
+    cls: ObjectClass
+    threshold: float
+    pipeline: Pipeline
+    profile_name: str
+
+
+def _sweeps(
+    pipeline: Pipeline,
+    cfg: Config,
+    profile_name: str,
+    classes: Sequence[ObjectClass],
+    thresholds: Sequence[float],
+) -> list[_Sweep]:
+    """A variant per class and threshold, except the profile's own and disabled classes."""
+    prof = cfg.profile(profile_name)
+    out: list[_Sweep] = []
+    for c in classes:
+        for t in sorted(set(thresholds)):
+            if t == prof.of(c).threshold or not prof.of(c).enabled:
+                continue
+            name = f"{profile_name}.eval-{c}-{t:g}"
+            vcfg = dataclasses.replace(
+                cfg, profiles={**cfg.profiles, name: threshold_variant(prof, c, t)}
+            )
+            out.append(_Sweep(c, t, Pipeline(vcfg, pipeline.detectors), name))
+    return out
+
+
+def _masking_as_profile(
+    variants: Sequence[_Variant], prof: Profile, classes: Sequence[ObjectClass]
+) -> set[str]:
+    """Labels of the method variants that mask ``classes`` exactly as the profile does.
+
+    They give the same attack results: the profile's are reused instead of
+    running the pipeline again.
+    """
+    return {
+        v.label
+        for v in variants[1:]
+        if all(v.profile.of(c).mask == prof.of(c).mask for c in classes)
+    }
+
+
+def _delete(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _run_sweeps(
+    sweeps: Sequence[_Sweep], image: LabelledImage, k: int, work: Path
+) -> list[pixels_mod.PixelResult]:
+    """``image`` through each sweep variant, in order; each output is deleted at once."""
+    out = []
+    for j, s in enumerate(sweeps):
+        dst = work / f"{k:06d}-sweep{j}{image.path.suffix.lower()}"
+        run = pixels_mod.run_pipeline(s.pipeline, image, s.profile_name, dst)
+        out.append(run.pixels)
+        _delete(run.output)
+    return out
+
+
 def evaluate_set(
     pipeline: Pipeline,
     cfg: Config,
@@ -349,26 +415,10 @@ def evaluate_set(
     """
     t0 = time.perf_counter()
     prof = cfg.profile(profile_name)
-    sweeps: list[tuple[ObjectClass, float, Pipeline, str]] = []
-    for c in lset.classes:
-        for t in sorted(set(sweep)):
-            if t == prof.of(c).threshold or not prof.of(c).enabled:
-                continue
-            name = f"{profile_name}.eval-{c}-{t:g}"
-            vcfg = dataclasses.replace(
-                cfg, profiles={**cfg.profiles, name: threshold_variant(prof, c, t)}
-            )
-            sweeps.append((c, t, Pipeline(vcfg, pipeline.detectors), name))
+    sweeps = _sweeps(pipeline, cfg, profile_name, lset.classes, sweep)
     sweep_results: list[list[pixels_mod.PixelResult]] = [[] for _ in sweeps]
     variants = _variants(pipeline, cfg, profile_name, methods) if attack else []
-    # A method variant that masks this set's classes exactly as the profile
-    # does gives the same attack results: reuse the profile's instead of
-    # running the pipeline again.
-    same = {
-        v.label
-        for v in variants[1:]
-        if all(v.profile.of(c).mask == prof.of(c).mask for c in lset.classes)
-    }
+    same = _masking_as_profile(variants, prof, lset.classes)
     to_run = [v for v in variants if v.label not in same]
     dets: list[list[Detection]] = []
     runs: list[pixels_mod.MaskedImage] = []
@@ -378,24 +428,70 @@ def evaluate_set(
         dst = work / f"{k:06d}-profile{image.path.suffix.lower()}"
         run = pixels_mod.run_pipeline(pipeline, image, profile_name, dst)
         runs.append(run)
-        for j, (_c, _t, spipe, sname) in enumerate(sweeps):
-            sdst = work / f"{k:06d}-sweep{j}{image.path.suffix.lower()}"
-            srun = pixels_mod.run_pipeline(spipe, image, sname, sdst)
-            sweep_results[j].append(srun.pixels)
-            if srun.output is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    srun.output.unlink()
+        for results, px in zip(sweep_results, _run_sweeps(sweeps, image, k, work), strict=True):
+            results.append(px)
         try:
             if attack and original is not None:
                 base = attack_mod.baseline(image, original, floor_dets, recognizer)
                 for v in to_run:
                     _attack_variant(v, image, k, run, base, recognizer, work)
         finally:
-            if run.output is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    run.output.unlink()
+            _delete(run.output)
         if progress is not None:
             progress(k + 1, len(lset.images))
+    summaries = tuple(
+        attack_mod.summarise(v.label, c, variants[0].boxes if v.label in same else v.boxes)
+        for v in variants
+        for c in lset.classes
+    )
+    swept = list(zip(sweeps, sweep_results, strict=True))
+    return _set_report(lset, prof, dets, runs, summaries, swept, t0)
+
+
+def _sweep_points(
+    classes: Sequence[ClassReport],
+    swept: Sequence[tuple[_Sweep, Sequence[pixels_mod.PixelResult]]],
+    results: Sequence[pixels_mod.PixelResult],
+) -> tuple[SweepPoint, ...]:
+    """The operating point of each enabled class, and each swept threshold (by class, threshold)."""
+    points = [
+        SweepPoint(
+            cls=c.pixels.cls,
+            threshold=c.metrics.threshold,
+            operating=True,
+            masked_recall=c.pixels.masked_recall,
+            detail_recall=c.pixels.detail_recall,
+            overmask=pixels_mod.overmask(results),
+        )
+        for c in classes
+        if c.enabled
+    ]
+    for s, res in swept:
+        summ = pixels_mod.summarise(res, s.cls)
+        points.append(
+            SweepPoint(
+                s.cls,
+                s.threshold,
+                False,
+                summ.masked_recall,
+                summ.detail_recall,
+                pixels_mod.overmask(res),
+            )
+        )
+    points.sort(key=lambda p: (p.cls, p.threshold))
+    return tuple(points)
+
+
+def _set_report(
+    lset: LabelledSet,
+    prof: Profile,
+    dets: Sequence[Sequence[Detection]],
+    runs: Sequence[pixels_mod.MaskedImage],
+    attack: tuple[attack_mod.AttackSummary, ...],
+    swept: Sequence[tuple[_Sweep, Sequence[pixels_mod.PixelResult]]],
+    t0: float,
+) -> SetReport:
+    """The set's report from its per-image measurements (``t0``: when the set started)."""
     results = [r.pixels for r in runs]
     classes = tuple(
         ClassReport(
@@ -409,31 +505,6 @@ def evaluate_set(
     for r in runs:
         if r.error is not None:
             reasons[r.error] = reasons.get(r.error, 0) + 1
-    summaries = tuple(
-        attack_mod.summarise(v.label, c, variants[0].boxes if v.label in same else v.boxes)
-        for v in variants
-        for c in lset.classes
-    )
-    points = [
-        SweepPoint(
-            cls=c.pixels.cls,
-            threshold=c.metrics.threshold,
-            operating=True,
-            masked_recall=c.pixels.masked_recall,
-            detail_recall=c.pixels.detail_recall,
-            overmask=pixels_mod.overmask(results),
-        )
-        for c in classes
-        if c.enabled
-    ]
-    for (c, t, _p, _n), res in zip(sweeps, sweep_results, strict=True):
-        summ = pixels_mod.summarise(res, c)
-        points.append(
-            SweepPoint(
-                c, t, False, summ.masked_recall, summ.detail_recall, pixels_mod.overmask(res)
-            )
-        )
-    points.sort(key=lambda p: (p.cls, p.threshold))
     per_image = [v for v in (r.overmask for r in results) if v is not None]
     has_negatives = any(im.negatives for im in lset.images)
     return SetReport(
@@ -447,7 +518,7 @@ def evaluate_set(
         classes=classes,
         overmask=pixels_mod.overmask(results),
         latency=_latency(runs, lset.images),
-        attack=summaries,
+        attack=attack,
         seconds=time.perf_counter() - t0,
         overmask_far=pixels_mod.overmask_far(results),
         overmask_image_mean=statistics.fmean(per_image) if per_image else None,
@@ -455,7 +526,7 @@ def evaluate_set(
         worst=worst_images(results),
         negatives=pixels_mod.summarise_negatives(results) if has_negatives else None,
         negatives_by_kind=_negatives_by_kind(lset.images, results) if has_negatives else (),
-        sweep=tuple(points),
+        sweep=_sweep_points(classes, swept, results),
     )
 
 
@@ -485,9 +556,8 @@ def _attack_variant(
             )
         )
     finally:
-        if vrun is not run and vrun.output is not None:
-            with contextlib.suppress(FileNotFoundError):
-                vrun.output.unlink()
+        if vrun is not run:
+            _delete(vrun.output)
 
 
 def evaluate(

@@ -165,13 +165,28 @@ def markdown(report: VideoEvalReport) -> str:
             f"detectors: {'; '.join(hw.detectors)}",
             "",
         ]
+    lines += _class_table(d["sets"])
+    lines += _attack_table(d["sets"])
+    lines += ["", "Per video:", ""]
+    lines += _per_video_lines(d["sets"])
     lines += [
+        "",
+        "Definitions: docs/EVAL.md (video). Masked recall uses the strict pixel rule "
+        "per labelled box and frame; over-masking is per frame as for images.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _class_table(sets: list[dict[str, Any]]) -> list[str]:
+    """One row per set and class: recall, stability, over-masking, speed (``to_json`` sets)."""
+    lines = [
         "| set | class | box-frames | masked recall (strict) | FNR | track-frames masked | "
         "stable tracks | flicker / min | over-masking (pooled / frame mean / max) | "
         "ms / frame | fps |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in d["sets"]:
+    for s in sets:
         om, lat = s["overmask"], s["latency"]
         for c in s["classes"]:
             fpm = c["flicker_per_minute"]
@@ -183,33 +198,44 @@ def markdown(report: VideoEvalReport) -> str:
                 f"{_pct(om['frame_mean'], 2)} / {_pct(om['frame_max'], 2)} | "
                 f"{lat['ms_per_frame'] or '–'} | {lat['frames_per_second'] or '–'} |"
             )
-    att = [(s, a) for s in d["sets"] for a in s["attack"]]
-    if att:
-        lines += [
-            "",
-            "Attacks on sampled frames (the profile's masks and each mask method; "
-            "re-detection score >= 0.2 on anonymized boxes >= 24 px; plates judged by what "
-            "the recogniser reads in the input frame):",
-            "",
-            "| set | frames | class | method | judged | found in the input | re-detected | "
-            "after deblur | plates judged | readable | after deblur | readable incl. missed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for s, a in att:
-            plates = a["cls"] == "plate"
-            lines.append(
-                f"| {s['set']} | {s['attack_frames']} | {a['cls']} | {a['method']} | "
-                f"{a['judged']} | {a['found_original']} | {a['redetected']} | "
-                f"{a['redetected_deblurred']} | "
-                + (
-                    f"{a['plates_with_text']} | {a['readable']} | {a['readable_deblurred']} | "
-                    f"{a['readable_all']} |"
-                    if plates
-                    else "– | – | – | – |"
-                )
+    return lines
+
+
+def _attack_table(sets: list[dict[str, Any]]) -> list[str]:
+    """The attacks on sampled frames, one row per set, class and method (none: no lines)."""
+    att = [(s, a) for s in sets for a in s["attack"]]
+    if not att:
+        return []
+    lines = [
+        "",
+        "Attacks on sampled frames (the profile's masks and each mask method; "
+        "re-detection score >= 0.2 on anonymized boxes >= 24 px; plates judged by what "
+        "the recogniser reads in the input frame):",
+        "",
+        "| set | frames | class | method | judged | found in the input | re-detected | "
+        "after deblur | plates judged | readable | after deblur | readable incl. missed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s, a in att:
+        plates = a["cls"] == "plate"
+        lines.append(
+            f"| {s['set']} | {s['attack_frames']} | {a['cls']} | {a['method']} | "
+            f"{a['judged']} | {a['found_original']} | {a['redetected']} | "
+            f"{a['redetected_deblurred']} | "
+            + (
+                f"{a['plates_with_text']} | {a['readable']} | {a['readable_deblurred']} | "
+                f"{a['readable_all']} |"
+                if plates
+                else "– | – | – | – |"
             )
-    lines += ["", "Per video:", ""]
-    for s in d["sets"]:
+        )
+    return lines
+
+
+def _per_video_lines(sets: list[dict[str, Any]]) -> list[str]:
+    """One bullet per video: by number and checksum, never by name."""
+    lines = []
+    for s in sets:
         for v in s["per_video"]:
             cls = ", ".join(
                 f"{c['class']} {_pct(c['masked_recall_strict'])} "
@@ -222,20 +248,14 @@ def markdown(report: VideoEvalReport) -> str:
                 f"- video {v['video']} (sha256 {v['sha256'][:12]}, {v['frames']} frames): {cls}; "
                 f"over-masking {_pct(v['overmask']['pooled'], 2)}{err}"
             )
-    lines += [
-        "",
-        "Definitions: docs/EVAL.md (video). Masked recall uses the strict pixel rule "
-        "per labelled box and frame; over-masking is per frame as for images.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def write_plots(report: VideoEvalReport, out: Path) -> list[str]:
     """Recall and over-masking over time per video, stability per track (PNG)."""
-    from redactd.evaluation.report import _pyplot
+    from redactd.evaluation.report import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     names = []
     for s in report.sets:
         for v in s.videos:

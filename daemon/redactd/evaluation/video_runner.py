@@ -228,20 +228,45 @@ def score_frames(
             res = pixels.compare_arrays(im, before, after)
             if sample is not None and t in sample[0]:
                 sample[1](t, im, before, after, res)
-        counts: dict[str, int] = {}
-        masked: dict[str, int] = {}
-        for b, bc in zip(boxes, res.boxes, strict=True):
-            if b.ignore:
-                continue
-            ok = bc.strictly_masked
-            counts[b.cls] = counts.get(b.cls, 0) + 1
-            masked[b.cls] = masked.get(b.cls, 0) + int(ok)
-            track_frames.append(stability.TrackFrame(t, b.track, b.cls, ok))
-        per_frame.append(
-            FrameScore(t, counts, masked, res.overmask, res.out_pixels, res.out_changed)
-        )
+        per_frame.append(_frame_score(t, boxes, res, track_frames))
     minutes = n_in / fps / 60.0 if fps > 0 else 0.0
     per_track = stability.tracks(track_frames)
+    return VideoScore(
+        index=index,
+        digest=video.digest,
+        frames=n_in,
+        output_frames=n_out,
+        fps=fps,
+        classes=_class_scores(per_frame, per_track, minutes),
+        per_frame=tuple(per_frame),
+        tracks=tuple(per_track),
+    )
+
+
+def _frame_score(
+    t: int,
+    boxes: Sequence[TrackBox],
+    res: pixels.PixelResult,
+    track_frames: list[stability.TrackFrame],
+) -> FrameScore:
+    """Frame ``t``'s counted and strictly masked boxes per class; each counted box's
+    track-frame is appended to ``track_frames``."""
+    counts: dict[str, int] = {}
+    masked: dict[str, int] = {}
+    for b, bc in zip(boxes, res.boxes, strict=True):
+        if b.ignore:
+            continue
+        ok = bc.strictly_masked
+        counts[b.cls] = counts.get(b.cls, 0) + 1
+        masked[b.cls] = masked.get(b.cls, 0) + int(ok)
+        track_frames.append(stability.TrackFrame(t, b.track, b.cls, ok))
+    return FrameScore(t, counts, masked, res.overmask, res.out_pixels, res.out_changed)
+
+
+def _class_scores(
+    per_frame: Sequence[FrameScore], per_track: Sequence[stability.TrackStability], minutes: float
+) -> tuple[ClassScore, ...]:
+    """Per class with labelled boxes or tracks: box-frames, masked ones, track stability."""
     classes = []
     for cls in CLASSES:
         n = sum(f.boxes.get(cls, 0) for f in per_frame)
@@ -255,16 +280,7 @@ def score_frames(
                 stability.summarise(per_track, cls, minutes),
             )
         )
-    return VideoScore(
-        index=index,
-        digest=video.digest,
-        frames=n_in,
-        output_frames=n_out,
-        fps=fps,
-        classes=tuple(classes),
-        per_frame=tuple(per_frame),
-        tracks=tuple(per_track),
-    )
+    return tuple(classes)
 
 
 def score_file(
@@ -411,6 +427,38 @@ def _attack_variant(
     return out
 
 
+@dataclass
+class _ProfileAttack:
+    """The profile's attacks on the sampled frames, as ``score_file`` meets them (a
+    ``SampleFn``); each frame's labels and baseline are kept for the method variants."""
+
+    pipeline: Pipeline
+    profile: Profile
+    recognizer: TextRecognizer | None
+    samples: dict[int, _Sample] = dataclasses.field(default_factory=dict)
+    attacked: list[attack_mod.BoxAttack] = dataclasses.field(default_factory=list)
+
+    def __call__(
+        self,
+        t: int,
+        im: LabelledImage,
+        before: np.ndarray,
+        after: np.ndarray,
+        res: pixels.PixelResult,
+    ) -> None:
+        # The attacks work on BGR as the detectors do; detector failures propagate.
+        b_bgr = _bgr(before)
+        im = attack_mod.with_read_text(im, b_bgr, self.recognizer)  # same boxes: ``res`` holds
+        floor = self.pipeline.detect_frame(b_bgr, self.profile, attack_mod.REDETECT_FLOOR)
+        base = attack_mod.baseline(im, b_bgr, floor, self.recognizer)
+        self.samples[t] = _Sample(im, base)
+        self.attacked.extend(
+            attack_mod.attack_image(
+                self.pipeline, self.profile, im, _bgr(after), res, self.recognizer, base
+            )
+        )
+
+
 def run_video(
     pipeline: Pipeline,
     profile: str,
@@ -430,23 +478,7 @@ def run_video(
     error = _process(pipeline, profile, video, dst)
     output: Path | None = dst if error is None else None
     wall_ms = (time.perf_counter() - t0) * 1000.0
-    attacked: list[attack_mod.BoxAttack] = []
-    samples: dict[int, _Sample] = {}
-    prof = pipeline.cfg.profile(profile)
-
-    def on_sample(
-        t: int, im: LabelledImage, before: np.ndarray, after: np.ndarray, res: pixels.PixelResult
-    ) -> None:
-        # The attacks work on BGR as the detectors do; detector failures propagate.
-        b_bgr = _bgr(before)
-        im = attack_mod.with_read_text(im, b_bgr, recognizer)  # same boxes: ``res`` holds
-        floor = pipeline.detect_frame(b_bgr, prof, attack_mod.REDETECT_FLOOR)
-        base = attack_mod.baseline(im, b_bgr, floor, recognizer)
-        samples[t] = _Sample(im, base)
-        attacked.extend(
-            attack_mod.attack_image(pipeline, prof, im, _bgr(after), res, recognizer, base)
-        )
-
+    on_sample = _ProfileAttack(pipeline, pipeline.cfg.profile(profile), recognizer)
     sample = (attack_frames(video), on_sample) if attack and output is not None else None
     try:
         try:
@@ -459,19 +491,8 @@ def run_video(
             dst.unlink()
     if error is None and score.output_frames < score.frames:
         error = "output_frames_missing"
-    by_method: dict[str, list[attack_mod.BoxAttack]] = {"profile": attacked}
-    labelled = {b.cls for b in video.boxes}
-    for v in variants if sample is not None else ():
-        if all(v.profile.of(c).mask == prof.of(c).mask for c in labelled):
-            by_method[v.label] = attacked  # masks these classes as the profile does
-            continue
-        vdst = dst.with_name(f"{dst.stem}-{v.label}{dst.suffix}")
-        by_method[v.label] = _attack_variant(v, video, vdst, samples, recognizer)
-    summaries = tuple(
-        attack_mod.summarise(label, c, boxes)
-        for label, boxes in by_method.items()
-        for c in CLASSES
-        if any(a.cls == c for a in attacked)
+    summaries = _attack_summaries(
+        on_sample, video, dst, variants if sample is not None else (), recognizer
     )
     return VideoScore(
         **{
@@ -481,6 +502,32 @@ def run_video(
             "attack": summaries,
             "attack_frames": len(sample[0]) if sample else 0,
         }
+    )
+
+
+def _attack_summaries(
+    done: _ProfileAttack,
+    video: LabelledVideo,
+    dst: Path,
+    variants: Sequence[MethodVariant],
+    recognizer: TextRecognizer | None,
+) -> tuple[attack_mod.AttackSummary, ...]:
+    """Attack totals of the profile (``done``) and of each method variant, per class
+    the profile's attacks met; each variant's output goes beside ``dst``."""
+    attacked = done.attacked
+    by_method: dict[str, list[attack_mod.BoxAttack]] = {"profile": attacked}
+    labelled = {b.cls for b in video.boxes}
+    for v in variants:
+        if all(v.profile.of(c).mask == done.profile.of(c).mask for c in labelled):
+            by_method[v.label] = attacked  # masks these classes as the profile does
+            continue
+        vdst = dst.with_name(f"{dst.stem}-{v.label}{dst.suffix}")
+        by_method[v.label] = _attack_variant(v, video, vdst, done.samples, recognizer)
+    return tuple(
+        attack_mod.summarise(label, c, boxes)
+        for label, boxes in by_method.items()
+        for c in CLASSES
+        if any(a.cls == c for a in attacked)
     )
 
 

@@ -52,38 +52,7 @@ def make(
         for f in (recipe.main, recipe.weights):
             (stage / f).chmod(FILE_MODE)
             files[f] = sha256_file(stage / f)
-        prov = derived.Provenance(
-            name=recipe.name,
-            source=source.name,
-            source_files=dict(source.files),
-            files=files,
-            main=recipe.main,
-            calibration_digest="",
-            samples=0,
-            frames=0,
-            seed=0,
-            preset="",
-            heads="float",
-            fast_bias_correction=False,
-            nncf_version="",
-            openvino_version=ov.get_version(),
-            redactd_version=__version__,
-            created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            kind="ir",
-            conversion={
-                "converter": CONVERTER,
-                "input": f"{yolo_convert.INPUT} [1,3,H,W] RGB 0..1, H and W dynamic",
-                "output": f"{yolo_convert.OUTPUT} [1,4+classes,N] ltrb px, class scores",
-                "weights": "FP32 (the checkpoint's values; batch norm folded)",
-                "classes": list(meta.classes),
-                "strides": list(meta.strides),
-                "reg_max": meta.reg_max,
-                "layers": meta.layers,
-                "parameters": meta.parameters,
-                "checkpoint_trainer_version": meta.trainer_version,
-                "checkpoint_date": meta.date,
-            },
-        )
+        prov = _provenance(source, recipe, files, meta, ov.get_version())
         path = stage / derived.PROVENANCE
         path.write_text(prov.to_json(), "utf-8")
         path.chmod(FILE_MODE)
@@ -100,3 +69,45 @@ def make(
         return action, prov
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _provenance(
+    source: ModelSpec,
+    recipe: derived.Recipe,
+    files: dict[str, str],
+    meta: yolo_convert.YoloInfo,
+    openvino_version: str,
+) -> derived.Provenance:
+    """What the IR was made from and how: the checkpoint's facts, the converter's contract."""
+    return derived.Provenance(
+        name=recipe.name,
+        source=source.name,
+        source_files=dict(source.files),
+        files=files,
+        main=recipe.main,
+        calibration_digest="",
+        samples=0,
+        frames=0,
+        seed=0,
+        preset="",
+        heads="float",
+        fast_bias_correction=False,
+        nncf_version="",
+        openvino_version=openvino_version,
+        redactd_version=__version__,
+        created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        kind="ir",
+        conversion={
+            "converter": CONVERTER,
+            "input": f"{yolo_convert.INPUT} [1,3,H,W] RGB 0..1, H and W dynamic",
+            "output": f"{yolo_convert.OUTPUT} [1,4+classes,N] ltrb px, class scores",
+            "weights": "FP32 (the checkpoint's values; batch norm folded)",
+            "classes": list(meta.classes),
+            "strides": list(meta.strides),
+            "reg_max": meta.reg_max,
+            "layers": meta.layers,
+            "parameters": meta.parameters,
+            "checkpoint_trainer_version": meta.trainer_version,
+            "checkpoint_date": meta.date,
+        },
+    )

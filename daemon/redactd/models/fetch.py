@@ -227,24 +227,36 @@ def fetch(
         ctx.wheels_dir = work / "wheels"
         try:
             for spec in specs:
-                if not force and not spec.missing_or_bad(store):
-                    results.append(_result(spec, store, "present", None))
-                else:
-                    try:
-                        results.append(_fetch_one(spec, store, work, ctx))
-                    except ModelError as e:
-                        failures.append(FetchFailure(spec.name, str(e)))
-                        continue
-                made = _make_derived(manifest, spec, store, work, force)
-                if isinstance(made, FetchFailure):
-                    failures.append(made)
-                elif made is not None:
-                    results.append(made)
+                for outcome in _fetch_and_derive(manifest, spec, store, work, ctx, force):
+                    if isinstance(outcome, FetchFailure):
+                        failures.append(outcome)
+                    else:
+                        results.append(outcome)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     if failures:
         raise FetchError(results, failures)
     return results
+
+
+def _fetch_and_derive(
+    manifest: Manifest, spec: ModelSpec, store: Path, work: Path, ctx: _Context, force: bool
+) -> list[FetchResult | FetchFailure]:
+    """``spec`` installed (kept when verified, unless ``force``), then its derived IR.
+
+    A model that could not be installed gets no derived model.
+    """
+    if not force and not spec.missing_or_bad(store):
+        outcomes: list[FetchResult | FetchFailure] = [_result(spec, store, "present", None)]
+    else:
+        try:
+            outcomes = [_fetch_one(spec, store, work, ctx)]
+        except ModelError as e:
+            return [FetchFailure(spec.name, str(e))]
+    made = _make_derived(manifest, spec, store, work, force)
+    if made is not None:
+        outcomes.append(made)
+    return outcomes
 
 
 def _make_derived(

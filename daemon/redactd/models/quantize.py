@@ -186,63 +186,14 @@ def quantize(
         raise ModelError("no calibration input")
     source.verify(store)
     t0 = _now()
-    try:
-        path = source.main_path(store)
-        # convert_model folds the ONNX import's shape arithmetic (e.g. the Reshape
-        # feeding each depthwise kernel); without it nncf leaves those weights
-        # unfolded and the CPU plugin runs every depthwise convolution in f32
-        model = (
-            ov.convert_model(str(path))
-            if path.suffix == ".onnx"
-            else ov.Core().read_model(str(path))
-        )
-        port = model.inputs[0]
-        channels = port.get_partial_shape()[1]
-        # the runtime's "dynamic" policy: one input, any H and W
-        model.reshape({port: ov.PartialShape([1, channels, -1, -1])})
-    except Exception as e:
-        raise ModelError(
-            f"model {source.name!r} cannot be read for quantization: {type(e).__name__}"
-        ) from e
+    model = _read_dynamic(ov, source, store)
     data = _Hashed(calibration)
-    ignored = None
-    if opts.heads == "float":
-        names = head_nodes(model)
-        if names:
-            ignored = nncf.IgnoredScope(names=names, validate=False)
-    preset = {
-        "performance": nncf.QuantizationPreset.PERFORMANCE,
-        "mixed": nncf.QuantizationPreset.MIXED,
-    }[opts.preset]
-    # nncf logs its graph decisions at INFO (node names; noise for operators)
-    nncf.set_log_level(logging.WARNING)
-    try:
-        # nncf draws progress bars on stdout; stdout is for results here
-        with contextlib.redirect_stdout(sys.stderr):
-            quantized = nncf.quantize(
-                model,
-                nncf.Dataset(data),
-                preset=preset,
-                target_device=nncf.TargetDevice.CPU,
-                subset_size=len(calibration),
-                fast_bias_correction=opts.fast_bias_correction,
-                ignored_scope=ignored,
-            )
-    except (RedactdError, OSError, MemoryError):
-        raise
-    except Exception as e:
-        detail = log.scrub(str(e).strip().splitlines()[0] if str(e).strip() else "")[:200]
-        raise ModelError(
-            f"nncf could not quantize {source.name!r}: {type(e).__name__}: {detail}"
-        ) from e
+    quantized = _run_nncf(nncf, model, data, opts, source.name)
     if not data.hashes:
         raise ModelError("no calibration input reached the quantizer")
     with tempfile.TemporaryDirectory(prefix="redactd-quantize-") as tmp:
         out = Path(tmp)
-        try:
-            ov.save_model(quantized, str(out / recipe.main), compress_to_fp16=False)
-        except Exception as e:
-            raise ModelError(f"the quantized model cannot be saved: {type(e).__name__}") from e
+        _save(ov, quantized, out / recipe.main)
         prov = derived.Provenance(
             name=recipe.name,
             source=source.name,
@@ -264,6 +215,69 @@ def quantize(
         )
         action, prov = _install_artefact(recipe, source, store, out, prov)
     return QuantizeResult(recipe.name, action, prov, (_now() - t0).total_seconds())
+
+
+def _save(ov: Any, model: Any, path: Path) -> None:
+    """The quantized model as IR at ``path``, weights kept as quantized (``ModelError``)."""
+    try:
+        ov.save_model(model, str(path), compress_to_fp16=False)
+    except Exception as e:
+        raise ModelError(f"the quantized model cannot be saved: {type(e).__name__}") from e
+
+
+def _read_dynamic(ov: Any, source: ModelSpec, store: Path) -> Any:
+    """The source model as an OpenVINO model with a dynamic H and W input (``ModelError``)."""
+    try:
+        path = source.main_path(store)
+        # convert_model folds the ONNX import's shape arithmetic (e.g. the Reshape
+        # feeding each depthwise kernel); without it nncf leaves those weights
+        # unfolded and the CPU plugin runs every depthwise convolution in f32
+        model = (
+            ov.convert_model(str(path))
+            if path.suffix == ".onnx"
+            else ov.Core().read_model(str(path))
+        )
+        port = model.inputs[0]
+        channels = port.get_partial_shape()[1]
+        # the runtime's "dynamic" policy: one input, any H and W
+        model.reshape({port: ov.PartialShape([1, channels, -1, -1])})
+    except Exception as e:
+        raise ModelError(
+            f"model {source.name!r} cannot be read for quantization: {type(e).__name__}"
+        ) from e
+    return model
+
+
+def _run_nncf(nncf: Any, model: Any, data: _Hashed, opts: QuantizeOptions, name: str) -> Any:
+    """``nncf.quantize`` with ``opts`` on all of ``data``; its failures as ``ModelError``."""
+    ignored = None
+    if opts.heads == "float":
+        names = head_nodes(model)
+        if names:
+            ignored = nncf.IgnoredScope(names=names, validate=False)
+    preset = {
+        "performance": nncf.QuantizationPreset.PERFORMANCE,
+        "mixed": nncf.QuantizationPreset.MIXED,
+    }[opts.preset]
+    # nncf logs its graph decisions at INFO (node names; noise for operators)
+    nncf.set_log_level(logging.WARNING)
+    try:
+        # nncf draws progress bars on stdout; stdout is for results here
+        with contextlib.redirect_stdout(sys.stderr):
+            return nncf.quantize(
+                model,
+                nncf.Dataset(data),
+                preset=preset,
+                target_device=nncf.TargetDevice.CPU,
+                subset_size=len(data),
+                fast_bias_correction=opts.fast_bias_correction,
+                ignored_scope=ignored,
+            )
+    except (RedactdError, OSError, MemoryError):
+        raise
+    except Exception as e:
+        detail = log.scrub(str(e).strip().splitlines()[0] if str(e).strip() else "")[:200]
+        raise ModelError(f"nncf could not quantize {name!r}: {type(e).__name__}: {detail}") from e
 
 
 def _now() -> dt.datetime:

@@ -36,7 +36,7 @@ import fnmatch
 import math
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -234,6 +234,43 @@ def _spread(length: int, k: int, rng: random.Random) -> tuple[int, ...]:
     return tuple(sorted(picks))
 
 
+def _one_per_file(
+    paths: Sequence[Path], budget: int, tiling: TilingConfig, limits: LimitsConfig
+) -> tuple[list[_Source], int, int]:
+    """Round 0: one picture of each file, in the given order, until ``budget`` passes
+    are planned. Returns (files chosen, files not usable, budget left)."""
+    chosen: list[_Source] = []
+    skipped = 0
+    for p in paths:
+        if budget <= 0:
+            break
+        src = _probe(p, tiling, limits)
+        if src is None:
+            skipped += 1
+            continue
+        chosen.append(src)
+        budget -= src.passes
+    return chosen, skipped, budget
+
+
+def _more_video_frames(chosen: Sequence[_Source], budget: int) -> list[int]:
+    """Pictures taken per chosen file: later rounds add one more frame of each video
+    while the budget lasts."""
+    taken = [1] * len(chosen)
+    while budget > 0:
+        grew = False
+        for i, src in enumerate(chosen):
+            if budget <= 0:
+                break
+            if src.kind == "video" and taken[i] < src.length:
+                taken[i] += 1
+                budget -= src.passes
+                grew = True
+        if not grew:
+            break
+    return taken
+
+
 def collect(
     folder: Path,
     decoder: str,
@@ -262,37 +299,13 @@ def collect(
     rng = random.Random(seed)
     paths = _files(folder)
     rng.shuffle(paths)
-    chosen: list[_Source] = []
-    skipped = 0
-    budget = samples
-    # round 0: one picture of each file, in shuffled order, until the budget is met
-    for p in paths:
-        if budget <= 0:
-            break
-        src = _probe(p, tiling, limits)
-        if src is None:
-            skipped += 1
-            continue
-        chosen.append(src)
-        budget -= src.passes
+    chosen, skipped, budget = _one_per_file(paths, samples, tiling, limits)
     if not chosen:
         raise CalibrationError(
             f"the calibration folder holds no readable image or video ({len(paths)} files "
             f"looked at, {skipped} not usable)"
         )
-    taken = [1] * len(chosen)
-    # later rounds: one more frame of each video while the budget lasts
-    while budget > 0:
-        grew = False
-        for i, src in enumerate(chosen):
-            if budget <= 0:
-                break
-            if src.kind == "video" and taken[i] < src.length:
-                taken[i] += 1
-                budget -= src.passes
-                grew = True
-        if not grew:
-            break
+    taken = _more_video_frames(chosen, budget)
     sources = []
     for src, k in zip(chosen, taken, strict=True):
         frames = _spread(src.length, k, rng) if src.kind == "video" else (0,)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from redactd.core.boxes import box_array, iou_matrix
 from redactd.core.config import ClassConfig, TrackConfig
 from redactd.core.types import Box, Detection, ObjectClass
 
@@ -177,23 +178,6 @@ class _Track:
     @property
     def confirmed(self) -> bool:
         return self.hits >= CONFIRM_HITS
-
-
-def _iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
-    if not a or not b:
-        return np.zeros((len(a), len(b)))
-    pa = np.array([[x.x1, x.y1, x.x2, x.y2] for x in a])
-    pb = np.array([[x.x1, x.y1, x.x2, x.y2] for x in b])
-    lo = np.maximum(pa[:, None, :2], pb[None, :, :2])
-    hi = np.minimum(pa[:, None, 2:], pb[None, :, 2:])
-    ix, iy = np.clip(hi - lo, 0, None).transpose(2, 0, 1)
-    inter = ix * iy
-    area_a = (pa[:, 2] - pa[:, 0]) * (pa[:, 3] - pa[:, 1])
-    area_b = (pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(union > 0, inter / union, 0.0)
-    return np.asarray(out)
 
 
 def _greedy_match(sim: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -337,8 +321,9 @@ class ClassTracker:
         grown by one sigma when that is higher (uncertain tracks gate wider)."""
         if not tracks or not boxes:
             return np.zeros((len(tracks), len(boxes)))
-        plain = _iou_matrix([t.kf.box() for t in tracks], boxes)
-        grown = _iou_matrix([t.kf.box(1.0) for t in tracks], boxes)
+        dets = box_array(boxes)
+        plain = iou_matrix(box_array(t.kf.box() for t in tracks), dets)
+        grown = iou_matrix(box_array(t.kf.box(1.0) for t in tracks), dets)
         return np.maximum(plain, grown)
 
     def _hit(self, t: _Track, d: Detection) -> None:
