@@ -72,28 +72,36 @@ def pick_face_images(n: int, min_face: int = 48, max_bytes: int = 250_000) -> li
     return chosen
 
 
-def synthetic_images(folder: Path, n: int, size: int = 480) -> list[Path]:
-    """Stand-ins when ../shared is absent: noisy JPEGs with a bright ellipse."""
-    rng = np.random.default_rng(1234)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-        cv2.ellipse(
-            img, (size // 2, size // 2), (size // 6, size // 5), 0, 0, 360, (200, 180, 160), -1
-        )
-        p = folder / f"synthetic_{i:03d}.jpg"
-        cv2.imwrite(str(p), img)
-        out.append(p)
-    return out
-
-
 @pytest.fixture
 def face_images(tmp_path: Path) -> list[tuple[Path, Labelled | None]]:
-    """~15 real labelled face images (``../shared``), else synthetic ones."""
+    """~15 real labelled face images (``../shared``), else variants of the one
+    real portrait every install has (matplotlib's sample photo of Grace Hopper,
+    its face box labelled here), so a masking check never checks nothing."""
     if SHARED is not None:
         return [(item.path, item) for item in pick_face_images(15)]
-    return [(p, None) for p in synthetic_images(tmp_path / "synthetic", 15)]
+    return portrait_variants(tmp_path / "portraits", 15)
+
+
+#: Grace Hopper's face in matplotlib's ``grace_hopper.jpg`` (512x600): x, y, w, h.
+PORTRAIT_FACE = (174, 128, 184, 206)
+
+
+def portrait_variants(folder: Path, n: int) -> list[tuple[Path, Labelled | None]]:
+    """``n`` JPEGs of the packaged portrait (mirrored every other one, each at
+    another quality, so no two files are equal), with the face box labelled."""
+    import matplotlib.cbook
+
+    src = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    assert src is not None and src.shape[:2] == (600, 512)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[tuple[Path, Labelled | None]] = []
+    x, y, w, h = PORTRAIT_FACE
+    for i in range(n):
+        img, box = (cv2.flip(src, 1), (512 - x - w, y, w, h)) if i % 2 else (src, PORTRAIT_FACE)
+        p = folder / f"portrait_{i:03d}.jpg"
+        assert cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 70 + i])
+        out.append((p, Labelled(p, 512, 600, (box,), ())))
+    return out
 
 
 def small_jpeg(path: Path, seed: int, size: int = 64) -> None:

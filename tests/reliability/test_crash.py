@@ -130,8 +130,9 @@ def test_kill9_chaos_loses_nothing_and_delivers_each_file_once(
         f"chaos: {kills} kills, {len(out)} delivered, {len(quarantined)} quarantined, "
         f"big faces masked {masked}/{total}"
     )
-    if total:
-        assert masked / total >= 0.8
+    # Every run checks faces: the shared set's, else the packaged portrait's.
+    assert total > 0, "no labelled face was delivered: the masking check checked nothing"
+    assert masked / total >= 0.8
     assert [p.name for p in files(f.work)] == [".lock"]
     recovered = d.events("job.recovered")
     print(f"chaos: {len(recovered)} job recoveries over {d.starts} starts")

@@ -106,6 +106,41 @@ def test_link_noreplace_passes_exdev_up(tmp_path: Path, monkeypatch: pytest.Monk
     assert tmp.exists()
 
 
+def test_a_link_whose_folder_fsync_fails_says_the_name_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO from the fsync after the link: the file is already visible (a
+    consumer may take it at once), so the error says so (NotDurable, same errno)
+    and a caller never mistakes it for a link that did not happen."""
+    real_fsync = os.fsync
+    dirs_synced = []
+
+    def failing_dir_fsync(fd: int) -> None:
+        import stat
+
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            dirs_synced.append(fd)
+            raise OSError(errno.EIO, "injected")
+        real_fsync(fd)
+
+    tmp = _tmp_with(tmp_path / "a.jpg", b"x")
+    monkeypatch.setattr(os, "fsync", failing_dir_fsync)
+    with pytest.raises(fsutil.NotDurable) as ei:
+        fsutil.link_noreplace(tmp, tmp_path / "a.jpg")
+    monkeypatch.undo()
+    assert ei.value.errno == errno.EIO and dirs_synced
+    assert (tmp_path / "a.jpg").read_bytes() == b"x"
+
+
+def test_a_link_that_fails_is_not_not_durable(tmp_path: Path) -> None:
+    """A link that never happened is a plain OSError (nothing was published)."""
+    tmp = _tmp_with(tmp_path / "a.jpg", b"x")
+    with pytest.raises(OSError) as ei:
+        fsutil.link_noreplace(tmp, tmp_path / "missing" / "a.jpg")
+    assert not isinstance(ei.value, fsutil.NotDurable)
+    assert ei.value.errno == errno.ENOENT
+
+
 def test_rename_noreplace_without_renameat2_still_refuses_an_existing_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
