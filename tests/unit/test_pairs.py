@@ -19,7 +19,7 @@ import pytest
 from redactd.core import fsutil
 from redactd.core.config import WatchConfig
 from redactd.service.spool import nofollow
-from redactd.service.spool.job import MANIFEST, SIDECAR, Job, Target
+from redactd.service.spool.job import MANIFEST, SIDECAR, Job, JobState, Target
 from redactd.service.spool.workarea import Spool
 from redactd.service.watch import Candidate, FolderWatcher
 from tests.helpers.spool import Crash, all_files, fake_process, tmpfs
@@ -517,7 +517,7 @@ def test_a_lost_record_makes_recovery_run_the_job_again(
 
 def test_discarding_an_unpublished_delivery_runs_the_job_again(dirs: dict[str, Path]) -> None:
     sp, job = processed_with_record(dirs)
-    job.state = "delivering"  # a delivery that failed transiently
+    job.state = JobState.DELIVERING  # a delivery that failed transiently
     sp.discard_output(job)
     assert job.state == "claimed" and job.out_tmp is None and job.rec_tmp is None
     assert all_files(dirs["outbound"]) == []

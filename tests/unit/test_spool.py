@@ -876,22 +876,23 @@ OLD_DELIVERING = (
     '"timed_out":false}'
 )
 
-# Same version, quarantining (original linked, sidecar not yet); the reason
+# Same version, quarantining (the pair placed, the reason file not yet); the reason
 # placement is of an older version still (inode only, no size or mtime).
 OLD_QUARANTINING = (
     '{"v":1,"id":"60749bd621274f95","state":"quarantining","attempts":1,"size":6,'
-    '"claimed_at":1796234342.4005668,"target":{"inbound":"/i","outbound":"/o",'
-    '"quarantine":"/q","profile":"default","file_mode":416},"rel":["b.jpg"],"claim":null,'
-    '"out_tmp":null,"out_name":null,"q_tmp":"/q/.redactd-tmp-1.jpg","r_tmp":"/q/.redactd-tmp-2.json",'
-    '"sidecar":"b.jpg.redact.json","sidecar_claim":".redactd-claim-0123456789abcdef.sidecar",'
-    '"qs_tmp":"/q/.redactd-tmp-3.jpg","rec_tmp":null,"input_sha256":null,'
+    '"claimed_at":1796234342.4005668,"target":{"inbound":"@IN@","outbound":"@OUT@",'
+    '"quarantine":"@Q@","profile":"default","file_mode":416},"rel":["b.jpg"],"claim":null,'
+    '"out_tmp":null,"out_name":null,"q_tmp":"@Q@/.redactd-tmp-1.jpg",'
+    '"r_tmp":"@Q@/.redactd-tmp-2.json","sidecar":"b.jpg.redact.json",'
+    '"sidecar_claim":".redactd-claim-0123456789abcdef.sidecar",'
+    '"qs_tmp":"@Q@/.redactd-tmp-3.jpg","rec_tmp":null,"input_sha256":null,'
     '"snap":{"ino":2206274,"size":6,"mtime_ns":1796234342400445959,'
-    '"ctime_ns":1796234342415042187},"places":{"orig":{"staged":"/w/60749bd621274f95/src",'
-    '"dev":65024,"ino":2206274,"size":6,"mtime_ns":1796234342400445959,'
-    '"cand":"/q/b.jpg","linked":true},"qside":{"staged":"/w/60749bd621274f95/sidecar.json",'
-    '"dev":65024,"ino":2206276,"size":2,"mtime_ns":1796234342400483110,'
-    '"cand":"/q/b.jpg.redact.json"},"reason":{"staged":"/q/.redactd-tmp-2.json","dev":65024,'
-    '"ino":2206277,"cand":null}},"reason":{"reason":"corrupt","description":'
+    '"ctime_ns":1796234342415042187},"places":{"orig":{"staged":"@JOB@/src",'
+    '"dev":@DEV@,"ino":@SRC_INO@,"size":6,"mtime_ns":@SRC_MTIME@,'
+    '"cand":"@Q@/b.jpg","linked":true},"qside":{"staged":"@JOB@/sidecar.json",'
+    '"dev":@DEV@,"ino":@SIDE_INO@,"size":2,"mtime_ns":@SIDE_MTIME@,'
+    '"cand":"@Q@/b.jpg.redact.json"},"reason":{"staged":"@Q@/.redactd-tmp-2.json",'
+    '"dev":@DEV@,"ino":@R_INO@,"cand":null}},"reason":{"reason":"corrupt","description":'
     '"the content could not be decoded completely","stage":"decode","detail":"",'
     '"last_error":""},"timed_out":false}'
 )
@@ -906,10 +907,14 @@ def _fill(text: str, values: dict[str, object]) -> str:
 def test_a_manifest_of_the_previous_version_is_written_back_byte_for_byte(
     tmp_path: Path,
 ) -> None:
-    ids = {"@DEV@": 65024, "@OUT_INO@": 2206273, "@OUT_MTIME@": 1796234342360419041}
-    ids.update({"@REC_INO@": 2206272, "@REC_MTIME@": 1796234342371042186})
-    delivering = _fill(OLD_DELIVERING, {"@IN@": "/i", "@OUT@": "/o", "@Q@": "/q", **ids})
-    for text in (OLD_QUARANTINING, delivering):
+    values: dict[str, object] = {"@IN@": "/i", "@OUT@": "/o", "@Q@": "/q", "@JOB@": "/w/j"}
+    for i, token in enumerate(("@DEV@", "@OUT_INO@", "@REC_INO@", "@SRC_INO@", "@SIDE_INO@")):
+        values[token] = 65024 + i
+    for i, token in enumerate(("@OUT_MTIME@", "@REC_MTIME@", "@SRC_MTIME@", "@SIDE_MTIME@")):
+        values[token] = 1796234342360419041 + i
+    values["@R_INO@"] = 2206277
+    for text in (_fill(OLD_QUARANTINING, values), _fill(OLD_DELIVERING, values)):
+        assert "@" not in text
         job = Job.from_json(json.loads(text), tmp_path)
         again = json.dumps(job.to_json(), ensure_ascii=True, separators=(",", ":"))
         assert again == text
@@ -951,4 +956,43 @@ def test_a_delivery_of_the_previous_version_is_recovered_and_finished_once(
     assert sp.deliver(job) == out / "a.jpg"
     assert all_files(out) == ["a.jpg", "a.jpg.redactd.json"]
     assert (out / "a.jpg").read_bytes() == b"masked"
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_a_quarantine_of_the_previous_version_is_recovered_and_finished_once(
+    dirs: dict[str, Path],
+) -> None:
+    q = dirs["quarantine"]
+    job_dir = dirs["work"] / "60749bd621274f95"
+    job_dir.mkdir(mode=0o700)
+    src = job_dir / "src"
+    src.write_bytes(b"orig-b")
+    side = job_dir / "sidecar.json"
+    side.write_bytes(b"{}")
+    os.link(side, q / "b.jpg.redact.json")  # placed before the crash, sidecar first
+    os.link(src, q / "b.jpg")
+    reason = q / ".redactd-tmp-2.json"
+    reason.write_bytes(b'{"reason": "corrupt"}\n')
+    values: dict[str, object] = {
+        "@IN@": dirs["inbound"],
+        "@OUT@": dirs["outbound"],
+        "@Q@": q,
+        "@JOB@": job_dir,
+        "@DEV@": src.stat().st_dev,
+        "@SRC_INO@": src.stat().st_ino,
+        "@SRC_MTIME@": src.stat().st_mtime_ns,
+        "@SIDE_INO@": side.stat().st_ino,
+        "@SIDE_MTIME@": side.stat().st_mtime_ns,
+        "@R_INO@": reason.stat().st_ino,
+    }
+    (job_dir / MANIFEST).write_text(_fill(OLD_QUARANTINING, values))
+    [job] = Spool(dirs["work"]).recover()
+    assert job.state == "quarantining" and set(job.places) == {"orig", "qside", "reason"}
+    assert job.reason is not None and job.reason["reason"] == "corrupt"
+    assert Spool(dirs["work"]).quarantine(job) == q / "b.jpg"
+    assert all_files(q) == ["b.jpg", "b.jpg.reason.json", "b.jpg.redact.json"]
+    assert (q / "b.jpg").read_bytes() == b"orig-b" and (
+        q / "b.jpg.redact.json"
+    ).read_bytes() == b"{}"
+    assert (q / "b.jpg.reason.json").read_bytes() == b'{"reason": "corrupt"}\n'
     assert os.listdir(dirs["work"]) == []

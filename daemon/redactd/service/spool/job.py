@@ -232,7 +232,7 @@ class Job:
         return {
             "v": 1,
             "id": self.id,
-            "state": self.state.value,
+            "state": JobState(self.state).value,  # (a plain string assigned is accepted)
             "attempts": self.attempts,
             "size": self.size,
             "claimed_at": self.claimed_at,

@@ -5,6 +5,12 @@ A thin front over the parts that do the work (:mod:`.claim`,
 sharing one :class:`~.job.JobStore` and one :class:`~.placement.Placer`),
 plus what concerns the work area as a whole (its lock) or the claimed input
 as the pipeline reads it (preflight, input changed, sha256).
+
+Input changed: the claimed original's (inode, size, mtime, ctime) is kept
+in the manifest (``snap``); the supervisor compares it before processing,
+before a quarantine verdict and before publishing (:meth:`Spool.input_changed`):
+content appended through a writer's open handle after the claim discards the
+output and the job settles again.
 """
 
 from __future__ import annotations
