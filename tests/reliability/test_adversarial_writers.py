@@ -21,7 +21,9 @@ import av
 import cv2
 import pytest
 
-from redactd.service import spool as spool_mod
+from redactd.service.spool import nofollow
+from redactd.service.spool.job import Target
+from redactd.service.spool.workarea import Spool
 from tests.helpers.service import (
     Daemon,
     Folders,
@@ -209,15 +211,15 @@ def test_a_claim_cut_short_meeting_a_full_work_area_is_put_back_not_hidden(
         media = f.inbound / "a.png"
         noisy_png(media, 7, size=128)
         data = media.read_bytes()
-        target = spool_mod.Target(f.inbound, f.outbound, f.quarantine, "default")
-        sp = spool_mod.Spool(f.work)
+        target = Target(f.inbound, f.outbound, f.quarantine, "default")
+        sp = Spool(f.work)
         sp.lock()
 
         def die(src: Path, dst: Path, **kw: object) -> None:
             dst.write_bytes(b"partial")
             raise _Crash()
 
-        monkeypatch.setattr(spool_mod, "_copy_nofollow", die)
+        monkeypatch.setattr(nofollow, "copy_nofollow", die)
         with pytest.raises(_Crash):
             sp.claim(("a.png",), target, True)
         monkeypatch.undo()

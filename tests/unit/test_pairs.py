@@ -18,10 +18,11 @@ import pytest
 
 from redactd.core import fsutil
 from redactd.core.config import WatchConfig
-from redactd.service import spool as spool_mod
-from redactd.service.spool import Spool, Target
+from redactd.service.spool import nofollow
+from redactd.service.spool.job import MANIFEST, SIDECAR, Job, JobState, Target
+from redactd.service.spool.workarea import Spool
 from redactd.service.watch import Candidate, FolderWatcher
-from tests.unit.test_spool import Crash, all_files, fake_process, tmpfs
+from tests.helpers.spool import Crash, all_files, fake_process, tmpfs
 
 SIDE = ".redact.json"
 REC = ".redactd.json"
@@ -213,7 +214,7 @@ def test_claim_takes_the_sidecar_with_its_input(dirs: dict[str, Path]) -> None:
     assert job is not None and job.sidecar == "a.jpg" + SIDE
     assert os.listdir(dirs["inbound"]) == []
     assert job.sidecar_src.read_bytes() == b'{"mask": []}'
-    manifest = json.loads((job.dir / spool_mod.MANIFEST).read_text())
+    manifest = json.loads((job.dir / MANIFEST).read_text())
     assert manifest["sidecar"] == "a.jpg" + SIDE and manifest["state"] == "claimed"
 
 
@@ -237,7 +238,7 @@ def test_crash_between_the_input_and_sidecar_renames_is_finished_by_recovery(
             raise Crash()
         real_rename(a, b, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(spool_mod.os, "rename", die)
+    monkeypatch.setattr(os, "rename", die)
     with pytest.raises(Crash):
         Spool(dirs["work"]).claim(("a.jpg",), target(dirs), True, "a.jpg" + SIDE)
     monkeypatch.undo()
@@ -273,15 +274,15 @@ def test_cross_filesystem_pair_claim_survives_a_crash_mid_copy(
             p.mkdir()
         put(d, "a.jpg")
         put(d, "a.jpg" + SIDE, b'{"keep": []}')
-        real_copy = spool_mod._copy_nofollow
+        real_copy = nofollow.copy_nofollow
 
         def die_on_sidecar(a: Path, b: Path, **kw: object) -> None:
-            if b.name.startswith(spool_mod.SIDECAR):
+            if b.name.startswith(SIDECAR):
                 b.write_bytes(b"{")
                 raise Crash()
             real_copy(a, b, **kw)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(spool_mod, "_copy_nofollow", die_on_sidecar)
+        monkeypatch.setattr(nofollow, "copy_nofollow", die_on_sidecar)
         with pytest.raises(Crash):
             Spool(d["work"]).claim(("a.jpg",), target(d), True, "a.jpg" + SIDE)
         monkeypatch.undo()
@@ -292,7 +293,7 @@ def test_cross_filesystem_pair_claim_survives_a_crash_mid_copy(
         assert job.sidecar_src.read_bytes() == b'{"keep": []}'
         assert job.src.read_bytes() == b"original"
         assert sorted(os.listdir(d["inbound"])) == sorted(left)
-        Spool(d["work"])._finish(job)
+        Spool(d["work"]).claimer.release(job)
         assert os.listdir(d["inbound"]) == []
         # the one read of the input that the copy was also gave its sha256
         import hashlib
@@ -303,7 +304,7 @@ def test_cross_filesystem_pair_claim_survives_a_crash_mid_copy(
 # --------------------------------------------------------------------------- quarantine
 
 
-def claimed_pair(d: dict[str, Path], name: str = "a.jpg") -> tuple[Spool, spool_mod.Job]:
+def claimed_pair(d: dict[str, Path], name: str = "a.jpg") -> tuple[Spool, Job]:
     put(d, name)
     put(d, name + SIDE, b'{"mask": 1}')
     sp = Spool(d["work"])
@@ -346,7 +347,7 @@ def test_crash_between_sidecar_and_input_quarantine_places_each_once(
         if dst.name.endswith(SIDE):
             raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", sidecar_then_die)
+    monkeypatch.setattr(fsutil, "link_noreplace", sidecar_then_die)
     with pytest.raises(Crash):
         sp.quarantine(job)
     monkeypatch.undo()
@@ -386,7 +387,7 @@ def temporaries(root: Path) -> list[str]:
     return [n for n in all_files(root) if Path(n).name.startswith(fsutil.TMP_PREFIX)]
 
 
-def processed_with_record(d: dict[str, Path], name: str = "a.jpg") -> tuple[Spool, spool_mod.Job]:
+def processed_with_record(d: dict[str, Path], name: str = "a.jpg") -> tuple[Spool, Job]:
     sp, job = claimed_pair(d, name)
     fake_process(job.src, sp.begin_attempt(job))
     sp.stage_record(job, b'{"record": true}\n')
@@ -405,7 +406,7 @@ def test_delivery_publishes_the_record_first_beside_the_output_and_drops_the_sid
         order.append(dst.name)
         real_link(src, dst)
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", spy)
+    monkeypatch.setattr(fsutil, "link_noreplace", spy)
     final = sp.deliver(job)
     assert order == ["a (1).jpg" + REC, "a (1).jpg"]
     assert final.name == "a (1).jpg"
@@ -426,7 +427,7 @@ def test_crash_between_record_and_output_publishes_each_exactly_once(
         if dst.name.endswith(REC):
             raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", record_then_die)
+    monkeypatch.setattr(fsutil, "link_noreplace", record_then_die)
     with pytest.raises(Crash):
         sp.deliver(job)
     monkeypatch.undo()
@@ -450,7 +451,7 @@ def test_a_record_published_beside_a_name_taken_since_moves_with_its_output(
         if dst.name.endswith(REC):
             raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", record_then_die)
+    monkeypatch.setattr(fsutil, "link_noreplace", record_then_die)
     with pytest.raises(Crash):
         sp.deliver(job)
     monkeypatch.undo()
@@ -483,7 +484,7 @@ def test_the_sweep_spares_the_staged_files_of_recovered_jobs(
     def die(src: Path, dst: Path) -> None:
         raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", die)
+    monkeypatch.setattr(fsutil, "link_noreplace", die)
     with pytest.raises(Crash):
         sp.deliver(job)
     monkeypatch.undo()
@@ -504,7 +505,7 @@ def test_a_lost_record_makes_recovery_run_the_job_again(
     def die(src: Path, dst: Path) -> None:
         raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", die)
+    monkeypatch.setattr(fsutil, "link_noreplace", die)
     with pytest.raises(Crash):
         sp.deliver(job)
     monkeypatch.undo()
@@ -516,7 +517,7 @@ def test_a_lost_record_makes_recovery_run_the_job_again(
 
 def test_discarding_an_unpublished_delivery_runs_the_job_again(dirs: dict[str, Path]) -> None:
     sp, job = processed_with_record(dirs)
-    job.state = "delivering"  # a delivery that failed transiently
+    job.state = JobState.DELIVERING  # a delivery that failed transiently
     sp.discard_output(job)
     assert job.state == "claimed" and job.out_tmp is None and job.rec_tmp is None
     assert all_files(dirs["outbound"]) == []

@@ -12,31 +12,20 @@ import errno
 import json
 import os
 import stat
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from redactd.core import fsutil
 from redactd.core.errors import REASONS, PermanentInputError, TransientError
-from redactd.service import spool as spool_mod
-from redactd.service.spool import (
-    MANIFEST,
-    Job,
-    Spool,
-    SpoolBusy,
-    Target,
-    numbered,
-    reason_name,
-    truncate_name,
-)
-
-
-class Crash(BaseException):
-    """Stands for the process dying at this exact step."""
+from redactd.service.spool import nofollow
+from redactd.service.spool.errors import InputChanged, NotMovable, SpoolBusy
+from redactd.service.spool.job import MANIFEST, Job, Target
+from redactd.service.spool.names import numbered, reason_name, truncate_name
+from redactd.service.spool.workarea import Spool
+from tests.helpers.spool import Crash, all_files, fake_process, tmpfs
 
 
 @pytest.fixture
@@ -56,20 +45,6 @@ def put(d: dict[str, Path], *rel: str, data: bytes = b"original") -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
     return p
-
-
-def fake_process(src: Path, dst: Path) -> None:
-    """What the pipeline does: O_EXCL create, write, fsync."""
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, b"masked:" + src.read_bytes())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def all_files(root: Path) -> list[str]:
-    return sorted(str(Path(r, f).relative_to(root)) for r, _ds, fs in os.walk(root) for f in fs)
 
 
 def test_claim_moves_the_file_into_a_private_job_folder(dirs: dict[str, Path]) -> None:
@@ -348,7 +323,7 @@ def test_crash_between_link_and_unlink_delivers_exactly_once(
         os.link(src, dst)
         raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", link_then_die)
+    monkeypatch.setattr(fsutil, "link_noreplace", link_then_die)
     with pytest.raises(Crash):
         sp.deliver(job)
     monkeypatch.undo()
@@ -371,7 +346,7 @@ def test_crash_before_the_link_delivers_once_after_recovery(
     def die(src: Path, dst: Path) -> None:
         raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", die)
+    monkeypatch.setattr(fsutil, "link_noreplace", die)
     with pytest.raises(Crash):
         sp.deliver(job)
     monkeypatch.undo()
@@ -392,7 +367,7 @@ def test_crash_after_delivery_before_cleanup_does_not_deliver_twice(
     def die(job: object) -> None:
         raise Crash()
 
-    monkeypatch.setattr(sp, "_finish", die)
+    monkeypatch.setattr(sp.claimer, "release", die)
     with pytest.raises(Crash):
         sp.deliver(job)
     jobs = Spool(dirs["work"]).recover()
@@ -414,7 +389,7 @@ def test_crash_before_the_claim_rename_leaves_the_input_in_inbound(
             raise Crash()
         real_rename(a, b, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(spool_mod.os, "rename", die)
+    monkeypatch.setattr(os, "rename", die)
     with pytest.raises(Crash):
         sp.claim(("a.jpg",), target(dirs), True)
     monkeypatch.undo()
@@ -436,7 +411,7 @@ def test_crash_during_quarantine_quarantines_exactly_once(
     def die(*a: object) -> None:
         raise Crash()
 
-    monkeypatch.setattr(sp, "_write_reason", die)  # original placed, reason not yet
+    monkeypatch.setattr(sp.quarantiner, "write_reason", die)  # original placed, reason not yet
     with pytest.raises(Crash):
         sp.quarantine(job)
     jobs = Spool(dirs["work"]).recover()
@@ -476,22 +451,6 @@ def test_sweep_removes_old_strays_and_spares_young_ones(dirs: dict[str, Path]) -
 # --------------------------------------------------------------------------- other filesystems
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str = "8m") -> Iterator[Path]:
-    path.mkdir(exist_ok=True)
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root); cross-filesystem moves untested")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_claim_and_quarantine_across_filesystems_copy_durably(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt") as mnt:
         d = {
@@ -520,7 +479,7 @@ def test_claim_and_quarantine_across_filesystems_copy_durably(tmp_path: Path) ->
         assert os.listdir(d["inbound"]) == []
         # a special file cannot be copied: it is left in place
         os.mkfifo(d["inbound"] / "p")
-        with pytest.raises(spool_mod.NotMovable):
+        with pytest.raises(NotMovable):
             sp.claim(("p",), target(d), False)
         assert (d["inbound"] / "p").exists()
 
@@ -543,7 +502,7 @@ def test_cross_filesystem_claim_interrupted_mid_copy_is_finished_by_recovery(
             b.write_bytes(b"par")
             raise Crash()
 
-        monkeypatch.setattr(spool_mod, "_copy_nofollow", die)
+        monkeypatch.setattr(nofollow, "copy_nofollow", die)
         with pytest.raises(Crash):
             Spool(d["work"]).claim(("a.jpg",), target(d), True)
         monkeypatch.undo()
@@ -552,7 +511,7 @@ def test_cross_filesystem_claim_interrupted_mid_copy_is_finished_by_recovery(
         assert len(jobs) == 1 and jobs[0].src.read_bytes() == b"original"
         # the hidden claim name stays until the job ends
         assert [p.startswith(".redactd-claim-") for p in os.listdir(d["inbound"])] == [True]
-        Spool(d["work"])._finish(jobs[0])
+        Spool(d["work"]).claimer.release(jobs[0])
         assert os.listdir(d["inbound"]) == []
 
 
@@ -573,7 +532,7 @@ def test_cross_filesystem_claim_that_fails_puts_the_input_back(
         def full(a: Path, b: Path, **kw: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(spool_mod, "_copy_nofollow", full)
+        monkeypatch.setattr(nofollow, "copy_nofollow", full)
         with pytest.raises(OSError):
             Spool(d["work"]).claim(("a.jpg",), target(d), True)
         assert os.listdir(d["inbound"]) == ["a.jpg"]
@@ -622,7 +581,7 @@ def test_claim_refuses_a_file_that_changed_since_it_settled(
     else:
         os.utime(src, ns=(snap[3] + 10**9, snap[3] + 10**9))
     sp = Spool(dirs["work"])
-    with pytest.raises(spool_mod.InputChanged):
+    with pytest.raises(InputChanged):
         sp.claim(("a.jpg",), target(dirs), True, expect=snap)
     assert os.listdir(dirs["inbound"]) == ["a.jpg"]
     assert [p for p in dirs["work"].iterdir() if p.is_dir()] == []
@@ -663,7 +622,7 @@ def test_cross_filesystem_claim_keeps_a_random_claim_name_and_puts_back_on_chang
         for p in d.values():
             p.mkdir()
         src = put(d, "a.jpg")
-        real_copy = spool_mod._copy_nofollow
+        real_copy = nofollow.copy_nofollow
 
         def copy_then_writer_appends(a: Path, b: Path, **kw: object) -> None:
             real_copy(a, b, **kw)  # type: ignore[arg-type]
@@ -671,9 +630,9 @@ def test_cross_filesystem_claim_keeps_a_random_claim_name_and_puts_back_on_chang
             with open(d["inbound"] / claim, "ab") as f:
                 f.write(b"+late")
 
-        monkeypatch.setattr(spool_mod, "_copy_nofollow", copy_then_writer_appends)
+        monkeypatch.setattr(nofollow, "copy_nofollow", copy_then_writer_appends)
         sp = Spool(d["work"])
-        with pytest.raises(spool_mod.InputChanged):
+        with pytest.raises(InputChanged):
             sp.claim(("a.jpg",), target(d), True, expect=_snapshot(src))
         monkeypatch.undo()
         assert os.listdir(d["inbound"]) == ["a.jpg"]
@@ -708,7 +667,7 @@ def test_unfinished_cross_filesystem_claim_on_a_full_work_area_is_put_back(
         def die(a: Path, b: Path, **kw: object) -> None:
             raise Crash()
 
-        monkeypatch.setattr(spool_mod, "_copy_nofollow", die)
+        monkeypatch.setattr(nofollow, "copy_nofollow", die)
         with pytest.raises(Crash):
             Spool(d["work"]).claim(("a.jpg",), target(d), True)
         put(d, "a.jpg", data=b"a newer file of the same name")
@@ -716,7 +675,7 @@ def test_unfinished_cross_filesystem_claim_on_a_full_work_area_is_put_back(
         def full(a: Path, b: Path, **kw: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(spool_mod, "_copy_nofollow", full)
+        monkeypatch.setattr(nofollow, "copy_nofollow", full)
         assert Spool(d["work"]).recover() == []
         assert sorted(os.listdir(d["inbound"])) == ["a (1).jpg", "a.jpg"]
         assert (d["inbound"] / "a (1).jpg").read_bytes() == b"original"
@@ -738,7 +697,7 @@ def test_crash_then_remount_with_new_inode_numbers_still_delivers_exactly_once(
         os.link(src, dst)
         raise Crash()
 
-    monkeypatch.setattr(spool_mod.fsutil, "link_noreplace", link_then_die)
+    monkeypatch.setattr(fsutil, "link_noreplace", link_then_die)
     with pytest.raises(Crash):
         sp.deliver(job)
     monkeypatch.undo()
@@ -774,7 +733,7 @@ def test_a_claim_name_that_could_not_be_dropped_is_dropped_at_the_next_recovery(
         def unsafe(*_a: object) -> int:
             raise PermissionError(13, "inbound is not readable right now")
 
-        monkeypatch.setattr(spool_mod, "open_dir_nofollow", unsafe)
+        monkeypatch.setattr(nofollow, "open_dir_nofollow", unsafe)
         with pytest.raises(PermissionError):  # raised: the supervisor retries it
             sp.deliver(job)
         monkeypatch.undo()
@@ -895,3 +854,145 @@ def test_a_name_lost_before_its_fsync_succeeded_is_not_taken_for_published_after
         fake_process(again.src, sp.begin_attempt(again))
         sp.deliver(again)
     assert all_files(dirs["outbound"]) == ["a.jpg"]
+
+
+# --------------------------------------------------------------------------- old job.json
+
+# Written by the version before the spool became a package (a crash after the
+# output's link, its record linked first); paths and inode fields are filled in.
+OLD_DELIVERING = (
+    '{"v":1,"id":"bb49f3e6efb2e85f","state":"delivering","attempts":1,"size":8,'
+    '"claimed_at":1796234342.316779,"target":{"inbound":"@IN@","outbound":"@OUT@",'
+    '"quarantine":"@Q@","profile":"default","file_mode":416},"rel":["a.jpg"],"claim":null,'
+    '"out_tmp":"@OUT@/.redactd-tmp-39983d2e3c30.jpg","out_name":null,"q_tmp":null,'
+    '"r_tmp":null,"sidecar":"a.jpg.redact.json","sidecar_claim":null,"qs_tmp":null,'
+    '"rec_tmp":"@OUT@/.redactd-tmp-48e6ac0310f2.json","input_sha256":null,'
+    '"snap":{"ino":2206269,"size":8,"mtime_ns":1796234342316579574,'
+    '"ctime_ns":1796234342319042184},"places":{"out":{"staged":'
+    '"@OUT@/.redactd-tmp-39983d2e3c30.jpg","dev":@DEV@,"ino":@OUT_INO@,"size":6,'
+    '"mtime_ns":@OUT_MTIME@,"cand":"@OUT@/a.jpg"},"record":{"staged":'
+    '"@OUT@/.redactd-tmp-48e6ac0310f2.json","dev":@DEV@,"ino":@REC_INO@,"size":7,'
+    '"mtime_ns":@REC_MTIME@,"cand":"@OUT@/a.jpg.redactd.json"}},"reason":null,'
+    '"timed_out":false}'
+)
+
+# Same version, quarantining (the pair placed, the reason file not yet); the reason
+# placement is of an older version still (inode only, no size or mtime).
+OLD_QUARANTINING = (
+    '{"v":1,"id":"60749bd621274f95","state":"quarantining","attempts":1,"size":6,'
+    '"claimed_at":1796234342.4005668,"target":{"inbound":"@IN@","outbound":"@OUT@",'
+    '"quarantine":"@Q@","profile":"default","file_mode":416},"rel":["b.jpg"],"claim":null,'
+    '"out_tmp":null,"out_name":null,"q_tmp":"@Q@/.redactd-tmp-1.jpg",'
+    '"r_tmp":"@Q@/.redactd-tmp-2.json","sidecar":"b.jpg.redact.json",'
+    '"sidecar_claim":".redactd-claim-0123456789abcdef.sidecar",'
+    '"qs_tmp":"@Q@/.redactd-tmp-3.jpg","rec_tmp":null,"input_sha256":null,'
+    '"snap":{"ino":2206274,"size":6,"mtime_ns":1796234342400445959,'
+    '"ctime_ns":1796234342415042187},"places":{"orig":{"staged":"@JOB@/src",'
+    '"dev":@DEV@,"ino":@SRC_INO@,"size":6,"mtime_ns":@SRC_MTIME@,'
+    '"cand":"@Q@/b.jpg","linked":true},"qside":{"staged":"@JOB@/sidecar.json",'
+    '"dev":@DEV@,"ino":@SIDE_INO@,"size":2,"mtime_ns":@SIDE_MTIME@,'
+    '"cand":"@Q@/b.jpg.redact.json"},"reason":{"staged":"@Q@/.redactd-tmp-2.json",'
+    '"dev":@DEV@,"ino":@R_INO@,"cand":null}},"reason":{"reason":"corrupt","description":'
+    '"the content could not be decoded completely","stage":"decode","detail":"",'
+    '"last_error":""},"timed_out":false}'
+)
+
+
+def _fill(text: str, values: dict[str, object]) -> str:
+    for token, value in values.items():
+        text = text.replace(token, str(value))
+    return text
+
+
+def test_a_manifest_of_the_previous_version_is_written_back_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    values: dict[str, object] = {"@IN@": "/i", "@OUT@": "/o", "@Q@": "/q", "@JOB@": "/w/j"}
+    for i, token in enumerate(("@DEV@", "@OUT_INO@", "@REC_INO@", "@SRC_INO@", "@SIDE_INO@")):
+        values[token] = 65024 + i
+    for i, token in enumerate(("@OUT_MTIME@", "@REC_MTIME@", "@SRC_MTIME@", "@SIDE_MTIME@")):
+        values[token] = 1796234342360419041 + i
+    values["@R_INO@"] = 2206277
+    for text in (_fill(OLD_QUARANTINING, values), _fill(OLD_DELIVERING, values)):
+        assert "@" not in text
+        job = Job.from_json(json.loads(text), tmp_path)
+        again = json.dumps(job.to_json(), ensure_ascii=True, separators=(",", ":"))
+        assert again == text
+        job.dir = tmp_path
+        Spool(tmp_path / "work").save(job)
+        assert (tmp_path / MANIFEST).read_text() == text
+
+
+def test_a_delivery_of_the_previous_version_is_recovered_and_finished_once(
+    dirs: dict[str, Path],
+) -> None:
+    out = dirs["outbound"]
+    staged = out / ".redactd-tmp-39983d2e3c30.jpg"
+    staged.write_bytes(b"masked")
+    rec = out / ".redactd-tmp-48e6ac0310f2.json"
+    rec.write_bytes(b'{"r":1}')
+    os.link(rec, out / "a.jpg.redactd.json")  # published before the crash
+    os.link(staged, out / "a.jpg")
+    job_dir = dirs["work"] / "bb49f3e6efb2e85f"
+    job_dir.mkdir(mode=0o700)
+    (job_dir / "src").write_bytes(b"original")
+    (job_dir / "sidecar.json").write_bytes(b"{}")
+    values: dict[str, object] = {
+        "@IN@": dirs["inbound"],
+        "@OUT@": out,
+        "@Q@": dirs["quarantine"],
+        "@DEV@": staged.stat().st_dev,
+        "@OUT_INO@": staged.stat().st_ino,
+        "@OUT_MTIME@": staged.stat().st_mtime_ns,
+        "@REC_INO@": rec.stat().st_ino,
+        "@REC_MTIME@": rec.stat().st_mtime_ns,
+    }
+    (job_dir / MANIFEST).write_text(_fill(OLD_DELIVERING, values))
+    [job] = Spool(dirs["work"]).recover()
+    assert job.state == "delivering" and job.sidecar == "a.jpg.redact.json"
+    assert set(job.places) == {"out", "record"} and job.out_tmp == str(staged)
+    sp = Spool(dirs["work"])
+    assert sp.published(job)
+    assert sp.deliver(job) == out / "a.jpg"
+    assert all_files(out) == ["a.jpg", "a.jpg.redactd.json"]
+    assert (out / "a.jpg").read_bytes() == b"masked"
+    assert os.listdir(dirs["work"]) == []
+
+
+def test_a_quarantine_of_the_previous_version_is_recovered_and_finished_once(
+    dirs: dict[str, Path],
+) -> None:
+    q = dirs["quarantine"]
+    job_dir = dirs["work"] / "60749bd621274f95"
+    job_dir.mkdir(mode=0o700)
+    src = job_dir / "src"
+    src.write_bytes(b"orig-b")
+    side = job_dir / "sidecar.json"
+    side.write_bytes(b"{}")
+    os.link(side, q / "b.jpg.redact.json")  # placed before the crash, sidecar first
+    os.link(src, q / "b.jpg")
+    reason = q / ".redactd-tmp-2.json"
+    reason.write_bytes(b'{"reason": "corrupt"}\n')
+    values: dict[str, object] = {
+        "@IN@": dirs["inbound"],
+        "@OUT@": dirs["outbound"],
+        "@Q@": q,
+        "@JOB@": job_dir,
+        "@DEV@": src.stat().st_dev,
+        "@SRC_INO@": src.stat().st_ino,
+        "@SRC_MTIME@": src.stat().st_mtime_ns,
+        "@SIDE_INO@": side.stat().st_ino,
+        "@SIDE_MTIME@": side.stat().st_mtime_ns,
+        "@R_INO@": reason.stat().st_ino,
+    }
+    (job_dir / MANIFEST).write_text(_fill(OLD_QUARANTINING, values))
+    [job] = Spool(dirs["work"]).recover()
+    assert job.state == "quarantining" and set(job.places) == {"orig", "qside", "reason"}
+    assert job.reason is not None and job.reason["reason"] == "corrupt"
+    assert Spool(dirs["work"]).quarantine(job) == q / "b.jpg"
+    assert all_files(q) == ["b.jpg", "b.jpg.reason.json", "b.jpg.redact.json"]
+    assert (q / "b.jpg").read_bytes() == b"orig-b" and (
+        q / "b.jpg.redact.json"
+    ).read_bytes() == b"{}"
+    assert (q / "b.jpg.reason.json").read_bytes() == b'{"reason": "corrupt"}\n'
+    assert os.listdir(dirs["work"]) == []

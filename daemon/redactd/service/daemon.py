@@ -37,7 +37,8 @@ from redactd.core.config import Config
 from redactd.core.errors import ConfigError, ConfigErrors, ExitCode, ModelError
 from redactd.core.fsutil import errname
 from redactd.service.notify import Notifier
-from redactd.service.spool import Spool, SpoolBusy
+from redactd.service.spool.errors import SpoolBusy
+from redactd.service.spool.workarea import Spool
 from redactd.service.supervisor import Supervisor, make_target
 
 if TYPE_CHECKING:

@@ -88,7 +88,9 @@ from redactd.pipeline.record import FileDigest, JobRecord
 from redactd.service.metrics import Metrics
 from redactd.service.names import is_sidecar_name
 from redactd.service.notify import Notifier
-from redactd.service.spool import InputChanged, Job, NotMovable, Spool, Target, free_bytes
+from redactd.service.spool.errors import InputChanged, NotMovable
+from redactd.service.spool.job import Job, Target
+from redactd.service.spool.workarea import Spool, free_bytes
 from redactd.service.stability import writer_active
 from redactd.service.watch import Candidate, FolderWatcher
 from redactd.stages.instructions import (
