@@ -27,7 +27,7 @@ class ExitCode(IntEnum):
     USAGE = 64  # a bad command line, sidecar or ``--mask`` / ``--keep`` spec
     DATAERR = 65  # ``process``: some inputs could not be processed
     SOFTWARE = 70  # the main loop itself failed (a bug); systemd restarts
-    TEMPFAIL = 75  # a job hung past its timeout: restart me (see service.supervisor)
+    TEMPFAIL = 75  # a job hung past its timeout: restart me (see service.timeouts)
     CONFIG = 78  # bad configuration or models: systemd's RestartPreventExitStatus=78
 
 
