@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Print the daemon's own snapshot (counts only; the daemon writes it)."""
-    from redactd.service.supervisor import STATUS_FILE
+    from redactd.service.status import STATUS_FILE
 
     try:
         cfg = load_config(args.config, log_to_stderr=True)

@@ -17,7 +17,7 @@ they end up in logs and reason files. Name the limit, key or reason instead.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
@@ -27,7 +27,7 @@ class ExitCode(IntEnum):
     USAGE = 64  # a bad command line, sidecar or ``--mask`` / ``--keep`` spec
     DATAERR = 65  # ``process``: some inputs could not be processed
     SOFTWARE = 70  # the main loop itself failed (a bug); systemd restarts
-    TEMPFAIL = 75  # a job hung past its timeout: restart me (see service.supervisor)
+    TEMPFAIL = 75  # a job hung past its timeout: restart me (see service.timeouts)
     CONFIG = 78  # bad configuration or models: systemd's RestartPreventExitStatus=78
 
 
@@ -60,13 +60,49 @@ class ModelError(RedactdError):
     """
 
 
-class TransientError(RedactdError):
-    """A condition that may clear: retry later with back-off."""
+class TransientReason(str, Enum):
+    """The kinds of ``TransientError`` the stages and the spool raise.
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    The value is the reason string logged (``job.retry reason=``) and counted
+    in the metrics, byte for byte. The service also retries on reasons that
+    are not listed here: errno names of its own steps (``eio``,
+    ``outbound_eacces``, ...).
+    """
+
+    #: The output's filesystem is full (ENOSPC/EDQUOT): the folder is paused.
+    DISK_FULL = "disk_full"
+    OUTPUT_UNAVAILABLE = "output_unavailable"
+    WRITE_FAILED = "write_failed"
+    READ_FAILED = "read_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+    #: Also a permanent code (``REASONS``): quarantined under it once the
+    #: attempts run out.
+    UNREADABLE = "unreadable"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TransientError(RedactdError):
+    """A condition that may clear: retry later with back-off.
+
+    ``reason`` stays a plain string (one of ``TransientReason`` for the
+    known kinds); ``kind`` is the typed view of it.
+    """
+
+    def __init__(self, reason: str | TransientReason, detail: str = "") -> None:
+        reason = str(reason)
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+    @property
+    def kind(self) -> TransientReason | None:
+        """The known kind of this reason, None for another string."""
+        try:
+            return TransientReason(self.reason)
+        except ValueError:
+            return None
 
 
 class PermanentInputError(RedactdError):

@@ -38,6 +38,7 @@ from redactd.core.errors import ConfigError, ConfigErrors, ExitCode, ModelError
 from redactd.core.fsutil import errname
 from redactd.service.notify import Notifier
 from redactd.service.spool.errors import SpoolBusy
+from redactd.service.spool.job import Job
 from redactd.service.spool.workarea import Spool
 from redactd.service.supervisor import Supervisor, make_target
 
@@ -200,7 +201,8 @@ def run(config_path: Path) -> int:
         spool.unlock()
 
 
-def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
+def _recover(cfg: Config, spool: Spool, logger: Any) -> list[Job]:
+    """The unfinished jobs of the work area, retargeted; stray temporaries removed."""
     recovered = spool.recover()
     inbound_of = {w.inbound: i for i, w in enumerate(cfg.watch)}
     for job in recovered:
@@ -213,7 +215,11 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
     strays = spool.sweep_strays([f for w in cfg.watch for f in (w.outbound, w.quarantine)])
     if strays:
         logger.info("service.strays_removed", files=strays)
+    return recovered
 
+
+def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
+    recovered = _recover(cfg, spool, logger)
     log.know(operator_vocabulary(cfg))
     try:
         runners = _load_runners(cfg)
@@ -224,9 +230,21 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
         return ExitCode.CONFIG
     except ConfigError as e:
         return _config_errors(logger, e)
-
     notifier = Notifier()
     sup = Supervisor(cfg, runners, spool, notifier, recovered)
+    code = _supervise(sup, notifier, logger)
+    if sup.workers_alive:
+        # A worker is stuck in native code; its job stays claimed for the next
+        # start. Leave without waiting for it (interpreter shutdown would).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        spool.unlock()
+        os._exit(code)
+    return code
+
+
+def _supervise(sup: Supervisor, notifier: Notifier, logger: Any) -> int:
+    """Run the loop with our signal handlers installed; its exit code."""
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         sup.request_stop()
@@ -244,7 +262,7 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
     )
     old = {s: signal.signal(s, h) for s, h in handlers}
     try:
-        code = sup.run()
+        return sup.run()
     except Exception as e:
         # Not a job's error (those have their catch-all): the loop itself broke.
         # Say what, without paths, and exit non-zero so the manager restarts us.
@@ -252,21 +270,13 @@ def _serve(cfg: Config, spool: Spool, logger: Any) -> int:
         logger.error(
             "service.crashed", error=type(e).__name__, message=log.scrub(str(e)), traceback=tb
         )
-        code = ExitCode.SOFTWARE
         sup.request_stop()
         sup.abandon()
+        return ExitCode.SOFTWARE
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         notifier.close()
-    if sup.workers_alive:
-        # A worker is stuck in native code; its job stays claimed for the next
-        # start. Leave without waiting for it (interpreter shutdown would).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        spool.unlock()
-        os._exit(code)
-    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Names in inbound folders: which are ours (temporaries, claims), ignored, or sidecars.
 
 Shared by the watcher (what to hand out), the spool (what a claim is called)
-and the supervisor (what a claimed name means).
+and the job runner, ``service.job`` (what a claimed name means).
 """
 
 from __future__ import annotations

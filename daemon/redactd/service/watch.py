@@ -5,7 +5,7 @@ decision is taken on our own ``lstat`` of that path (never following links),
 so a lost, merged or reordered event can delay a file but never make us take
 a half-written one. A full scan at start and every ``service.rescan_seconds``
 catches what events missed (inotify queue overflow, writes made by another
-host on a network share).
+host on a network share); the walk itself, spread over ticks, is ``scan``.
 
 A file is ready when the pure :class:`StabilityTracker` says so: its size,
 mtime and inode stayed the same for ``settle_seconds`` with no event in that
@@ -23,7 +23,7 @@ either is an event of the pair, and the pair is quiet only when both files
 are. A settled input without a sidecar waits ``sidecar_wait_seconds`` more
 (a sidecar that appears meanwhile joins it); a sidecar alone waits for its
 input and is handed out as an orphan (to be quarantined) after
-``sidecar_orphan_seconds``.
+``sidecar_orphan_seconds`` (these waits: ``pairs``).
 
 Paths and names never reach a log line here; only watch indexes, counts and
 errno names do.
@@ -60,6 +60,8 @@ from redactd.core.config import DEFAULT_IGNORE, WatchConfig
 from redactd.core.fsutil import errname
 from redactd.service.mounts import ResolvedMode, resolve_mode
 from redactd.service.names import is_ignored, is_sidecar_name, relative_parts
+from redactd.service.pairs import PairWaits
+from redactd.service.scan import Rescan
 from redactd.service.stability import (
     EventKind,
     FileState,
@@ -156,25 +158,20 @@ class FolderWatcher:
         self.rescan_seconds = rescan_seconds
         self.tracker = StabilityTracker(settle_seconds)
         wait = cfg.sidecar_wait_seconds
-        self.sidecar_wait = settle_seconds if wait is None else wait
-        self.orphan_after = cfg.sidecar_orphan_seconds
         # An empty file is often a writer that created it and has not written
-        # yet (a scanner, an NVR export): judged only after this quiet time.
-        self.empty_grace = max(0.0, empty_grace_seconds)
-        self._empty: dict[str, float] = {}
-        # pair key -> when it was first found settled without its sidecar / input
-        self._alone: dict[str, float] = {}
-        self._orphans: dict[str, float] = {}
+        # yet (a scanner, an NVR export): judged only after its quiet time.
+        self.waits = PairWaits(
+            empty_grace_seconds,
+            settle_seconds if wait is None else wait,
+            cfg.sidecar_orphan_seconds,
+        )
         self._hints = _Hints()
         self._observer: BaseObserver | None = None
         self._inflight: set[str] = set()
         self._refused: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._next_rescan = 0.0
-        self._dir_scans: deque[Path] = deque()
-        self._scan_stack: list[Path] = []  # folders the rescan has still to read
-        self._scan_iter: os._ScandirIterator[str] | None = None  # the one being read
-        self._scan_errors = 0
+        self.rescan = Rescan(self.root, index)
         self._stopped = True
         self._log = log.get("redactd.watch")
 
@@ -231,9 +228,7 @@ class FolderWatcher:
 
     def stop(self) -> None:
         self._stopped = True
-        if self._scan_iter is not None:
-            self._scan_iter.close()
-            self._scan_iter = None
+        self.rescan.close()
         obs, self._observer = self._observer, None
         if obs is not None:
             obs.stop()
@@ -273,13 +268,9 @@ class FolderWatcher:
         self._drain(now)
         if now >= self._next_rescan:
             self._next_rescan = now + self.rescan_seconds
-            self._dir_scans.clear()
-            if self._scan_iter is None and not self._scan_stack:
-                self._scan_stack.append(self.root)  # else the last rescan is still going
+            self.rescan.restart()
             self._revive_observer()
-        while self._dir_scans:
-            self._scan_stack.append(self._dir_scans.popleft())
-        self._scan_some(now, SCAN_ENTRIES_PER_TICK)
+        self.rescan.step(SCAN_ENTRIES_PER_TICK, lambda entry: self._scan_entry(entry, now))
         ready: list[Candidate] = []
         for key in self.tracker.due(now):
             cand = self._look(key, now)
@@ -310,11 +301,11 @@ class FolderWatcher:
                 continue
             if is_dir:
                 if self.cfg.recursive:
-                    self._dir_scans.append(path)  # a moved-in tree brings no file events
+                    self.rescan.add_dir(path)  # a moved-in tree brings no file events
                 continue
             if not self.cfg.recursive and len(rel) != 1:
                 continue
-            pair = self._pair_key(path)
+            pair = _pair_key(path)
             if pair is None:
                 continue
             key = str(pair)  # a sidecar's events are its input's
@@ -327,38 +318,6 @@ class FolderWatcher:
                 kind = "other"
             self.tracker.event(key, now, kind)
 
-    def _scan_some(self, now: float, budget: int) -> None:
-        """Go on with the rescan for at most ``budget`` entries.
-
-        A rescan of a large share is spread over ticks (the folder being
-        read is kept open between them), so the main loop keeps its pace
-        and ``WATCHDOG=1`` its schedule however big inbound is.
-        """
-        seen = 0
-        while seen < budget:
-            if self._scan_iter is None:
-                if not self._scan_stack:
-                    break
-                d = self._scan_stack.pop()
-                try:
-                    self._scan_iter = os.scandir(d)
-                except OSError as e:
-                    self._scan_errors += 1
-                    if d == self.root:
-                        self._log.warning("watch.scan_failed", watch=self.index, errno=errname(e))
-                    continue
-            entry = next(self._scan_iter, None)
-            if entry is None:
-                self._scan_iter.close()
-                self._scan_iter = None
-                continue
-            seen += 1
-            self._scan_entry(entry, now)
-        if self._scan_iter is None and not self._scan_stack and self._scan_errors:
-            if self._scan_errors > 1:
-                self._log.warning("watch.scan_errors", watch=self.index, folders=self._scan_errors)
-            self._scan_errors = 0
-
     def _scan_entry(self, entry: os.DirEntry[str], now: float) -> None:
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
@@ -370,11 +329,11 @@ class FolderWatcher:
             return
         if is_dir:
             if self.cfg.recursive:
-                self._scan_stack.append(path)
+                self.rescan.push(path)
             return
         if not self.cfg.recursive and len(rel) != 1:
             return
-        pair = self._pair_key(path)
+        pair = _pair_key(path)
         if pair is None:
             return
         key = str(pair)
@@ -403,14 +362,6 @@ class FolderWatcher:
 
     # -- pairs ---------------------------------------------------------------
 
-    def _pair_key(self, path: Path) -> Path | None:
-        """The path an entry is tracked under: its own, or its input's for a
-        sidecar (None for a sidecar name without an input name)."""
-        if not is_sidecar_name(path.name):
-            return path
-        media = media_name_of(path.name)
-        return path.with_name(media) if media else None
-
     def _media_name_ok(self, name: str) -> bool:
         """Whether a file of this name may be processed as an input."""
         if is_sidecar_name(name):
@@ -419,9 +370,7 @@ class FolderWatcher:
 
     def _drop(self, key: str) -> None:
         self.tracker.forget(key)
-        self._alone.pop(key, None)
-        self._orphans.pop(key, None)
-        self._empty.pop(key, None)
+        self.waits.forget(key)
 
     def _look(self, key: str, now: float) -> Candidate | None:
         media = Path(key)
@@ -441,30 +390,13 @@ class FolderWatcher:
             FileState.of(s_st) if s_st is not None else None,
         )
         if not self.tracker.observe(key, state, now):
-            self._alone.pop(key, None)  # something changed: a new wait when quiet again
-            self._empty.pop(key, None)
+            self.waits.changed(key)  # something changed: a new wait when quiet again
             return None
-        if m_st is not None and m_st.st_size == 0 and stat.S_ISREG(m_st.st_mode):
-            since = self._empty.setdefault(key, now)
-            if now - since < self.empty_grace:
-                self.tracker.recheck(key, since + self.empty_grace)
-                return None
-        if m_st is None:
-            # A sidecar alone: its input may still come.
-            since = self._orphans.setdefault(key, now)
-            if now - since < self.orphan_after:
-                self.tracker.recheck(key, since + self.orphan_after)
-                return None
-            path, st = side, s_st
-        else:
-            self._orphans.pop(key, None)
-            if s_st is None and self.sidecar_wait > 0:
-                # Settled without a sidecar: give the sidecar its chance to come.
-                since = self._alone.setdefault(key, now)
-                if now - since < self.sidecar_wait:
-                    self.tracker.recheck(key, since + self.sidecar_wait)
-                    return None
-            path, st = media, m_st
+        until = self.waits.until(key, m_st, s_st, now)
+        if until is not None:
+            self.tracker.recheck(key, until)
+            return None
+        path, st = (side, s_st) if m_st is None else (media, m_st)
         assert st is not None
         for p, pst in ((media, m_st), (side, s_st)):
             if pst is not None and stat.S_ISREG(pst.st_mode) and writer_active(p):
@@ -493,6 +425,15 @@ class FolderWatcher:
             orphan=m_st is None,
             pair=key if path != media else "",
         )
+
+
+def _pair_key(path: Path) -> Path | None:
+    """The path an entry is tracked under: its own, or its input's for a
+    sidecar (None for a sidecar name without an input name)."""
+    if not is_sidecar_name(path.name):
+        return path
+    media = media_name_of(path.name)
+    return path.with_name(media) if media else None
 
 
 def _lstat_file(path: Path) -> os.stat_result | None:
