@@ -289,14 +289,14 @@ def test_failed_static_compilation_keeps_the_dynamic_one_serving(
     models_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime, net = dynamic_centerface(models_dir, cache_dir, static_after=2)
-    real = runtime._compile
+    real = runtime.compile_model
 
     def no_static(model: Any, name: str, cache: bool = True, dynamic: bool = False) -> Any:
         if not cache:  # static compilations bypass the disk cache
             raise ModelError("injected: the plugin ran out of memory")
         return real(model, name, cache, dynamic)
 
-    monkeypatch.setattr(runtime, "_compile", no_static)
+    monkeypatch.setattr(runtime, "compile_model", no_static)
     blob = np.random.default_rng(4).random((1, 3, 64, 96), dtype=np.float32) * 255
     ref = net.infer(blob)
     for _ in range(6):

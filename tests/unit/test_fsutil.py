@@ -144,7 +144,7 @@ def test_a_link_that_fails_is_not_not_durable(tmp_path: Path) -> None:
 def test_rename_noreplace_without_renameat2_still_refuses_an_existing_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fsutil, "_renameat2", False)  # an old libc or kernel
+    monkeypatch.setattr(fsutil, "libc_renameat2", False)  # an old libc or kernel
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"new")
     b.symlink_to(tmp_path / "nowhere")  # even a dangling symlink is a name taken

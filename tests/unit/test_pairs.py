@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from watchdog.events import FileClosedEvent, FileCreatedEvent, FileModifiedEvent
 
 from redactd.core import fsutil
 from redactd.core.config import WatchConfig
@@ -63,7 +64,7 @@ def watcher(inbound: Path, wait: float | None = 5.0, orphan: float = 100.0) -> F
 
 def event(w: FolderWatcher, path: Path) -> None:
     """What an observer reports for a created or changed file."""
-    w._hints.events.append((str(path), "other", False))
+    w.hints.on_any_event(FileCreatedEvent(str(path)))
 
 
 def ticks(w: FolderWatcher, *times: float) -> list[Candidate]:
@@ -99,7 +100,7 @@ def test_unset_wait_is_the_settle_time(tmp_path: Path) -> None:
     inbound.mkdir()
     (inbound / "a.jpg").write_bytes(b"a")
     w = watcher(inbound, wait=None)
-    assert w.sidecar_wait == 1.0
+    assert w.waits.sidecar_wait == 1.0
     assert ticks(w, 0.0, 1.0, 1.99) == []
     assert [c.rel for c in w.tick(2.0)] == [("a.jpg",)]
 
@@ -163,8 +164,8 @@ def test_writes_to_the_sidecar_restart_the_pairs_quiet_period(tmp_path: Path) ->
     w = watcher(inbound)
     assert w.tick(0.0) == []
     side.write_text('{"mask": []}')  # written on
-    w._hints.events.append((str(side), "write", False))
-    w._hints.events.append((str(side), "close", False))
+    w.hints.on_any_event(FileModifiedEvent(str(side)))
+    w.hints.on_any_event(FileClosedEvent(str(side)))
     # the write at 0.5 defers the look to 1.5, which sees the change: quiet at 2.5
     assert ticks(w, 0.5, 1.0, 1.5, 2.49) == []
     [c] = w.tick(2.5)
@@ -190,10 +191,10 @@ def test_the_real_observers_pair_a_sidecar_that_comes_late(tmp_path: Path) -> No
             key = str(inbound / "late.jpg")
             deadline = time.monotonic() + 20
             got: list[Candidate] = []
-            while key not in w._alone and time.monotonic() < deadline:
+            while not w.waits.waiting_for_sidecar(key) and time.monotonic() < deadline:
                 got += w.tick(time.monotonic())
                 time.sleep(0.05)
-            assert got == [] and key in w._alone, "the input settled and waits"
+            assert got == [] and w.waits.waiting_for_sidecar(key), "the input settled and waits"
             (inbound / ("late.jpg" + SIDE)).write_text("{}")  # after the input settled
             while not got and time.monotonic() < deadline:
                 got += w.tick(time.monotonic())

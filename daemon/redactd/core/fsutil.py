@@ -71,12 +71,12 @@ NO_LINK_ERRNOS: frozenset[int] = frozenset(
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
-_renameat2: object = None  # unresolved; False when libc has none
+libc_renameat2: object = None  # unresolved; False when libc has none (the fallback is then used)
 
 
 def _libc_renameat2() -> object:
-    global _renameat2
-    if _renameat2 is None:
+    global libc_renameat2
+    if libc_renameat2 is None:
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             fn = libc.renameat2
@@ -88,10 +88,10 @@ def _libc_renameat2() -> object:
                 ctypes.c_uint,
             ]
             fn.restype = ctypes.c_int
-            _renameat2 = fn
+            libc_renameat2 = fn
         except (OSError, AttributeError):
-            _renameat2 = False
-    return _renameat2
+            libc_renameat2 = False
+    return libc_renameat2
 
 
 def rename_noreplace(

@@ -33,6 +33,10 @@ class PairWaits:
         self._alone: dict[str, float] = {}
         self._orphans: dict[str, float] = {}
 
+    def waiting_for_sidecar(self, key: str) -> bool:
+        """Whether the settled input ``key`` waits for a sidecar to come."""
+        return key in self._alone
+
     def forget(self, key: str) -> None:
         self._alone.pop(key, None)
         self._orphans.pop(key, None)

@@ -108,7 +108,7 @@ class Candidate:
         return self.pair or str(self.path)
 
 
-class _Hints(FileSystemEventHandler):
+class Hints(FileSystemEventHandler):
     """Collects watchdog events into a thread-safe deque; nothing else."""
 
     def __init__(self) -> None:
@@ -165,7 +165,7 @@ class FolderWatcher:
             settle_seconds if wait is None else wait,
             cfg.sidecar_orphan_seconds,
         )
-        self._hints = _Hints()
+        self.hints = Hints()
         self._observer: BaseObserver | None = None
         self._inflight: set[str] = set()
         self._refused: dict[str, tuple[int, int]] = {}
@@ -222,7 +222,7 @@ class FolderWatcher:
             obs = InotifyObserver()
         obs.daemon = True
         obs.schedule(
-            self._hints, str(self.root), recursive=self.cfg.recursive, follow_symlink=False
+            self.hints, str(self.root), recursive=self.cfg.recursive, follow_symlink=False
         )
         return obs
 
@@ -248,7 +248,7 @@ class FolderWatcher:
             if refused is not None:
                 self._refused[key] = refused
         if retrack:
-            self._hints.events.append((key, "other", False))  # deque: thread-safe
+            self.hints.events.append((key, "other", False))  # deque: thread-safe
 
     def inflight(self) -> int:
         with self._lock:
@@ -292,7 +292,7 @@ class FolderWatcher:
             self._log.warning("watch.observer_failed", watch=self.index, errno=errname(e))
 
     def _drain(self, now: float) -> None:
-        events = self._hints.events
+        events = self.hints.events
         while events:
             path_s, kind, is_dir = events.popleft()
             path = Path(path_s)

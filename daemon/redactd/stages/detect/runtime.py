@@ -49,7 +49,7 @@ from redactd.core.errors import ModelError
 ShapePolicy = Literal["fixed", "dynamic"]
 
 _PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
-#: Input shapes whose prepared state a dynamic CPU network keeps (see ``_compile``).
+#: Input shapes whose prepared state a dynamic CPU network keeps (see ``Runtime.compile_model``).
 CPU_SHAPE_CACHE = 32
 #: Calls after which the use counts of input sizes halve (see ``Network._pick``).
 _AGING = 256
@@ -186,7 +186,7 @@ class Runtime:
             static_budget_px=static_budget_px,
         )
 
-    def _compile(
+    def compile_model(
         self, model: ov.Model, name: str, cache: bool = True, dynamic: bool = False
     ) -> ov.CompiledModel:
         props = self.compile_config()
@@ -367,7 +367,7 @@ class Network:
         #: sizes whose static compilation failed: served by the main one for good
         self._failed: set[tuple[int, ...]] = set()
         self._closed = False
-        self._main = _Compiled(runtime._compile(model, name, dynamic=policy == "dynamic"))
+        self._main = _Compiled(runtime.compile_model(model, name, dynamic=policy == "dynamic"))
         _prime_numpy_bridge([p.get_element_type() for p in (*model.inputs, *model.outputs)])
         #: inferences this network runs at once (static compilations get the same)
         self.parallel = self._main.limit
@@ -469,7 +469,7 @@ class Network:
             model = self._model.clone()
             model.reshape({model.inputs[self._in]: ov.PartialShape(list(shape))})
             compiled = _Compiled(
-                self._runtime._compile(model, self.name, cache=False), self.parallel
+                self._runtime.compile_model(model, self.name, cache=False), self.parallel
             )
         except Exception:  # the dynamic compilation keeps serving this size
             compiled = None
