@@ -15,19 +15,17 @@ from redactd.core.config import InstructionsConfig, Profile
 from redactd.core.config import parse as parse_config
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import Box, Detection
-from redactd.stages.instructions import (
+from redactd.stages.instructions.model import Instructions
+from redactd.stages.instructions.parse import (
     SIDECAR_SUFFIX,
-    Instructions,
-    coverage,
     load_sidecar,
     media_name_of,
     parse,
     parse_spec,
-    resolve,
     sidecar_path,
-    split_kept,
-    to_pixels,
 )
+from redactd.stages.instructions.place import coverage, split_kept, to_pixels
+from redactd.stages.instructions.policy import resolve
 from tests.conftest import REPO
 
 

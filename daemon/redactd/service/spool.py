@@ -96,7 +96,7 @@ from redactd.core.fsutil import errname
 from redactd.pipeline.record import RECORD_SUFFIX
 from redactd.service.names import CLAIM_PREFIX
 from redactd.service.stability import writer_active
-from redactd.stages.instructions import SIDECAR_SUFFIX
+from redactd.stages.instructions.parse import SIDECAR_SUFFIX
 
 MANIFEST = "job.json"
 SRC = "src"

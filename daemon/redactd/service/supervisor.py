@@ -91,12 +91,8 @@ from redactd.service.notify import Notifier
 from redactd.service.spool import InputChanged, Job, NotMovable, Spool, Target, free_bytes
 from redactd.service.stability import writer_active
 from redactd.service.watch import Candidate, FolderWatcher
-from redactd.stages.instructions import (
-    Instructions,
-    load_instructions,
-    sidecar_path,
-    sidecar_source,
-)
+from redactd.stages.instructions.model import Instructions
+from redactd.stages.instructions.parse import load_instructions, sidecar_path, sidecar_source
 
 if TYPE_CHECKING:  # the registry pulls in OpenVINO: only the daemon's start loads it
     from redactd.pipeline.job import JobRunner
