@@ -326,7 +326,9 @@ def test_overrides_and_keep_beyond_the_profile_are_refused() -> None:
     keep = parse('{"keep": [{"box": [0, 0, 5, 5]}]}')
     assert not_allowed(keep, profile(allow_keep=False)) == "keep: not allowed by this profile"
     masks = parse('{"mask": [{"box": [0, 0, 5, 5]}]}')
-    assert resolve(masks, profile(allow_keep=False, allow_overrides=())) is not None
+    # mask regions alone need no permission and leave the profile as it is
+    strict = profile(allow_keep=False, allow_overrides=())
+    assert resolve(masks, strict) == strict
     assert "not accepted" in not_allowed(masks, profile(enabled=False))
     # a class the profile does not detect cannot be switched on (no detector loaded)
     no_plates = dataclasses.replace(
