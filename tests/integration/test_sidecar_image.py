@@ -25,7 +25,7 @@ from PIL import Image
 
 from redactd.core.config import load
 from redactd.pipeline.process import Pipeline
-from redactd.stages.instructions import parse
+from redactd.stages.instructions.parse import parse
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from redactd.core.config import load
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import Box, Detection
 from redactd.pipeline.process import Pipeline
-from redactd.stages.instructions import parse
+from redactd.stages.instructions.parse import parse
 from tests.conftest import REPO
 
 EVERYONE = {"keep": [{"box": [0, 0, 1, 1], "units": "rel", "classes": ["face", "plate"]}]}

@@ -33,7 +33,8 @@ from redactd.core.config import load
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import JobResult
 from redactd.pipeline.process import Pipeline
-from redactd.stages.instructions import Instructions, parse
+from redactd.stages.instructions.model import Instructions
+from redactd.stages.instructions.parse import parse
 from tests.helpers.synthvideo import (
     decode_bgr,
     load_background,

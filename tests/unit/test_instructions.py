@@ -15,19 +15,17 @@ from redactd.core.config import InstructionsConfig, Profile
 from redactd.core.config import parse as parse_config
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import Box, Detection
-from redactd.stages.instructions import (
+from redactd.stages.instructions.model import Instructions
+from redactd.stages.instructions.parse import (
     SIDECAR_SUFFIX,
-    Instructions,
-    coverage,
     load_sidecar,
     media_name_of,
     parse,
     parse_spec,
-    resolve,
     sidecar_path,
-    split_kept,
-    to_pixels,
 )
+from redactd.stages.instructions.place import coverage, split_kept, to_pixels
+from redactd.stages.instructions.policy import resolve
 from tests.conftest import REPO
 
 
@@ -328,7 +326,9 @@ def test_overrides_and_keep_beyond_the_profile_are_refused() -> None:
     keep = parse('{"keep": [{"box": [0, 0, 5, 5]}]}')
     assert not_allowed(keep, profile(allow_keep=False)) == "keep: not allowed by this profile"
     masks = parse('{"mask": [{"box": [0, 0, 5, 5]}]}')
-    assert resolve(masks, profile(allow_keep=False, allow_overrides=())) is not None
+    # mask regions alone need no permission and leave the profile as it is
+    strict = profile(allow_keep=False, allow_overrides=())
+    assert resolve(masks, strict) == strict
     assert "not accepted" in not_allowed(masks, profile(enabled=False))
     # a class the profile does not detect cannot be switched on (no detector loaded)
     no_plates = dataclasses.replace(

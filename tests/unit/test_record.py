@@ -21,7 +21,7 @@ from redactd.pipeline.record import (
     publish_with_record,
 )
 from redactd.stages.detect.registry import ModelInfo
-from redactd.stages.instructions import parse
+from redactd.stages.instructions.parse import parse
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "schemas" / "job-record.schema.json").read_text())

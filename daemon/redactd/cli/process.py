@@ -31,7 +31,8 @@ from redactd.core.errors import (
     TransientError,
 )
 from redactd.pipeline.record import publish_with_record
-from redactd.stages.instructions import Instructions, media_name_of
+from redactd.stages.instructions.model import Instructions
+from redactd.stages.instructions.parse import media_name_of
 
 if TYPE_CHECKING:
     from redactd.pipeline.job import JobRunner
@@ -175,7 +176,7 @@ _DETAILED_REASONS = frozenset(
 def _cli_instructions(args: argparse.Namespace, prof: Profile) -> Instructions:
     """``--sidecar FILE`` (under the profile's trust rules) plus every
     ``--mask`` / ``--keep`` SPEC (typed by the operator: trusted)."""
-    from redactd.stages.instructions import load_sidecar, parse_spec
+    from redactd.stages.instructions.parse import load_sidecar, parse_spec
 
     policy = prof.instructions
     base = load_sidecar(Path(args.sidecar), policy=policy) if args.sidecar else Instructions.EMPTY
@@ -186,7 +187,7 @@ def _cli_instructions(args: argparse.Namespace, prof: Profile) -> Instructions:
 
 def _instructions_for(src: Path, given: Instructions, prof: Profile) -> Instructions:
     """The command line's instructions plus the input's own sidecar, if any."""
-    from redactd.stages.instructions import load_sidecar, sidecar_path
+    from redactd.stages.instructions.parse import load_sidecar, sidecar_path
 
     side = sidecar_path(src)
     if side.exists() or side.is_symlink():
@@ -210,7 +211,7 @@ class _Batch:
 def run(args: argparse.Namespace) -> int:
     from redactd.pipeline.job import JobRunner
     from redactd.pipeline.process import Pipeline
-    from redactd.stages.instructions import check_allowed
+    from redactd.stages.instructions.policy import check_allowed
 
     try:
         cfg = load_config(args.config)

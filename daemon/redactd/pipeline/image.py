@@ -16,8 +16,8 @@ import numpy as np
 from redactd.core.config import LimitsConfig
 from redactd.core.types import Box, Detection, JobResult, StageTimings
 from redactd.pipeline.plan import FrameResult, JobPlan, count_by_class, extra_mask_region
-from redactd.stages import instructions as instr_mod
-from redactd.stages.instructions import PixelRegion
+from redactd.stages.instructions import place as instr_mod
+from redactd.stages.instructions.model import PixelRegion
 from redactd.stages.mask import MaskRegion
 from redactd.stages.media import image as image_io
 

@@ -19,7 +19,7 @@ from redactd.core.types import JobResult
 from redactd.pipeline.plan import JobPlan, ProgressFn, make_plan
 from redactd.pipeline.process import Pipeline
 from redactd.pipeline.record import FileDigest, JobRecord, digest_file
-from redactd.stages.instructions import Instructions
+from redactd.stages.instructions.model import Instructions
 
 
 @dataclass(frozen=True)

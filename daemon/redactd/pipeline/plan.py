@@ -17,8 +17,8 @@ from pathlib import Path
 from redactd.core.config import Config, MaskConfig, Profile
 from redactd.core.errors import RedactdError
 from redactd.core.types import CLASSES, Box, Detection
-from redactd.stages import instructions as instr_mod
-from redactd.stages.instructions import Instructions, PixelRegion
+from redactd.stages.instructions import policy as instr_mod
+from redactd.stages.instructions.model import Instructions, PixelRegion
 from redactd.stages.mask import MaskRegion
 from redactd.stages.media.sniff import MediaType, sniff
 

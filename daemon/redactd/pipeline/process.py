@@ -32,7 +32,7 @@ from redactd.pipeline.plan import (
     output_name_of,
 )
 from redactd.stages.detect import registry
-from redactd.stages.instructions import Instructions
+from redactd.stages.instructions.model import Instructions
 from redactd.stages.mask import MaskRegion, apply_masks
 from redactd.stages.media import image as image_io
 from redactd.stages.media.sniff import sniff

@@ -33,7 +33,7 @@ from redactd import __version__
 from redactd.core import fsutil
 from redactd.core.config import Profile
 from redactd.core.types import CLASSES, JobResult
-from redactd.stages.instructions import Instructions
+from redactd.stages.instructions.model import Instructions
 
 if TYPE_CHECKING:  # the registry pulls in OpenVINO; the service imports this module early
     from redactd.pipeline.plan import JobPlan

@@ -51,9 +51,9 @@ from redactd.core.config import LimitsConfig, Profile
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import CLASSES, Box, Detection, JobResult, ObjectClass, StageTimings
 from redactd.pipeline.plan import ProgressFn, extra_mask_region
-from redactd.stages import instructions as instr_mod
 from redactd.stages.follow import RegionFollower
-from redactd.stages.instructions import Instructions, PixelRegion
+from redactd.stages.instructions import place as instr_mod
+from redactd.stages.instructions.model import Instructions, PixelRegion
 from redactd.stages.mask import MaskRegion, apply_masks, mask_area
 from redactd.stages.media.sniff import MediaType
 from redactd.stages.track import MultiTracker

@@ -25,7 +25,7 @@ from redactd.service.spool.job import Job, Target
 from redactd.service.spool.workarea import Spool
 from redactd.service.stability import writer_active
 from redactd.service.watch import Candidate
-from redactd.stages.instructions import sidecar_path
+from redactd.stages.instructions.parse import sidecar_path
 
 
 class Claimer:

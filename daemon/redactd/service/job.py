@@ -57,7 +57,8 @@ from redactd.service.spool.errors import InputChanged
 from redactd.service.spool.job import Job
 from redactd.service.spool.workarea import Spool, free_bytes
 from redactd.service.timeouts import RunningJobs
-from redactd.stages.instructions import Instructions, load_instructions, sidecar_source
+from redactd.stages.instructions.model import Instructions
+from redactd.stages.instructions.parse import load_instructions, sidecar_source
 
 if TYPE_CHECKING:  # the registry pulls in OpenVINO: only the daemon's start loads it
     from redactd.pipeline.job import JobRunner

@@ -10,7 +10,7 @@ import fnmatch
 from pathlib import Path
 
 from redactd.core.fsutil import TMP_PREFIX
-from redactd.stages.instructions import SIDECAR_SUFFIX, media_name_of
+from redactd.stages.instructions.parse import SIDECAR_SUFFIX, media_name_of
 
 #: Prefix of the name a cross-filesystem claim gives the inbound file while it
 #: is copied into the work area (see ``spool``); always ignored.

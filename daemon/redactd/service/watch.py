@@ -69,7 +69,7 @@ from redactd.service.stability import (
     StabilityTracker,
     writer_active,
 )
-from redactd.stages.instructions import media_name_of, sidecar_path
+from redactd.stages.instructions.parse import media_name_of, sidecar_path
 
 #: Entries a rescan reads per tick of the main loop (at 4 ticks a second,
 #: 20,000 a second): a share with a million files is rescanned in under a

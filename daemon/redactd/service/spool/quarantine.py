@@ -31,7 +31,7 @@ from redactd.service.spool.job import Job, JobState, JobStore, Kind
 from redactd.service.spool.names import name_max, reason_name, tmp_for
 from redactd.service.spool.nofollow import ensure_dirs, lexists, unlink_quiet, write_new
 from redactd.service.spool.placement import Placer
-from redactd.stages.instructions import SIDECAR_SUFFIX
+from redactd.stages.instructions.parse import SIDECAR_SUFFIX
 
 
 def _now_iso() -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from redactd.core import log
-from redactd.core.config import Config, Profile
+from redactd.core.config import ClassConfig, Config, Profile
 from redactd.core.errors import ConfigError, ConfigErrors, ModelError
 from redactd.core.types import CLASSES, Detection, ObjectClass
 from redactd.models import derived, manifest
@@ -219,6 +219,38 @@ def _networks(detector: object) -> list[Network]:
     return [v for v in vars(detector).values() if isinstance(v, Network)]
 
 
+def _merged(
+    cls: str,
+    cc: ClassConfig,
+    passes: list[_Pass],
+    results: list[list[multiscale.TileDetection]],
+    w: int,
+    h: int,
+) -> list[Detection]:
+    """One class's detections from its passes' ``results``: each detector's
+    tiles merged by NMS at ``nms_iou``, then the detectors' boxes merged
+    (unthresholded; ``find`` applies the class's threshold)."""
+    found: list[Detection] = []
+    for dname in cc.detectors:
+        tiles = [
+            td
+            for p, r in zip(passes, results, strict=True)
+            if p.cls == cls and p.dname == dname
+            for td in r
+        ]
+        found.extend(
+            Detection(d.cls, d.box.clip(w, h), d.score, d.detector, d.track_id)
+            for d in multiscale.merge(tiles, cc.nms_iou)
+        )
+    if len(cc.detectors) > 1:
+        # Ensemble: overlapping boxes of different detectors merge into their
+        # union (plain NMS let a tight high-score box drop a larger one and
+        # lost plate coverage: docs/PLATES.md). Marking every box as "cut"
+        # makes multiscale.merge grow the kept box instead of discarding.
+        found = multiscale.merge([multiscale.TileDetection(d, cut=True) for d in found], cc.nms_iou)
+    return found
+
+
 @dataclass
 class Detectors:
     """The detectors loaded for one config; ``find`` is the detection stage.
@@ -251,6 +283,21 @@ class Detectors:
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError("detectors take non-empty images")
         h, w = image.shape[:2]
+        passes = self._plan(profile, floor, w, h)
+        results = self._run(image, passes)
+        out: list[Detection] = []
+        for cls in CLASSES:
+            cc = profile.of(cls)
+            if not cc.enabled:
+                continue
+            threshold = cc.threshold if floor is None else floor
+            found = _merged(cls, cc, passes, results, w, h)
+            out.extend(d for d in found if d.score >= threshold)
+        return out
+
+    def _plan(self, profile: Profile, floor: float | None, w: int, h: int) -> list[_Pass]:
+        """The passes of ``find``: each enabled class's detectors over its
+        multi-scale tiles, in class, detector, tile order."""
         passes: list[_Pass] = []
         for cls in CLASSES:
             cc = profile.of(cls)
@@ -265,40 +312,9 @@ class Detectors:
                     raise ModelError(f"detector {dname!r} was not loaded for this profile")
                 for tile in multiscale.plan(w, h, cc.tiling):
                     passes.append(_Pass(cls, dname, entry.detector, tile, threshold))
-        results = self._run(image, passes)
+        return passes
 
-        out: list[Detection] = []
-        for cls in CLASSES:
-            cc = profile.of(cls)
-            if not cc.enabled:
-                continue
-            threshold = cc.threshold if floor is None else floor
-            found: list[Detection] = []
-            for dname in cc.detectors:
-                tiles = [
-                    td
-                    for p, r in zip(passes, results, strict=True)
-                    if p.cls == cls and p.dname == dname
-                    for td in r
-                ]
-                found.extend(
-                    Detection(d.cls, d.box.clip(w, h), d.score, d.detector, d.track_id)
-                    for d in multiscale.merge(tiles, cc.nms_iou)
-                )
-            if len(cc.detectors) > 1:
-                # Ensemble: overlapping boxes of different detectors merge into their
-                # union (plain NMS let a tight high-score box drop a larger one and
-                # lost plate coverage: docs/PLATES.md). Marking every box as "cut"
-                # makes multiscale.merge grow the kept box instead of discarding.
-                found = multiscale.merge(
-                    [multiscale.TileDetection(d, cut=True) for d in found], cc.nms_iou
-                )
-            out.extend(d for d in found if d.score >= threshold)
-        return out
-
-    def _run(
-        self, image: np.ndarray, passes: list[_Pass]
-    ) -> list[list[multiscale.TileDetection]]:
+    def _run(self, image: np.ndarray, passes: list[_Pass]) -> list[list[multiscale.TileDetection]]:
         """Each pass's detections in frame coordinates, in the order of ``passes``."""
 
         def one(p: _Pass) -> list[multiscale.TileDetection]:
@@ -364,13 +380,7 @@ def load(
     when a model is missing, fails its sha256 check or cannot be compiled.
     """
     names = list(cfg.profiles) if profile_names is None else list(profile_names)
-    wanted: list[str] = []
-    for pname in names:
-        prof = cfg.profile(pname)
-        for cls in CLASSES:
-            cc = prof.of(cls)
-            if cc.enabled:
-                wanted.extend(d for d in cc.detectors if d not in wanted)
+    wanted = _wanted(cfg, names)
     prefixes = tuple(f"profiles.{p}." for p in names)
     errors = [e for e in check_profiles(cfg) if e.key.startswith(prefixes)]
     if errors:
@@ -379,51 +389,76 @@ def load(
     if not wanted:
         return result
     models = manifest.load()
-    # The "auto" hint: concurrent jobs get one OpenVINO stream each only where
-    # a job's inferences are small, i.e. profiles of one pass per class (no
-    # tiles or fine pass; `fast`): there 2 streams beat 2 threads on one
-    # small input by ~20 %. With the default profile's native-size and plate
-    # passes, streams ran slower and the daemon's peak memory grew 1.6x
-    # (benchmarks/RESULTS.md), so such jobs share one LATENCY stream. The
-    # daemon passes concurrency 1 (see service.daemon._load_pipelines).
-    profiles = [cfg.profile(p) for p in names]
-    one_pass = all(
-        not p.of(cls).tiling.enabled
-        for p in profiles
-        for cls in CLASSES
-        if p.of(cls).enabled
-    )
-    runtime = Runtime(cfg.runtime, concurrency if one_pass else 1)
+    runtime = Runtime(cfg.runtime, _streams(cfg, names, concurrency))
     result.runtime = runtime
-    logger = log.get("redactd.stages.detect")
     try:
         for dname in wanted:
-            info = DETECTORS[dname]
-            spec = derived.resolve(models, info.model, cfg.models.dir)
-            det = info.factory(spec, runtime, cfg.models.dir)
-            det.name = dname
-            device, precision = _infer_info(det)
-            model = ModelInfo(
-                dname,
-                spec.name,
-                spec.identity,
-                device,
-                precision,
-                files_sha256=tuple(spec.files[rel] for rel in sorted(spec.files)),
-                openvino=runtime.version,
-            )
-            result.loaded[dname] = _Loaded(info, det, model)
-            logger.info(
-                "detector.loaded",
-                detector=dname,
-                model=spec.name,
-                model_identity=spec.identity,
-                device=device,
-                precision=precision,
-                openvino=runtime.version,
-                hint=runtime.hint,
-            )
+            entry = result.loaded[dname] = _load_one(dname, models, runtime, cfg)
+            _log_loaded(entry.model, runtime)
     except BaseException:
         result.close()
         raise
     return result
+
+
+def _wanted(cfg: Config, names: list[str]) -> list[str]:
+    """The detectors the enabled classes of the named profiles use, each once,
+    in the order they are first named."""
+    wanted: list[str] = []
+    for pname in names:
+        prof = cfg.profile(pname)
+        for cls in CLASSES:
+            cc = prof.of(cls)
+            if cc.enabled:
+                wanted.extend(d for d in cc.detectors if d not in wanted)
+    return wanted
+
+
+def _streams(cfg: Config, names: list[str], concurrency: int) -> int:
+    """The concurrency that resolves the "auto" performance hint.
+
+    Concurrent jobs get one OpenVINO stream each only where a job's
+    inferences are small, i.e. profiles of one pass per class (no tiles or
+    fine pass; `fast`): there 2 streams beat 2 threads on one small input by
+    ~20 %. With the default profile's native-size and plate passes, streams
+    ran slower and the daemon's peak memory grew 1.6x (benchmarks/RESULTS.md),
+    so such jobs share one LATENCY stream. The daemon passes concurrency 1
+    (see service.daemon._load_pipelines).
+    """
+    profiles = [cfg.profile(p) for p in names]
+    one_pass = all(
+        not p.of(cls).tiling.enabled for p in profiles for cls in CLASSES if p.of(cls).enabled
+    )
+    return concurrency if one_pass else 1
+
+
+def _load_one(dname: str, models: manifest.Manifest, runtime: Runtime, cfg: Config) -> _Loaded:
+    """Resolve, verify and compile detector ``dname``."""
+    info = DETECTORS[dname]
+    spec = derived.resolve(models, info.model, cfg.models.dir)
+    det = info.factory(spec, runtime, cfg.models.dir)
+    det.name = dname
+    device, precision = _infer_info(det)
+    model = ModelInfo(
+        dname,
+        spec.name,
+        spec.identity,
+        device,
+        precision,
+        files_sha256=tuple(spec.files[rel] for rel in sorted(spec.files)),
+        openvino=runtime.version,
+    )
+    return _Loaded(info, det, model)
+
+
+def _log_loaded(model: ModelInfo, runtime: Runtime) -> None:
+    log.get("redactd.stages.detect").info(
+        "detector.loaded",
+        detector=model.detector,
+        model=model.model,
+        model_identity=model.identity,
+        device=model.device,
+        precision=model.precision,
+        openvino=runtime.version,
+        hint=runtime.hint,
+    )
