@@ -797,6 +797,36 @@ def test_a_result_taken_by_a_consumer_while_its_folder_fsync_failed_is_not_publi
     assert os.listdir(dirs["work"]) == []
 
 
+def test_a_result_taken_before_the_failed_fsync_returns_is_not_published_twice(
+    dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a polling consumer wins: it takes the file between the link
+    and the failing fsync's return, so when the spool looks, the name is
+    already empty. It must still know the result was published (the link's
+    NotDurable says so), and the retry must not link it again. (Seen as two
+    copies in the daemon's EIO test before fsutil.NotDurable.)"""
+    sp, job = _ready_to_deliver(dirs)
+    real = fsutil.fsync_dir
+    taken = tmp_path / "taken"
+
+    def consumer_wins_then_eio(path: Path) -> None:
+        if path == dirs["outbound"] and (dirs["outbound"] / "a.jpg").exists():
+            assert _taken_by_consumer(dirs["outbound"], taken) == ["a.jpg"]
+            raise OSError(errno.EIO, "injected")
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", consumer_wins_then_eio)
+    with pytest.raises(OSError) as e:
+        sp.deliver(job)
+    monkeypatch.undo()
+    assert e.value.errno == errno.EIO
+    assert job.src.exists(), "the original went while its result was not durable"
+    sp.deliver(job)  # the supervisor's retry
+    assert all_files(dirs["outbound"]) == [], "published a second time"
+    assert [p.read_bytes() for p in taken.iterdir()] == [b"masked:original"]
+    assert os.listdir(dirs["work"]) == []
+
+
 def test_a_result_taken_by_a_consumer_while_the_daemon_was_down_is_not_published_again(
     dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -220,17 +220,32 @@ class Placer:
         False when a name was taken meanwhile."""
         rec = job.places[kind]
         assert rec.cand is not None
+        if ckind is not None and ccand is not None and not self._link_one(job.places[ckind]):
+            return False
+        if not self._link_one(rec):
+            return False
+        self._linked(job, kind)
+        return True
+
+    def _link_one(self, rec: Placement) -> bool:
+        """Link ``rec``'s staged file to its recorded name: False when the name
+        was taken meanwhile; a name that exists after a failure is remembered
+        as linked (``_unsynced``) before the error goes up."""
+        assert rec.cand is not None
         try:
-            if ckind is not None and ccand is not None:
-                fsutil.link_noreplace(Path(job.places[ckind].staged), ccand)
             fsutil.link_noreplace(Path(rec.staged), Path(rec.cand))
         except FileExistsError:
             return False
+        except fsutil.NotDurable:
+            # Linked, then its folder fsync failed: visible, and a consumer
+            # may take it before anyone looks again (so never judge this by
+            # whether the name is still there).
+            self._unsynced.add((rec.cand, rec.ino))
+            raise
         except OSError as e:
             self._link_failed(rec)
             _raise_bad_name(e)
             raise
-        self._linked(job, kind)
         return True
 
     def _linked(self, job: Job, kind: Kind) -> None:
