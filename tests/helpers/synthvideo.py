@@ -16,6 +16,7 @@ Tests import PyAV directly (only the package is limited to one ``av`` module).
 
 from __future__ import annotations
 
+# --------------------------------------------------------------------------- plain clips
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,10 @@ import av
 import cv2
 import numpy as np
 
-# --------------------------------------------------------------------------- plain clips
+from redactd.core.types import Box
+from redactd.evaluation import video_labels
+from redactd.evaluation.video_labels import TrackBox
+from tests.helpers import synthvideo
 
 
 @dataclass(frozen=True)
@@ -664,3 +668,19 @@ def video_pixels(gt: GTVideo, output: Path) -> VideoPixels:
         frames_over_1pct=sum(1 for v in per if v > 0.01),
         frames=len(results),
     )
+
+
+def labelled_clip(folder: Path, eval_dir: Path, frames: int = 40) -> synthvideo.GTVideo:
+    """A synthetic clip with real faces and its MOT ``gt.txt`` (counted faces flag 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / f"{SECRET}.mp4"
+    gt = synthvideo.make_gt_video(video, eval_dir, size=(480, 272), frames=frames, seed=3)
+    boxes = [
+        TrackBox(f.frame, f.track + 1, "face", Box.from_xywh(*f.box), ignore=not f.counted)
+        for f in gt.faces
+    ]
+    (folder / f"{SECRET}.gt.txt").write_text(video_labels.format_mot(boxes))
+    return gt
+
+
+SECRET = "Quillomar-Vesstrand"  # in the video's file name: must never reach the report

@@ -21,23 +21,11 @@ from redactd.core.errors import PermanentInputError
 from redactd.core.types import Box
 from redactd.evaluation import video_labels, video_runner
 from redactd.evaluation.video_labels import TrackBox
-from tests.helpers import synthvideo
+from tests.helpers.synthvideo import SECRET, labelled_clip
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "Quillomar-Vesstrand"  # in the video's file name: must never reach the report
 
 
-def _labelled_clip(folder: Path, eval_dir: Path, frames: int = 40) -> synthvideo.GTVideo:
-    """A synthetic clip with real faces and its MOT ``gt.txt`` (counted faces flag 1)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    video = folder / f"{SECRET}.mp4"
-    gt = synthvideo.make_gt_video(video, eval_dir, size=(480, 272), frames=frames, seed=3)
-    boxes = [
-        TrackBox(f.frame, f.track + 1, "face", Box.from_xywh(*f.box), ignore=not f.counted)
-        for f in gt.faces
-    ]
-    (folder / f"{SECRET}.gt.txt").write_text(video_labels.format_mot(boxes))
-    return gt
 
 
 def test_mot_round_trip_keeps_every_box(tmp_path: Path) -> None:
@@ -98,7 +86,7 @@ def test_cvat_video_xml_reads_as_the_same_boxes_as_mot() -> None:
 def test_one_track_unmasked_for_three_frames_is_reported_exactly(
     tmp_path: Path, eval_dir: Path
 ) -> None:
-    gt = _labelled_clip(tmp_path / "set", eval_dir)
+    gt = labelled_clip(tmp_path / "set", eval_dir)
     (video,) = video_labels.load_sets(tmp_path / "set")[0].videos
     counted = [b for b in video.boxes if not b.ignore]
     by_track: dict[int, list[int]] = {}
@@ -152,7 +140,7 @@ def test_one_track_unmasked_for_three_frames_is_reported_exactly(
 def test_eval_cli_scores_a_video_set_end_to_end_and_names_nothing(
     tmp_path: Path, eval_dir: Path, models_dir: Path
 ) -> None:
-    _labelled_clip(tmp_path / "sets" / f"cam-{SECRET}", eval_dir, frames=24)
+    labelled_clip(tmp_path / "sets" / f"cam-{SECRET}", eval_dir, frames=24)
     cfg = tmp_path / "redactd.toml"
     cfg.write_text(
         f'[service]\nwork_dir = "{tmp_path / "work"}"\n'

@@ -20,7 +20,7 @@ import pytest
 from redactd.core.config import load
 from redactd.models import validation
 from redactd.service.daemon import check_validation
-from tests.integration.test_eval_video import _labelled_clip
+from tests.helpers.synthvideo import labelled_clip
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
@@ -55,7 +55,7 @@ def _config(tmp: Path, models_dir: Path, extra: str = "") -> Path:
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory: pytest.TempPathFactory, eval_dir: Path, models_dir: Path):
     tmp = tmp_path_factory.mktemp("validate")
-    _labelled_clip(tmp / "data", eval_dir, frames=16)
+    labelled_clip(tmp / "data", eval_dir, frames=16)
     cfg = _config(tmp, models_dir)
     runs = {
         name: _cli("models", "validate", name, "--against", "default", "--data",

@@ -27,6 +27,7 @@ from redactd.core.types import Box, Detection
 from redactd.pipeline.process import Pipeline
 from redactd.stages.instructions.parse import parse
 from tests.conftest import REPO
+from tests.helpers.sidecars import HOSTILE
 
 EVERYONE = {"keep": [{"box": [0, 0, 1, 1], "units": "rel", "classes": ["face", "plate"]}]}
 KEY = b"0123456789abcdef-operator-secret"
@@ -192,33 +193,8 @@ def test_hmac_signed_sidecars_only(tmp_path: Path, models_dir: Path) -> None:
 # --------------------------------------------------------------------------- hostile
 
 
-def _deep(n: int) -> bytes:
-    return b'{"mask": ' + b"[" * n + b"]" * n + b"}"
 
 
-HOSTILE: dict[str, bytes] = {
-    "int_400_digits": b'{"mask": [{"box": [0, 0, 1' + b"0" * 400 + b", 5]}]}",
-    "int_5000_digits": b'{"mask": [{"box": [0, 0, 1' + b"0" * 5000 + b", 5]}]}",
-    "time_400_digits": b'{"mask": [{"box": [0, 0, 5, 5], "time": [0, 1' + b"0" * 400 + b"]}]}",
-    "frame_1e300": b'{"keep": [{"box": [0, 0, 5, 5], "frame": 1e300}]}',
-    "nan": b'{"mask": [{"box": [0, 0, NaN, 5]}]}',
-    "infinity": b'{"mask": [{"box": [0, 0, Infinity, 5]}]}',
-    "minus_infinity": b'{"mask": [{"box": [-Infinity, 0, 5, 5]}]}',
-    "float_1e309": b'{"mask": [{"box": [0, 0, 1e309, 5]}]}',
-    "deep_lists": _deep(200_000),
-    "deep_objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
-    "huge_region_list": b'{"mask": [' + b",".join([b'{"box":[0,0,1,1]}'] * 50_000) + b"]}",
-    "huge_box_array": b'{"mask": [{"box": [' + b"0," * 400_000 + b"0]}]}",
-    "polygon_1e6_points": b'{"mask": [{"polygon": [' + b"[0,0]," * 1_000_000 + b"[1,1]]}]}",
-    "polygon_2000_points": b'{"mask": [{"polygon": [' + b"[0,0]," * 2000 + b"[1,1]]}]}",
-    "not_utf8": b'{"mask": []}\xff\xfe',
-    "utf16_bom": '{"mask": []}'.encode("utf-16"),
-    "duplicate_keys": b'{"mask": [], "mask": []}',
-    "negative_size_box": b'{"mask": [{"box": [10, 10, -5, -5]}]}',
-    "negative_frames": b'{"mask": [{"box": [0, 0, 5, 5], "frames": [-1, 5]}]}',
-    "top_level_array": b"[1, 2, 3]",
-    "empty_file": b"",
-}
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
@@ -247,11 +223,11 @@ def test_a_bom_is_allowed(tmp_path: Path, models_dir: Path) -> None:
 
 
 def test_video_keep_everyone_exceeds_the_share_limit(tmp_path: Path, models_dir: Path) -> None:
-    from tests.integration.test_video_unjudged import RedFaceDetector, _background, write_video
+    from tests.helpers.scripted_video import RedFaceDetector, background, write_video
 
     cfg = load(_config(tmp_path, models_dir, "allow_keep = true"))
     src = tmp_path / "clip.mp4"
-    write_video(src, [_background(i) for i in range(6)], 25)
+    write_video(src, [background(i) for i in range(6)], 25)
     dst = tmp_path / "out.mp4"
     with pytest.raises(PermanentInputError) as ei:
         Pipeline(cfg, RedFaceDetector()).process(  # type: ignore[arg-type]

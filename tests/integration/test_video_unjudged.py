@@ -26,25 +26,15 @@ import pytest
 
 from redactd.core.config import Config, load
 from redactd.core.errors import PermanentInputError
-from redactd.core.types import Box, Detection
 from redactd.pipeline.process import Pipeline
 from redactd.pipeline.video import ChangeGate
 from tests.conftest import REPO
+from tests.helpers.scripted_video import H, RedFaceDetector, W, background, red_box, write_video
 from tests.helpers.synthvideo import decode_bgr, load_background, load_sprites
 
-W, H = 320, 240
 RED = (0, 0, 255)
 
 
-def _background(i: int, moving: bool = False) -> np.ndarray:
-    """A textured, still (or slowly panning) picture without red."""
-    yy, xx = np.mgrid[0:H, 0:W]
-    shift = i * 2 if moving else 0
-    img = np.empty((H, W, 3), np.uint8)
-    img[..., 0] = ((xx + shift) * 200 // W) % 256
-    img[..., 1] = (yy * 200 // H + 30) % 256
-    img[..., 2] = (((xx + shift) // 20 + yy // 20) % 2) * 60 + 40
-    return img
 
 
 def _scene_b(i: int) -> np.ndarray:
@@ -57,53 +47,10 @@ def _scene_b(i: int) -> np.ndarray:
     return img
 
 
-def write_video(path: Path, pictures: list[np.ndarray], fps: int) -> None:
-    """H.264 at near-lossless quality, one picture per frame."""
-    with av.open(str(path), "w") as oc:
-        vs = oc.add_stream("libx264", rate=fps)
-        vs.width, vs.height = W, H
-        vs.pix_fmt = "yuv420p"
-        vs.codec_context.time_base = Fraction(1, fps)
-        vs.codec_context.options = {"crf": "10", "preset": "veryfast"}
-        for i, pic in enumerate(pictures):
-            vf = av.VideoFrame.from_ndarray(pic, format="bgr24").reformat(format="yuv420p")
-            vf.pts = i
-            vf.time_base = Fraction(1, fps)
-            for p in vs.encode(vf):
-                oc.mux(p)
-        for p in vs.encode(None):
-            oc.mux(p)
 
 
-def red_box(img: np.ndarray) -> Box | None:
-    """The bounding box of the saturated red pixels (the drawn 'face')."""
-    b, g, r = (img[..., c].astype(np.int16) for c in range(3))
-    ys, xs = np.nonzero((r > 180) & (g < 90) & (b < 90))
-    if len(xs) < 20:
-        return None
-    return Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
 
 
-class RedFaceDetector:
-    """Finds a face wherever the red square is; records what it was shown."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.faces_seen = 0
-
-    def find(self, image: np.ndarray, profile: object, floor: float | None = None) -> list:
-        self.calls += 1
-        b = red_box(image)
-        if b is None:
-            return []
-        self.faces_seen += 1
-        return [Detection("face", b, 0.95, "red")]
-
-    def describe(self) -> list:
-        return []
-
-    def close(self) -> None:
-        pass
 
 
 def _draw(img: np.ndarray, x: int, y: int, s: int = 40) -> np.ndarray:
@@ -149,26 +96,26 @@ def _assert_masked_everywhere(inputs: list[np.ndarray], outputs: list[np.ndarray
 
 def _scenarios() -> dict[str, tuple[int, Callable[[], list[np.ndarray]]]]:
     def one_frame() -> list[np.ndarray]:
-        pics = [_background(i) for i in range(8)]
+        pics = [background(i) for i in range(8)]
         pics[5] = _draw(pics[5], 140, 100)
         return pics
 
     def entering() -> list[np.ndarray]:
         # steps in from the left edge on frame 5 and walks fast across
-        pics = [_background(i) for i in range(14)]
+        pics = [background(i) for i in range(14)]
         for i in range(5, 14):
             pics[i] = _draw(pics[i], -30 + (i - 5) * 35, 90)
         return pics
 
     def hard_cut() -> list[np.ndarray]:
         # scene A (no one) then, from frame 7, scene B with a face for one frame
-        pics = [_background(i) for i in range(7)] + [_scene_b(i) for i in range(7)]
+        pics = [background(i) for i in range(7)] + [_scene_b(i) for i in range(7)]
         pics[7] = _draw(pics[7], 200, 60)
         return pics
 
     def one_fps() -> list[np.ndarray]:
         # an NVR export at 1 fps: someone in one frame, elsewhere in the next
-        pics = [_background(i) for i in range(9)]
+        pics = [background(i) for i in range(9)]
         pics[5] = _draw(pics[5], 20, 20)
         pics[7] = _draw(pics[7], 250, 170, 30)
         return pics
@@ -202,7 +149,7 @@ def test_every_frame_with_a_face_is_masked(
 def test_unchanged_frames_may_be_skipped_changed_ones_not(cfg: Config, tmp_path: Path) -> None:
     """A still scene at 25 fps: frames skipped (up to k - 1 in a row); the
     frame with a new face and the frame after it (it changed too) detected."""
-    pics = [_background(0) for _ in range(12)]
+    pics = [background(0) for _ in range(12)]
     pics[7] = _draw(pics[7], 100, 100)
     src = tmp_path / "still.mp4"
     write_video(src, pics, 25)
@@ -220,7 +167,7 @@ def test_slowly_panning_scene_is_detected_before_change_adds_up(
 ) -> None:
     """Each frame moves 2 px: compared with the last *detected* frame, the change
     adds up and forces detection within a few frames, never k frames of drift."""
-    pics = [_background(i, moving=True) for i in range(12)]
+    pics = [background(i, moving=True) for i in range(12)]
     src = tmp_path / "pan.mp4"
     write_video(src, pics, 25)
     _out, det = _run(cfg, src, "fast")
@@ -345,7 +292,7 @@ def test_undecodable_second_video_stream_is_refused_not_dropped(
             streams.append(s)
         for i in range(10):
             for s in streams:
-                vf = av.VideoFrame.from_ndarray(_background(i), format="bgr24")
+                vf = av.VideoFrame.from_ndarray(background(i), format="bgr24")
                 vf = vf.reformat(format="yuv420p")
                 vf.pts, vf.time_base = i, Fraction(1, 25)
                 for p in s.encode(vf):

@@ -24,6 +24,7 @@ import pytest
 from redactd.service.spool import nofollow
 from redactd.service.spool.job import Target
 from redactd.service.spool.workarea import Spool
+from tests.helpers.filesystems import small_filesystem
 from tests.helpers.service import (
     Daemon,
     Folders,
@@ -34,10 +35,9 @@ from tests.helpers.service import (
     wait_until,
     write_config,
 )
+from tests.helpers.sidecars import CORNER, corner_is_solid, noisy_png, sidecar
 from tests.helpers.synthvideo import write_clip
 from tests.reliability.conftest import coloured_jpeg
-from tests.reliability.test_disk_full import small_filesystem
-from tests.reliability.test_sidecars import CORNER, corner_is_solid, noisy_png, sidecar
 
 GREEN = (0, 255, 0)  # the fake detector is slow on it (REDACTD_FAKE_SLOW)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.filesystems import small_filesystem
 from tests.helpers.service import (
     Daemon,
     Folders,
@@ -31,7 +32,6 @@ from tests.helpers.service import (
     write_config,
 )
 from tests.reliability.conftest import coloured_jpeg
-from tests.reliability.test_disk_full import small_filesystem
 
 _STEPS = "link,linkat,rename,renameat,renameat2"
 MAX_POINTS = 60  # far more than a run makes (about 25): a loop would show here

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.filesystems import small_filesystem
 from tests.helpers.service import (
     Daemon,
     Folders,
@@ -55,7 +56,6 @@ from tests.helpers.service import (
     write_config,
 )
 from tests.reliability.conftest import coloured_jpeg
-from tests.reliability.test_disk_full import small_filesystem
 
 GOOD = "eio-good-q7.png"
 BAD = "eio-bad-q7.jpg"

@@ -30,7 +30,7 @@ from tests.helpers.service import (
     wait_until,
     write_config,
 )
-from tests.reliability.test_sidecars import noisy_png, sidecar
+from tests.helpers.sidecars import noisy_png, sidecar
 
 SCHEMA = json.loads((REPO / "schemas" / "job-record.schema.json").read_text())
 REC = ".redactd.json"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers.service import Daemon, rel_names, wait_until
-from tests.reliability.test_sidecars import CORNER, SIDE, corner_is_solid, daemon_for, noisy_png
+from tests.helpers.sidecars import CORNER, SIDE, corner_is_solid, daemon_for, noisy_png
 
 EVERYONE = {"keep": [{"box": [0, 0, 1, 1], "units": "rel", "classes": ["face", "plate"]}]}
 
@@ -114,7 +114,7 @@ def test_with_an_hmac_key_only_signed_sidecars_are_used(
 def test_hostile_sidecars_quarantine_their_inputs_and_the_daemon_lives_on(
     tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path
 ) -> None:
-    from tests.integration.test_sidecar_limits import HOSTILE
+    from tests.helpers.sidecars import HOSTILE
 
     f, d = daemon_for(tmp_path, daemons, models_dir)
     names = ["int_400_digits", "int_5000_digits", "deep_objects", "not_utf8", "float_1e309"]

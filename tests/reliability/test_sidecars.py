@@ -12,9 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from tests.helpers.service import (
     Daemon,
     Folders,
@@ -25,59 +22,28 @@ from tests.helpers.service import (
     wait_until,
     write_config,
 )
+from tests.helpers.sidecars import (
+    CORNER,
+    SIDE,
+    corner_is_solid,
+    daemon_for,
+    drop,
+    noisy_png,
+    sidecar,
+)
 from tests.reliability.conftest import coloured_jpeg
 
-SIDE = ".redact.json"
 BLUE = (255, 0, 0)  # the fake detector hangs on it (REDACTD_FAKE_SLEEP)
-# A corner the fake detector's face (the centre half) never touches.
-CORNER = {"mask": [{"box": [0, 0, 12, 12]}]}
 
 
-def noisy_png(path: Path, seed: int, size: int = 64) -> None:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(30, 230, (size, size, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", img)
-    assert ok
-    path.write_bytes(buf.tobytes())
 
 
-def drop(path: Path, data: bytes) -> None:
-    """Write under a dotfile name, then rename in: how a careful writer drops a file."""
-    tmp = path.with_name("." + path.name + ".incoming")
-    tmp.write_bytes(data)
-    tmp.rename(path)
 
 
-def sidecar(media: Path, doc: object) -> Path:
-    p = media.with_name(media.name + SIDE)
-    drop(p, json.dumps(doc).encode())
-    return p
 
 
-def corner_is_solid(out: Path) -> bool:
-    img = cv2.imread(str(out), cv2.IMREAD_COLOR)
-    assert img is not None
-    corner = img[:12, :12].reshape(-1, 3)
-    return bool((corner == corner[0]).all())
 
 
-def daemon_for(
-    tmp_path: Path,
-    daemons: Callable[..., Daemon],
-    models_dir: Path,
-    extra: str = "",
-    **watch: object,
-) -> tuple[Folders, Daemon]:
-    f = Folders.make(tmp_path / "svc")
-    cfg = write_config(
-        tmp_path / "redactd.toml", f, models_dir, detectors=("fake",), watch=dict(watch)
-    )
-    if extra:
-        cfg.write_text(cfg.read_text() + "\n" + extra + "\n")
-    d = daemons(cfg, fake="default").start()
-    d.wait_ready()
-    return f, d
 
 
 def done_event(d: Daemon) -> dict[str, object]:

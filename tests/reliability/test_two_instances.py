@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.filesystems import small_filesystem
 from tests.helpers.service import (
     Daemon,
     Folders,
@@ -22,7 +23,6 @@ from tests.helpers.service import (
     write_config,
 )
 from tests.reliability.conftest import small_jpeg
-from tests.reliability.test_disk_full import small_filesystem
 
 FILES = 16
 

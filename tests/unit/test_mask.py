@@ -13,21 +13,13 @@ from redactd.core.config import MaskConfig, Profile
 from redactd.core.errors import PermanentInputError
 from redactd.core.types import Box
 from redactd.stages.mask import MaskRegion, apply_masks, cell_size, mask_area, padding_of
+from tests.helpers.pictures import changed, textured
 
 METHODS = ("mosaic", "blur", "pixelate", "solid")
 
 
-def textured(h: int = 200, w: int = 300, seed: int = 0) -> np.ndarray:
-    """Fine random texture over a gradient: detail a weak mask would keep."""
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 256, (h, w, 3)).astype(np.int16)
-    img += np.linspace(-60, 60, w, dtype=np.int16)[None, :, None]
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-pixel: does any channel differ?"""
-    return np.any(a != b, axis=-1)
 
 
 def cfg(**kw: object) -> MaskConfig:

@@ -12,7 +12,7 @@ from redactd.core.config import MaskConfig
 from redactd.core.types import Box
 from redactd.stages.follow import RegionFollower
 from redactd.stages.mask import MaskRegion, apply_masks
-from tests.unit.test_mask import changed, textured
+from tests.helpers.pictures import changed, textured
 
 
 def cfg(**kw: object) -> MaskConfig:
