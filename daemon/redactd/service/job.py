@@ -48,7 +48,7 @@ from redactd.core.errors import ExitCode, ModelError, PermanentInputError, Trans
 from redactd.core.fsutil import errname
 from redactd.core.types import JobResult
 from redactd.pipeline.record import FileDigest, JobRecord
-from redactd.service.claim import Claimer
+from redactd.service.intake import Intake
 from redactd.service.names import is_sidecar_name
 from redactd.service.outcomes import Outcomes
 from redactd.service.queue import Work, WorkQueue
@@ -96,7 +96,7 @@ class JobHandler:
         self.space = space
         self.outcomes = outcomes
         self.running = running
-        self.claimer = Claimer(spool, space, lambda: config().service)
+        self.intake = Intake(spool, space, lambda: config().service)
         self._request_stop = request_stop
         self.log = log.get("redactd.service")
 
@@ -105,7 +105,7 @@ class JobHandler:
         me = threading.get_ident()
         try:
             if isinstance(item, Work):
-                job = self.claimer.claim(item)
+                job = self.intake.claim(item)
                 if job is None:
                     return
             assert job is not None

@@ -1,4 +1,7 @@
-"""Claiming a settled candidate into a job in the work area.
+"""Intake: a settled candidate becomes a job in the work area.
+
+(The atomic claim itself is the spool's, ``service.spool.claim``; this is
+the supervisor's side of it.)
 
 The watcher says a file *looks* complete; the claim checks the snapshot it
 settled with, takes the sidecar that arrived while it waited in the queue,
@@ -28,7 +31,7 @@ from redactd.service.watch import Candidate
 from redactd.stages.instructions.parse import sidecar_path
 
 
-class Claimer:
+class Intake:
     """Turns a :class:`Work` into a :class:`Job` (or nothing, said why in the log)."""
 
     def __init__(self, spool: Spool, space: Space, service: Callable[[], ServiceConfig]) -> None:
