@@ -85,7 +85,7 @@ def _complete(f: Folders) -> bool:
 
 
 # cross_fs only: it has every step of same_fs plus the claim name and copy
-# (same_fs crash points are covered step by step in tests/unit/test_spool.py).
+# (same_fs crash points are covered step by step in tests/unit/service/spool/test_spool.py).
 @pytest.mark.parametrize("layout", ["cross_fs"])
 def test_kill9_at_each_step_then_restart_loses_nothing_and_publishes_once(
     tmp_path: Path, daemons: Callable[..., Daemon], models_dir: Path, layout: str

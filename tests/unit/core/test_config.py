@@ -10,8 +10,7 @@ import pytest
 
 from redactd.core.config import Config, check_folders, load, parse
 from redactd.core.errors import ConfigError, ConfigErrors
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def _errors(data: dict, base: Path = Path("/tmp")) -> list[str]:

@@ -22,8 +22,8 @@ from redactd.pipeline.record import (
 )
 from redactd.stages.detect.registry import ModelInfo
 from redactd.stages.instructions.parse import parse
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "schemas" / "job-record.schema.json").read_text())
 SHA = "ab" * 32
 
