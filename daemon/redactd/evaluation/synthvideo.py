@@ -232,7 +232,7 @@ def make_set(
     seed: int = 0,
 ) -> list[Path]:
     """Write ``videos`` labelled clips (``clip-NNN.mp4`` + ``.gt.txt``) into ``out``."""
-    from redactd.stages.media import video as video_io  # the only module importing PyAV
+    from redactd.stages.media import video as video_io  # PyAV, imported only where used
 
     sets = dataset.load(faces_set)
     out.mkdir(parents=True, exist_ok=True)

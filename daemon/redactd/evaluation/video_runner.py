@@ -180,7 +180,7 @@ class VideoEvalReport:
 
 def decode_rgb(path: Path) -> Iterator[np.ndarray]:
     """The stored frames of a video as ``HxWx3`` RGB (the pixels labels refer to)."""
-    from redactd.stages.media import video as video_io  # the only module importing PyAV
+    from redactd.stages.media import video as video_io  # PyAV, imported only where used
 
     return video_io.stored_frames_rgb(path)
 

@@ -13,7 +13,7 @@ from redactd.core.fsutil import TMP_PREFIX
 from redactd.stages.instructions.parse import SIDECAR_SUFFIX, media_name_of
 
 #: Prefix of the name a cross-filesystem claim gives the inbound file while it
-#: is copied into the work area (see ``spool``); always ignored.
+#: is copied into the work area (see ``service.spool.crossmount``); always ignored.
 CLAIM_PREFIX = ".redactd-claim-"
 
 # --------------------------------------------------------------------------- names
