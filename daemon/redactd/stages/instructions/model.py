@@ -97,8 +97,9 @@ class Overrides:
     plate: ClassOverride = field(default_factory=ClassOverride)
 
     def get(self, cls: str) -> ClassOverride:
-        o: ClassOverride = getattr(self, cls)
-        return o
+        if cls not in ("face", "plate"):
+            raise KeyError(cls)
+        return self.face if cls == "face" else self.plate
 
     @property
     def is_empty(self) -> bool:
