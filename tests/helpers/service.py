@@ -168,7 +168,7 @@ class Daemon:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sock.bind("\0" + self._addr)
             self._sock.setblocking(False)
-        self._drain()
+        self.drain()
         self.notifications.clear()
         env = dict(os.environ)
         env.update(self.env)
@@ -188,7 +188,7 @@ class Daemon:
         self.starts += 1
         return self
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         if self._sock is None:
             return
         while True:
@@ -203,7 +203,7 @@ class Daemon:
     def wait_notify(self, needle: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._drain()
+            self.drain()
             if any(needle in n for n in self.notifications):
                 return
             if self.proc is not None and self.proc.poll() is not None:
@@ -281,7 +281,7 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if daemon is not None:
-            daemon._drain()  # keep its notify socket from filling up
+            daemon.drain()  # keep its notify socket from filling up
         if cond():
             return
         if daemon is not None and daemon.proc is not None and daemon.proc.poll() is not None:

@@ -189,7 +189,7 @@ def _settled(f: Folders) -> bool:
 def _wait(cond: Callable[[], bool], d: Daemon, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        d._drain()
+        d.drain()
         if cond():
             return True
         if not d.alive():

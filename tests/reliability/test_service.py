@@ -45,12 +45,12 @@ def test_notify_ready_status_watchdog_and_stopping(
     wait_until(lambda: rel_names(f.outbound) == ["a.jpg"], 30, "delivery", d)
     d.wait_notify("WATCHDOG=1", 5)
     wait_until(
-        lambda: (d._drain(), any("1 done" in n for n in d.notifications))[1], 10, "STATUS", d
+        lambda: (d.drain(), any("1 done" in n for n in d.notifications))[1], 10, "STATUS", d
     )
     ready = next(n for n in d.notifications if "READY=1" in n)
     assert "STATUS=" in ready and "queued" in ready
     assert d.stop() == 0
-    d._drain()
+    d.drain()
     assert any(n.startswith("STOPPING=1") for n in d.notifications)
     st = json.loads(f.status.read_text())
     assert st["state"] == "stopped" and st["done"] == 1
