@@ -204,7 +204,7 @@ class JobHandler:
         except OSError as e:
             if e.errno in DISK_FULL_ERRNOS:
                 raise DiskFull() from e
-            raise  # any other raw OSError from the pipeline is a bug: catch-all
+            raise  # any other raw OSError: retried as a transient "spool" failure (counted)
         if self.spool.input_changed(job):
             # Written to after the claim (an open handle on a share): this
             # output is of content that was not final. Never published.
