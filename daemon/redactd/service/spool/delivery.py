@@ -60,7 +60,9 @@ class Delivery:
         """
         rec = job.places.get(Kind.OUT)
         if rec is not None:
-            if self._placer.placed(rec) is not None:
+            if self._placer.published(job, Kind.OUT):
+                # Out already, even when a consumer took it at once: the
+                # retry finishes the delivery, it never processes again.
                 return
             job.places.pop(Kind.OUT)
         side = job.places.pop(Kind.RECORD, None)

@@ -78,7 +78,10 @@ class Placer:
         return None
 
     def published(self, job: Job, kind: Kind) -> bool:
-        return self.placed(job.places.get(kind)) is not None
+        """Whether that placement is out: under its name, or linked by this
+        spool and since taken by a consumer (never to be linked again)."""
+        rec = job.places.get(kind)
+        return rec is not None and (self.placed(rec) is not None or self.taken(rec) is not None)
 
     def record_ready(self, job: Job) -> bool:
         """The job's record (if it has one) is staged or published."""

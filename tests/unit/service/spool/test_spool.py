@@ -827,6 +827,42 @@ def test_a_result_taken_before_the_failed_fsync_returns_is_not_published_twice(
     assert os.listdir(dirs["work"]) == []
 
 
+@pytest.mark.parametrize("failing", [1, 2], ids=["after_link", "after_unlink"])
+def test_a_taken_result_survives_the_supervisors_retry_path_and_is_not_published_twice(
+    dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
+    """What the daemon does after EIO from the n-th fsync of outbound during
+    delivery: the transient outcome discards the attempt's leftovers, then the
+    retry advances the job. A consumer took the file before either: the
+    discard must keep the job delivering (not run it again), and the retry
+    must not link it again. (Seen as two copies in the daemon's EIO test.)"""
+    sp, job = _ready_to_deliver(dirs)
+    real = fsutil.fsync_dir
+    taken = tmp_path / "taken"
+    calls: list[Path] = []
+
+    def consumer_wins_then_eio(path: Path) -> None:
+        if path == dirs["outbound"]:
+            calls.append(path)
+            if len(calls) == failing:
+                _taken_by_consumer(dirs["outbound"], taken)
+                raise OSError(errno.EIO, "injected")
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", consumer_wins_then_eio)
+    with pytest.raises(OSError):
+        sp.deliver(job)
+    monkeypatch.undo()
+    assert [p.name for p in taken.iterdir()] == ["0-a.jpg"]
+    sp.discard_output(job)  # the supervisor's transient outcome
+    assert sp.published(job), "a result a consumer holds counted as not published"
+    assert job.src.exists(), "the original went while its result was not durable"
+    sp.deliver(job)  # the retry: the job is still delivering
+    assert all_files(dirs["outbound"]) == [], "published a second time"
+    assert [p.read_bytes() for p in taken.iterdir()] == [b"masked:original"]
+    assert os.listdir(dirs["work"]) == []
+
+
 def test_a_result_taken_by_a_consumer_while_the_daemon_was_down_is_not_published_again(
     dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
