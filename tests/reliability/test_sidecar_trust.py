@@ -82,6 +82,8 @@ def test_with_a_trusted_folder_inbound_sidecars_are_refused_and_trusted_ones_use
     noisy_png(f.inbound / "cam" / "b.png", 4)
     wait_until(lambda: rel_names(f.outbound) == ["cam/b.png"], 30, "delivery", d)
     assert corner_is_solid(f.outbound / "cam" / "b.png")
+    # The output is published before its job's clean-up logs job.done.
+    wait_until(lambda: len(d.events("job.done")) == 1, 10, "job.done", d)
     [ev] = d.events("job.done")
     assert ev["extra_regions"] == 1
     assert d.stop() == 0
