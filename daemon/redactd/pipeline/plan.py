@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redactd.core.config import Config, MaskConfig, Profile
-from redactd.core.errors import RedactdError
 from redactd.core.types import CLASSES, Box, Detection
 from redactd.stages.instructions import policy as instr_mod
 from redactd.stages.instructions.model import Instructions, PixelRegion
@@ -71,15 +70,6 @@ def output_name(media: MediaType, name: str) -> str:
     p = Path(name)
     suffix = output_suffix(media, p.suffix)
     return name if suffix == p.suffix else p.stem + suffix
-
-
-def output_name_of(src: Path, name: str) -> str:
-    """``output_name`` for a file not yet planned; a file that cannot be
-    sniffed keeps its name (processing it fails with its reason)."""
-    try:
-        return output_name(sniff(src), name)
-    except RedactdError:
-        return name
 
 
 def output_suffix(media: MediaType, src_suffix: str) -> str:

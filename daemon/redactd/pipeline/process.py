@@ -29,7 +29,6 @@ from redactd.pipeline.plan import (
     ProgressFn,
     make_plan,
     mask_plan,
-    output_name_of,
 )
 from redactd.stages.detect import registry
 from redactd.stages.instructions.model import Instructions
@@ -167,19 +166,9 @@ class Pipeline:
         (``instruction_not_allowed`` / ``invalid_sidecar`` otherwise, before
         anything is written). Jobs of the CLI and the daemon go through
         ``pipeline.job`` instead, which also records them."""
-        existed = dst.exists() or dst.is_symlink()
-        try:
-            plan = make_plan(self.cfg, src, dst.name, profile, instructions)
-        except BaseException:
-            if not existed:
-                with contextlib.suppress(FileNotFoundError):
-                    dst.unlink()
-            raise
+        # The plan raises before anything is written: nothing to clean up here.
+        plan = make_plan(self.cfg, src, dst.name, profile, instructions)
         return self.run(src, dst, plan, progress)
-
-    def output_name(self, src: Path, name: str) -> str:
-        """The name the result of ``src`` gets (``plan.output_name_of``)."""
-        return output_name_of(src, name)
 
     def detect_file(self, src: Path, profile: str) -> list[Detection]:
         """Detections on the first page of an image (for ``redactd detect``)."""
