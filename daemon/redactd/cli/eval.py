@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from redactd.cli.common import err, load_config, startup_failed, with_config
 from redactd.core.errors import ConfigError, ExitCode, ModelError
 
 if TYPE_CHECKING:
+    from redactd.core.config import Config
     from redactd.evaluation.dataset import LabelledSet
     from redactd.evaluation.runner import EvalReport
+    from redactd.pipeline.process import Pipeline
 
+
+#: A labelled set, of images or of videos.
+S = TypeVar("S")
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp = with_config(sub.add_parser("eval", help="measure detection and masking on labelled sets"))
@@ -91,24 +97,38 @@ def run(args: argparse.Namespace) -> int:
     return _images(args, sweep)
 
 
+def _load(
+    args: argparse.Namespace,
+    load_sets: Callable[..., list[S]],
+    data_error: type[Exception],
+) -> tuple[Config, list[S], Pipeline] | int:
+    """Config, labelled sets and pipeline for one eval run, or the exit code
+    of the first that fails (78 config or models, 65 unreadable labels)."""
+    from redactd.pipeline.process import Pipeline
+
+    try:
+        cfg = load_config(args.config)
+        cfg.profile(args.profile)
+        sets = load_sets(Path(args.dataset), limit=args.limit)
+        return cfg, sets, Pipeline.load(cfg, [args.profile])
+    except (ConfigError, ModelError) as e:
+        return startup_failed(e)
+    except data_error as e:
+        err(f"dataset error: {e}")
+        return ExitCode.DATAERR
+
+
 def _images(args: argparse.Namespace, sweep: tuple[float, ...]) -> int:
     """``redactd eval`` on labelled image sets."""
     import shutil
     import tempfile
 
     from redactd.evaluation import dataset, runner
-    from redactd.pipeline.process import Pipeline
 
-    try:
-        cfg = load_config(args.config)
-        cfg.profile(args.profile)
-        sets = dataset.load(Path(args.dataset), limit=args.limit)
-        pipeline = Pipeline.load(cfg, [args.profile])
-    except (ConfigError, ModelError) as e:
-        return startup_failed(e)
-    except dataset.DatasetError as e:
-        err(f"dataset error: {e}")
-        return ExitCode.DATAERR
+    loaded = _load(args, dataset.load, dataset.DatasetError)
+    if isinstance(loaded, int):
+        return loaded
+    cfg, sets, pipeline = loaded
     out = Path(args.out)
     try:
         recognizer = runner.load_recognizer(pipeline, cfg, sets) if args.attack else None
@@ -173,21 +193,14 @@ def _videos(args: argparse.Namespace) -> int:
     import tempfile
 
     from redactd.evaluation import video_labels, video_report, video_runner
-    from redactd.pipeline.process import Pipeline
 
     if args.sweep or args.negatives:
         err("error: --sweep and --negatives apply to image sets only")
         return ExitCode.USAGE
-    try:
-        cfg = load_config(args.config)
-        cfg.profile(args.profile)
-        sets = video_labels.load_sets(Path(args.dataset), limit=args.limit)
-        pipeline = Pipeline.load(cfg, [args.profile])
-    except (ConfigError, ModelError) as e:
-        return startup_failed(e)
-    except video_labels.VideoLabelError as e:
-        err(f"dataset error: {e}")
-        return ExitCode.DATAERR
+    loaded = _load(args, video_labels.load_sets, video_labels.VideoLabelError)
+    if isinstance(loaded, int):
+        return loaded
+    _cfg, sets, pipeline = loaded
     out = Path(args.out)
 
     def progress(i: int, done: int, total: int) -> None:
